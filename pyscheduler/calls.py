@@ -1,0 +1,289 @@
+"""One typed wrapper per Lua function of the library.
+
+Each wrapper passes exactly the keys its Lua file declares, in that order, and turns the
+library's error replies into the exceptions of `pyscheduler.exceptions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import redis
+
+from .exceptions import LibraryError, error_from_reply
+from .keys import QueueKeys
+from .library import DEPLOY_HINT
+from .protocol import FailKind
+
+
+
+def raise_mapped(exc: redis.ResponseError) -> NoReturn:
+    message = str(exc)
+    mapped = error_from_reply(message)
+    if mapped is not None:
+        raise mapped from None
+    if "function not found" in message.lower():
+        raise LibraryError(f"the pyscheduler Lua library is not loaded: {DEPLOY_HINT}") from None
+    raise exc
+
+
+def _fcall(conn: redis.Redis, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    try:
+        return conn.fcall(name, len(keys), *keys, *args)
+    except redis.ResponseError as exc:
+        raise_mapped(exc)
+
+
+def _fcall_ro(conn: redis.Redis, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    try:
+        return conn.fcall_ro(name, len(keys), *keys, *args)
+    except redis.ResponseError as exc:
+        raise_mapped(exc)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """One job as `psq_enqueue` takes it."""
+
+    id: str
+    func: str
+    payload: str
+    priority: int
+    delay_ms: int
+    at_ms: int | None
+    timeout: float
+    retries: int
+    backoff: float
+    result_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class EnqueueOutcome:
+    id: str
+    status: str
+    created: bool
+
+
+def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int) -> list[Any]:
+    """The keys and arguments of one `psq_enqueue` call, for a client or a pipeline."""
+    args: list[Any] = [len(jobs), max_payload]
+    for job in jobs:
+        args += (
+            job.id,
+            job.func,
+            job.payload,
+            job.priority,
+            job.delay_ms,
+            "" if job.at_ms is None else job.at_ms,
+            job.timeout,
+            job.retries,
+            job.backoff,
+            job.result_ttl,
+        )
+    return [
+        keys.jobs,
+        keys.payloads,
+        keys.ready,
+        keys.delayed,
+        keys.seq,
+        keys.stats,
+        keys.wake,
+        *args,
+    ]
+
+
+ENQUEUE_NUMKEYS = 7
+
+
+def parse_enqueue_reply(reply: Sequence[Any]) -> list[EnqueueOutcome]:
+    return [
+        EnqueueOutcome(_text(reply[i]), _text(reply[i + 1]), bool(reply[i + 2]))
+        for i in range(0, len(reply), 3)
+    ]
+
+
+def enqueue(
+    conn: redis.Redis, keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int
+) -> list[EnqueueOutcome]:
+    call = enqueue_args(keys, jobs, max_payload)
+    reply = _fcall(conn, "psq_enqueue", call[:ENQUEUE_NUMKEYS], call[ENQUEUE_NUMKEYS:])
+    return parse_enqueue_reply(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A job leased to this worker by `psq_pop`."""
+
+    queue: str
+    id: str
+    token: int
+    deadline_ms: int
+    record: str
+    payload: str
+
+
+@dataclass(frozen=True, slots=True)
+class PopResult:
+    leases: list[Lease]
+    wait_ms: int  # -1: nothing scheduled; else ms until the next due job or lease deadline
+
+
+def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> PopResult:
+    reply = _fcall(
+        conn,
+        "psq_pop",
+        [
+            keys.jobs,
+            keys.payloads,
+            keys.errors,
+            keys.ready,
+            keys.delayed,
+            keys.active,
+            keys.failed,
+            keys.seq,
+            keys.stats,
+            keys.wake,
+        ],
+        [max_jobs, lease_ms, worker],
+    )
+    leases = [
+        Lease(
+            keys.queue,
+            _text(reply[i]),
+            int(reply[i + 1]),
+            int(reply[i + 2]),
+            _text(reply[i + 3]),
+            _text(reply[i + 4]),
+        )
+        for i in range(2, len(reply), 5)
+    ]
+    return PopResult(leases, int(reply[0]))
+
+
+def renew(
+    conn: redis.Redis, keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, int]]
+) -> list[int]:
+    """New deadlines, one per (id, token); 0 where the lease is lost."""
+    args: list[Any] = [lease_ms]
+    for job_id, token in held:
+        args += (job_id, token)
+    return [int(x) for x in _fcall(conn, "psq_renew", [keys.jobs, keys.active], args)]
+
+
+def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: int, result: str) -> int:
+    """Store the result; returns the run time in ms. Raises LeaseLost on a stale token."""
+    return int(
+        _fcall(
+            conn,
+            "psq_complete",
+            [
+                keys.jobs,
+                keys.payloads,
+                keys.results,
+                keys.errors,
+                keys.active,
+                keys.finished,
+                keys.stats,
+            ],
+            [job_id, token, result],
+        )
+    )
+
+
+def fail(
+    conn: redis.Redis,
+    keys: QueueKeys,
+    job_id: str,
+    token: int,
+    kind: FailKind,
+    error: str,
+    jitter: float,
+) -> tuple[str, int]:
+    """Record a failed run; returns (new status, retry delay ms). Raises LeaseLost."""
+    reply = _fcall(
+        conn,
+        "psq_fail",
+        [
+            keys.jobs,
+            keys.errors,
+            keys.ready,
+            keys.delayed,
+            keys.active,
+            keys.failed,
+            keys.seq,
+            keys.stats,
+            keys.wake,
+        ],
+        [job_id, token, kind.value, error, jitter],
+    )
+    return _text(reply[0]), int(reply[1])
+
+
+def cancel(conn: redis.Redis, keys: QueueKeys, job_id: str) -> str:
+    """Cancel the job; returns the status it had."""
+    return _text(
+        _fcall(
+            conn,
+            "psq_cancel",
+            [keys.jobs, keys.ready, keys.delayed, keys.active, keys.finished, keys.stats],
+            [job_id],
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class FetchedJob:
+    record: str
+    payload: str | None
+    result: str | None
+    error: str | None
+
+
+def fetch(conn: redis.Redis, keys: QueueKeys, job_id: str) -> FetchedJob:
+    """Read one job in full. Raises JobNotFound."""
+    reply = _fcall_ro(
+        conn,
+        "psq_fetch",
+        [keys.jobs, keys.payloads, keys.results, keys.errors],
+        [job_id],
+    )
+    record, payload, result, error = (None if x is None else _text(x) for x in reply)
+    assert record is not None  # the library raises NOT_FOUND instead
+    return FetchedJob(record, payload, result, error)
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    queued: int
+    delayed: int
+    active: int
+    failed: int
+    finished: int
+    stats: dict[str, int]
+
+
+def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
+    reply = _fcall_ro(
+        conn,
+        "psq_counts",
+        [keys.ready, keys.delayed, keys.active, keys.failed, keys.finished, keys.stats],
+        [],
+    )
+    stats = {_text(reply[i]): int(reply[i + 1]) for i in range(5, len(reply), 2)}
+    return Counts(*(int(x) for x in reply[:5]), stats=stats)
+
+
+def list_jobs(
+    conn: redis.Redis, keys: QueueKeys, state_set: str, offset: int, count: int
+) -> list[tuple[str, str | None]]:
+    reply = _fcall_ro(conn, "psq_list_jobs", [state_set, keys.jobs], [offset, count])
+    return [
+        (_text(reply[i]), None if reply[i + 1] is None else _text(reply[i + 1]))
+        for i in range(0, len(reply), 2)
+    ]

@@ -1,0 +1,109 @@
+"""The exceptions pyscheduler raises.
+
+    PySchedulerError
+    ├── LibraryError             the Lua library is missing or outdated in this Redis
+    ├── InvalidInput (ValueError) bad input caught before anything is written
+    │   ├── InvalidQueueName
+    │   ├── InvalidJobId
+    │   ├── InvalidOption        negative delay/timeout, a due time in the past, bad priority, ...
+    │   ├── PayloadNotJSON
+    │   ├── PayloadTooLarge
+    │   └── HandlerRefused       the function cannot be named, or a worker may not run it
+    ├── JobNotFound
+    ├── InvalidJobState          the job is not in a state that allows the call
+    ├── LeaseLost                a stale fencing token: another worker owns the job now
+    ├── JobFailed                Job.wait(): the job failed for good (carries the error text)
+    │   └── JobCancelled
+    └── WaitTimeout (TimeoutError) Job.wait(): no outcome within the time given
+
+The library reports errors as replies starting with a code from `protocol.ErrorCode`;
+`error_from_reply` maps each code to its class here.
+"""
+
+from __future__ import annotations
+
+from .protocol import ErrorCode
+
+
+class PySchedulerError(Exception):
+    """Base of every error pyscheduler raises on purpose."""
+
+
+class LibraryError(PySchedulerError):
+    """The Redis Functions library is missing or differs from this code's version."""
+
+
+class InvalidInput(PySchedulerError, ValueError):
+    """Bad input, refused before anything was written to Redis."""
+
+
+class InvalidQueueName(InvalidInput):
+    pass
+
+
+class InvalidJobId(InvalidInput):
+    pass
+
+
+class InvalidOption(InvalidInput):
+    pass
+
+
+class PayloadNotJSON(InvalidInput):
+    pass
+
+
+class PayloadTooLarge(InvalidInput):
+    pass
+
+
+class HandlerRefused(InvalidInput):
+    pass
+
+
+class JobNotFound(PySchedulerError):
+    pass
+
+
+class InvalidJobState(PySchedulerError):
+    pass
+
+
+class LeaseLost(PySchedulerError):
+    """The call carried a stale fencing token; the job belongs to someone else now."""
+
+
+class JobFailed(PySchedulerError):
+    """The job failed for good; `error` holds the error text (with the traceback)."""
+
+    def __init__(self, job_id: str, error: str | None) -> None:
+        first_line = (error or "").strip().splitlines()[-1:] or ["no error text"]
+        super().__init__(f"job {job_id} failed: {first_line[0]}")
+        self.job_id = job_id
+        self.error = error
+
+
+class JobCancelled(JobFailed):
+    def __init__(self, job_id: str) -> None:
+        PySchedulerError.__init__(self, f"job {job_id} was cancelled")
+        self.job_id = job_id
+        self.error = "cancelled"
+
+
+class WaitTimeout(PySchedulerError, TimeoutError):
+    pass
+
+
+_BY_CODE: dict[str, type[PySchedulerError]] = {
+    ErrorCode.NOT_FOUND: JobNotFound,
+    ErrorCode.STALE_TOKEN: LeaseLost,
+    ErrorCode.BAD_ARGUMENT: InvalidOption,
+    ErrorCode.BAD_STATE: InvalidJobState,
+}
+
+
+def error_from_reply(message: str) -> PySchedulerError | None:
+    """Map an error reply of the library to its exception, or None when it is not ours."""
+    code, _, text = message.partition(" ")
+    cls = _BY_CODE.get(code)
+    return cls(text or code) if cls else None

@@ -1,0 +1,141 @@
+"""`Job`: a handle on one job, fetched from Redis on demand."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from . import calls
+from .exceptions import JobCancelled, JobFailed, JobNotFound, WaitTimeout
+from .keys import QUEUES_KEY, QueueKeys
+from .library import ensure_loaded
+from .protocol import Status
+from .serialization import decode_result
+
+if TYPE_CHECKING:
+    from .queue import Queue
+
+FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class JobInfo:
+    """A snapshot of one job as stored in Redis."""
+
+    id: str
+    queue: str
+    status: str
+    func: str | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int
+    attempts: int
+    retries: int
+    timeout: float | None
+    created_ms: int | None
+    started_ms: int | None
+    ended_ms: int | None
+    result: Any
+    error: str | None
+    record: dict[str, Any]
+
+
+def parse_record(text: str | None) -> dict[str, Any]:
+    """A job record as a dict; a corrupt one reads as failed with the reason."""
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        return {"status": Status.FAILED.value, "corrupt": True}
+    return record
+
+
+class Job:
+    """A handle on a job. Reading a property asks Redis, so it is always current."""
+
+    def __init__(self, job_id: str, queue: Queue) -> None:
+        self.id = job_id
+        self.queue = queue
+
+    def __repr__(self) -> str:
+        return f"Job({self.id!r}, queue={self.queue.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and (other.id, other.queue.name) == (
+            self.id,
+            self.queue.name,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.id, self.queue.name))
+
+    @classmethod
+    def fetch(
+        cls, job_id: str, connection: redis.Redis | None = None, queue: str | None = None
+    ) -> Job:
+        """The job with this id. Without `queue`, the queues known to this Redis are searched."""
+        from .queue import Queue
+
+        if queue is not None:
+            q = Queue(queue, connection=connection)
+            q.fetch_info(job_id)  # raises JobNotFound
+            return cls(job_id, q)
+        q0 = Queue("default", connection=connection)
+        names = sorted(
+            n.decode() if isinstance(n, bytes) else str(n)
+            for n in q0.connection.smembers(QUEUES_KEY)
+        )
+        pipe = q0.connection.pipeline(transaction=False)
+        for name in names:
+            pipe.hexists(QueueKeys(name).jobs, job_id)
+        for name, exists in zip(names, pipe.execute(), strict=True):
+            if exists:
+                return cls(job_id, Queue(name, connection=q0.connection))
+        raise JobNotFound(f"job {job_id} does not exist in any known queue")
+
+    def info(self) -> JobInfo:
+        return self.queue.fetch_info(self.id)
+
+    @property
+    def status(self) -> str:
+        return self.info().status
+
+    @property
+    def result(self) -> Any:
+        """The handler's return value once complete, else None."""
+        return self.info().result
+
+    @property
+    def error(self) -> str | None:
+        """The error text (with traceback) of the latest failed run, else None."""
+        return self.info().error
+
+    def cancel(self) -> str:
+        """Cancel the job; returns the status it had. Raises InvalidJobState when it ended."""
+        ensure_loaded(self.queue.connection, self.queue.auto_load)
+        return calls.cancel(self.queue.connection, self.queue.keys, self.id)
+
+    def wait(self, timeout: float | None = None, poll_interval: float = 0.05) -> Any:
+        """Wait for the job to end: its result, or JobFailed / JobCancelled / WaitTimeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = 0.002
+        while True:
+            info = self.info()
+            if info.status == Status.COMPLETE:
+                return info.result
+            if info.status == Status.CANCELLED:
+                raise JobCancelled(self.id)
+            if info.status == Status.FAILED:
+                raise JobFailed(self.id, info.error)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise WaitTimeout(f"job {self.id} is still {info.status} after {timeout} s")
+            sleep = min(interval, poll_interval)
+            if deadline is not None:
+                sleep = max(0.0, min(sleep, deadline - time.monotonic()))
+            time.sleep(sleep)
+            interval *= 2

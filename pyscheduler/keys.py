@@ -1,0 +1,75 @@
+"""Every Redis key name pyscheduler uses, built in one place.
+
+All keys of a queue share the hash tag ``{queue}`` so that, on a Redis Cluster, one queue
+lives in one slot and every library call touches a single slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .exceptions import InvalidQueueName
+from .protocol import KEY_PREFIX, QUEUE_NAME_RE
+
+# A set of known queue names, for listing queues and finding a job by id alone.
+QUEUES_KEY = f"{KEY_PREFIX}:queues"
+
+
+def validate_queue_name(name: object) -> str:
+    if not isinstance(name, str) or not QUEUE_NAME_RE.match(name):
+        raise InvalidQueueName(
+            f"invalid queue name {name!r}: use 1-100 characters from letters, digits, '_', '.', '-'"
+            " starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue. The comments name each key's Redis type and content."""
+
+    queue: str
+    prefix: str = field(init=False)
+    jobs: str = field(init=False)  # HASH job id -> job record (JSON)
+    payloads: str = field(init=False)  # HASH job id -> call payload (JSON: args, kwargs)
+    results: str = field(init=False)  # HASH job id -> result (JSON)
+    errors: str = field(init=False)  # HASH job id -> error text with traceback
+    ready: str = field(init=False)  # ZSET job id -> priority/FIFO score
+    delayed: str = field(init=False)  # ZSET job id -> due time (ms, server clock)
+    active: str = field(init=False)  # ZSET job id -> lease deadline (ms, server clock)
+    failed: str = field(init=False)  # ZSET job id -> time it failed for good (ms)
+    finished: str = field(init=False)  # ZSET job id -> time its record expires (ms)
+    seq: str = field(init=False)  # STRING counter: FIFO sequence and fencing tokens
+    stats: str = field(init=False)  # HASH counter name -> integer
+    wake: str = field(init=False)  # LIST of wake-up tokens that idle workers block on
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
+        prefix = f"{KEY_PREFIX}:{{{self.queue}}}:"
+        object.__setattr__(self, "prefix", prefix)
+        for name in (
+            "jobs",
+            "payloads",
+            "results",
+            "errors",
+            "ready",
+            "delayed",
+            "active",
+            "failed",
+            "finished",
+            "seq",
+            "stats",
+            "wake",
+        ):
+            object.__setattr__(self, name, prefix + name)
+
+    def state_set(self, status: str) -> str:
+        """The sorted set that lists jobs in `status` (complete and cancelled share `finished`)."""
+        return {
+            "queued": self.ready,
+            "delayed": self.delayed,
+            "active": self.active,
+            "failed": self.failed,
+            "complete": self.finished,
+            "cancelled": self.finished,
+        }[status]

@@ -1,0 +1,367 @@
+"""`Worker`: takes jobs from queues and runs them in supervised child processes.
+
+The main process never runs handler code. It leases jobs (`psq_pop`), hands each to an idle
+child, renews the leases while the children work, stops a child that passes its job's hard
+timeout, and reports outcomes (`psq_complete` / `psq_fail`). When it has room for work and
+nothing is ready, it blocks inside Redis (BLPOP on the queues' wake lists) and, for the next
+delayed job or lease deadline, on its own precise timer: no polling loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for_ready
+from types import FrameType
+from typing import Any
+
+import redis
+
+from . import calls
+from .exceptions import LeaseLost
+from .executor import Executor
+from .handlers import HandlerPolicy
+from .job import parse_record
+from .library import ensure_loaded
+from .protocol import FailKind
+from .queue import Queue
+
+log = logging.getLogger("pyscheduler.worker")
+
+# How long one BLPOP may block; the worker's own timer handles anything due sooner.
+BLOCK_SECONDS = 5.0
+RECONNECT_BACKOFF_MAX = 5.0
+
+
+@dataclass
+class Run:
+    """A job leased to this worker and running in an executor."""
+
+    lease: calls.Lease
+    queue: Queue
+    timeout_s: float
+    started: float  # monotonic
+    executor: Executor
+
+    @property
+    def timeout_at(self) -> float:
+        return self.started + self.timeout_s
+
+
+class Worker:
+    """Runs jobs from `queues`, taking them in the order given, `concurrency` at a time."""
+
+    def __init__(
+        self,
+        queues: Sequence[Queue | str],
+        *,
+        concurrency: int = 1,
+        connection: redis.Redis | None = None,
+        name: str | None = None,
+        lease_seconds: float = 10.0,
+        strict: bool = False,
+        allowed_modules: Sequence[str] = (),
+        auto_load: bool | None = None,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        first = queues[0]
+        if connection is None:
+            connection = first.connection if isinstance(first, Queue) else None
+        self.queues = [
+            q if isinstance(q, Queue) else Queue(q, connection=connection) for q in queues
+        ]
+        self.connection = connection if connection is not None else self.queues[0].connection
+        self.concurrency = concurrency
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.lease_ms = int(lease_seconds * 1000)
+        self.policy = HandlerPolicy(strict=strict, allowed_modules=allowed_modules)
+        self.auto_load = auto_load if auto_load is not None else self.queues[0].auto_load
+        self.processed = 0
+        self._executors: list[Executor] = []
+        self._runs: dict[int, Run] = {}  # id(executor) -> run
+        self._outbox: list[Callable[[], None]] = []  # reports to retry after a lost connection
+        self._stopping = False
+        self._aborting = False
+        self._block_conn: Any = None
+        self._block_pending = False
+        self._wake_keys = [q.keys.wake for q in self.queues]
+        self._next_renewal = 0.0
+        self._disconnected_since: float | None = None
+        self._reconnect_attempts = 0
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def work(self, burst: bool = False) -> int:
+        """Run until stopped (SIGTERM/SIGINT), or with `burst` until nothing is ready.
+
+        Returns the number of jobs this worker finished (completed or failed).
+        """
+        ensure_loaded(self.connection, self.auto_load)
+        restore = self._install_signal_handlers()
+        wake_read, wake_write = os.pipe()
+        os.set_blocking(wake_read, False)
+        os.set_blocking(wake_write, False)
+        previous_wakeup = self._set_wakeup_fd(wake_write)
+        self._executors = [Executor(self.policy) for _ in range(self.concurrency)]
+        log.info(
+            "worker %s started on %s (concurrency %d)",
+            self.name,
+            ", ".join(q.name for q in self.queues),
+            self.concurrency,
+        )
+        try:
+            while True:
+                try:
+                    if not self._step(burst, wake_read):
+                        break
+                    self._reconnected()
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    self._connection_lost(exc)
+        finally:
+            for executor in self._executors:
+                executor.kill()
+            self._close_block_conn()
+            self._set_wakeup_fd(previous_wakeup)
+            os.close(wake_read)
+            os.close(wake_write)
+            restore()
+            log.info("worker %s stopped after %d jobs", self.name, self.processed)
+        return self.processed
+
+    def stop(self) -> None:
+        """Stop taking jobs; running ones finish (the first SIGTERM does this)."""
+        self._stopping = True
+
+    def _step(self, burst: bool, wake_fd: int) -> bool:
+        """One turn of the main loop; False when the worker should exit."""
+        self._flush_outbox()
+        if self._aborting:
+            log.warning("stopping now: %d running jobs return via their leases", len(self._runs))
+            return False
+        if self._stopping and not self._runs:
+            return False
+        now = time.monotonic()
+        self._enforce_timeouts(now)
+        if now >= self._next_renewal:
+            self._renew_leases()
+        wait_ms = -1
+        idle = self._idle_executors()
+        if idle and not self._stopping:
+            took, wait_ms = self._take_jobs(idle)
+            if took and len(took) == len(idle):
+                return True  # full: go straight to waiting on the runs
+            if burst and not took and not self._runs and wait_ms != 0:
+                return False
+        timeout = self._next_renewal - now
+        if self._runs:
+            timeout = min(timeout, min(r.timeout_at for r in self._runs.values()) - now)
+        listen_for_jobs = bool(self._idle_executors()) and not self._stopping
+        if listen_for_jobs:
+            if wait_ms == 0:
+                return True
+            if wait_ms > 0:
+                timeout = min(timeout, wait_ms / 1000)
+            self._ensure_block_pending()
+        self._wait(max(0.0, timeout), listen_for_jobs, wake_fd)
+        return True
+
+    # -- taking and running jobs --------------------------------------------------------------
+
+    def _idle_executors(self) -> list[Executor]:
+        return [e for e in self._executors if id(e) not in self._runs]
+
+    def _take_jobs(self, idle: list[Executor]) -> tuple[list[calls.Lease], int]:
+        """Lease up to len(idle) jobs, queues in order; returns the leases and the wait hint."""
+        took: list[calls.Lease] = []
+        soonest = -1
+        for queue in self.queues:
+            want = len(idle) - len(took)
+            if want <= 0:
+                break
+            result = calls.pop(self.connection, queue.keys, want, self.lease_ms, self.name)
+            for lease in result.leases:
+                self._start_run(queue, lease, idle[len(took)])
+                took.append(lease)
+            if result.wait_ms >= 0 and (soonest < 0 or result.wait_ms < soonest):
+                soonest = result.wait_ms
+        if took:
+            self._next_renewal = min(self._next_renewal, time.monotonic() + self.lease_ms / 3000)
+        return took, soonest
+
+    def _start_run(self, queue: Queue, lease: calls.Lease, executor: Executor) -> None:
+        record = parse_record(lease.record)
+        func = str(record.get("func", ""))
+        timeout = float(record.get("timeout") or queue.default_timeout)
+        self._runs[id(executor)] = Run(lease, queue, timeout, time.monotonic(), executor)
+        executor.submit(func, lease.payload)
+
+    def _finish(self, run: Run, outcome: dict[str, Any] | None) -> None:
+        del self._runs[id(run.executor)]
+        self.processed += 1
+        lease = run.lease
+        if outcome is None:
+            code = run.executor.exit_code()
+            run.executor.restart()
+            self._report_failure(
+                run, FailKind.ERROR, f"the process running the job died (exit code {code})"
+            )
+        elif outcome.get("ok"):
+            self._report(
+                lambda: calls.complete(
+                    self.connection, run.queue.keys, lease.id, lease.token, outcome["result"]
+                ),
+                run,
+                "result",
+            )
+        else:
+            self._report_failure(run, FailKind(outcome["kind"]), str(outcome["error"]))
+
+    def _report_failure(self, run: Run, kind: FailKind, error: str) -> None:
+        lease = run.lease
+        jitter = random.random()
+        log.info("job %s failed (%s): %s", lease.id, kind.value, error.strip().splitlines()[-1])
+        self._report(
+            lambda: calls.fail(
+                self.connection, run.queue.keys, lease.id, lease.token, kind, error, jitter
+            ),
+            run,
+            "failure",
+        )
+
+    def _report(self, send: Callable[[], object], run: Run, what: str) -> None:
+        def attempt() -> None:
+            try:
+                send()
+            except LeaseLost as exc:
+                log.warning("late %s of job %s refused: %s", what, run.lease.id, exc)
+
+        try:
+            attempt()
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._outbox.append(attempt)
+            raise
+
+    def _flush_outbox(self) -> None:
+        while self._outbox:
+            self._outbox[0]()
+            self._outbox.pop(0)
+
+    def _enforce_timeouts(self, now: float) -> None:
+        for run in [r for r in self._runs.values() if now >= r.timeout_at]:
+            log.warning("job %s passed its %s s timeout: stopping it", run.lease.id, run.timeout_s)
+            run.executor.restart()
+            del self._runs[id(run.executor)]
+            self.processed += 1
+            self._report_failure(
+                run, FailKind.TIMEOUT, f"JobTimeout: the run passed its {run.timeout_s} s timeout"
+            )
+
+    def _renew_leases(self) -> None:
+        self._next_renewal = time.monotonic() + self.lease_ms / 3000
+        for queue in self.queues:
+            runs = [r for r in self._runs.values() if r.queue is queue]
+            if not runs:
+                continue
+            held = [(r.lease.id, r.lease.token) for r in runs]
+            deadlines = calls.renew(self.connection, queue.keys, self.lease_ms, held)
+            for run, deadline in zip(runs, deadlines, strict=True):
+                if deadline == 0:
+                    log.warning("job %s lost its lease (cancelled or reclaimed): stopping it",
+                                run.lease.id)
+                    run.executor.restart()
+                    del self._runs[id(run.executor)]
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def _ensure_block_pending(self) -> None:
+        if self._block_pending:
+            return
+        if self._block_conn is None:
+            self._block_conn = self.connection.connection_pool.get_connection("BLPOP")
+        self._block_conn.send_command("BLPOP", *self._wake_keys, BLOCK_SECONDS)
+        self._block_pending = True
+
+    def _close_block_conn(self) -> None:
+        if self._block_conn is not None:
+            self._block_conn.disconnect()
+            self.connection.connection_pool.release(self._block_conn)
+            self._block_conn = None
+        self._block_pending = False
+
+    def _wait(self, timeout: float, listen_for_jobs: bool, wake_fd: int) -> None:
+        by_conn = {run.executor.conn: run for run in self._runs.values()}
+        sources: list[Any] = [*by_conn, wake_fd]
+        block_sock = self._block_conn._sock if self._block_pending and self._block_conn else None
+        if block_sock is not None:
+            sources.append(block_sock)
+        for ready in wait_for_ready(sources, timeout):
+            if ready is wake_fd:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(wake_fd, 512)
+            elif ready is block_sock:
+                self._block_pending = False
+                token = self._block_conn.read_response()
+                if token is not None and not listen_for_jobs:
+                    # Pass the wake-up on to another worker: this one has no room now.
+                    self.connection.lpush(token[0], token[1])
+            else:
+                run = by_conn[ready]
+                self._finish(run, run.executor.receive())
+
+    # -- signals and connection loss ------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._stopping:
+                self._aborting = True
+            else:
+                log.info("got %s: finishing running jobs, then exiting (again to stop now)",
+                         signal.Signals(signum).name)
+                self._stopping = True
+
+        try:
+            previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        except ValueError:  # not the main thread: the caller stops us with stop()
+            return lambda: None
+
+        def restore() -> None:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        return restore
+
+    @staticmethod
+    def _set_wakeup_fd(fd: int) -> int:
+        try:
+            return signal.set_wakeup_fd(fd)
+        except ValueError:
+            return -1
+
+    def _connection_lost(self, exc: Exception) -> None:
+        self._close_block_conn()
+        now = time.monotonic()
+        if self._disconnected_since is None:
+            self._disconnected_since = now
+            log.warning("lost the connection to Redis (%s): retrying with backoff", exc)
+        if self._aborting:
+            return
+        self._reconnect_attempts += 1
+        time.sleep(min(RECONNECT_BACKOFF_MAX, 0.05 * 2 ** min(self._reconnect_attempts, 10)))
+
+    def _reconnected(self) -> None:
+        if self._disconnected_since is not None:
+            log.warning("connection to Redis is back after %.1f s",
+                        time.monotonic() - self._disconnected_since)
+            self._disconnected_since = None
+            self._reconnect_attempts = 0

@@ -1,0 +1,276 @@
+"""Real-Redis fixtures for the pyscheduler test suite.
+
+Tests always talk to a real Redis-compatible server: never mocks, never fakeredis.
+
+``engine`` (session scope) is resolved in this order:
+
+1. ``REDIS_URL`` is set: that server is used, once (param ``external``); it is not ours, so
+   tests that kill or pause the server are skipped (use the ``owned_engine`` fixture).
+2. A Docker engine answers and ``testcontainers`` is importable: ``redis:7`` / ``valkey/valkey:8``
+   containers (set ``PYSCHEDULER_TEST_DOCKER=0`` to skip this step).  If a container cannot
+   be started (e.g. the image cannot be pulled) the local binary of step 3 is used instead.
+3. A private :class:`pyscheduler.engine.Engine` of the param's kind.  A missing binary fails
+   the tests rather than skipping them.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from pyscheduler.engine import Engine, EngineNotFound, free_port, ping
+
+EXTERNAL_REDIS_URL: str | None = os.environ.get("REDIS_URL", "").strip() or None
+ENGINE_PARAMS: list[str] = ["external"] if EXTERNAL_REDIS_URL else ["redis", "valkey"]
+DOCKER_IMAGES: dict[str, str] = {"redis": "redis:7", "valkey": "valkey/valkey:8"}
+OWNED_SKIP_REASON = "needs an engine owned by the test session"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "crash: tests that kill or pause processes")
+
+
+class ServerHandle:
+    """The server a test session talks to: ``url``, ``kind`` and, if ``owned``, control."""
+
+    kind: str
+    url: str
+    owned: bool = False
+
+    def ensure_running(self) -> None:
+        """Bring the server back if a previous test killed or paused it."""
+
+    def kill(self) -> None:
+        raise NotImplementedError(OWNED_SKIP_REASON)
+
+    def pause(self) -> None:
+        raise NotImplementedError(OWNED_SKIP_REASON)
+
+    def resume(self) -> None:
+        raise NotImplementedError(OWNED_SKIP_REASON)
+
+    def restart(self) -> None:
+        raise NotImplementedError(OWNED_SKIP_REASON)
+
+    def close(self) -> None:
+        """Release the server at the end of the session."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.kind} {self.url} owned={self.owned}>"
+
+
+class ExternalServer(ServerHandle):
+    """A server named by ``REDIS_URL``: used as is, never killed."""
+
+    def __init__(self, url: str) -> None:
+        self.kind = "external"
+        self.url = url
+        self.owned = False
+
+
+class LocalServer(ServerHandle):
+    """A redis-server / valkey-server process started by this session."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.kind = engine.kind
+        self.url = engine.url
+        self.owned = True
+
+    @property
+    def pid(self) -> int | None:
+        return self.engine.pid
+
+    @property
+    def version(self) -> str:
+        return self.engine.version
+
+    def ensure_running(self) -> None:
+        self.engine.ensure_running()
+
+    def kill(self) -> None:
+        self.engine.kill()
+
+    def pause(self) -> None:
+        self.engine.pause()
+
+    def resume(self) -> None:
+        self.engine.resume()
+
+    def restart(self) -> None:
+        self.engine.restart()
+
+    def close(self) -> None:
+        self.engine.stop()
+
+
+class ContainerServer(ServerHandle):
+    """A testcontainers Redis/Valkey container, published on a fixed host port.
+
+    The fixed host port keeps ``url`` valid across a kill and a restart of the container.
+    """
+
+    def __init__(self, kind: str, container: Any, host: str, port: int) -> None:
+        self.kind = kind
+        self.container = container
+        self.host = host
+        self.port = port
+        self.url = f"redis://{host}:{port}/0"
+        self.owned = True
+
+    def _docker(self) -> Any:
+        return self.container.get_wrapped_container()
+
+    def _status(self) -> str:
+        docker_container = self._docker()
+        docker_container.reload()
+        return str(docker_container.status)
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ping(self.host, self.port, timeout=0.5):
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.kind} container at {self.url} did not answer PING")
+
+    def ensure_running(self) -> None:
+        status = self._status()
+        if status == "paused":
+            self._docker().unpause()
+        elif status != "running":
+            self._docker().start()
+        try:
+            self._wait_ready(timeout=5.0)
+        except RuntimeError:
+            self.restart()
+
+    def kill(self) -> None:
+        status = self._status()
+        if status == "paused":
+            self._docker().unpause()
+        if status in ("running", "paused"):
+            self._docker().kill()
+
+    def pause(self) -> None:
+        self._docker().pause()
+
+    def resume(self) -> None:
+        if self._status() == "paused":
+            self._docker().unpause()
+
+    def restart(self) -> None:
+        status = self._status()
+        if status == "paused":
+            self._docker().unpause()
+        if status in ("running", "paused"):
+            self._docker().kill()
+        self._docker().start()
+        self._wait_ready()
+
+    def close(self) -> None:
+        try:
+            if self._status() == "paused":
+                self._docker().unpause()
+        finally:
+            self.container.stop()
+
+
+@functools.cache
+def _docker_available() -> bool:
+    """True if testcontainers is importable and a Docker engine answers within 3 s."""
+    if os.environ.get("PYSCHEDULER_TEST_DOCKER", "").strip() == "0":
+        return False
+    if importlib.util.find_spec("testcontainers") is None:
+        return False
+    try:
+        docker: Any = importlib.import_module("docker")
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _start_container(kind: str) -> ContainerServer:
+    try:
+        module: Any = importlib.import_module("testcontainers.community.redis")
+    except ImportError:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = importlib.import_module("testcontainers.redis")
+    host_port = free_port()
+    container = module.RedisContainer(DOCKER_IMAGES[kind])
+    container.with_bind_ports(6379, host_port)
+    container.start()
+    try:
+        host = container.get_container_host_ip()
+        if host == "localhost":
+            host = "127.0.0.1"
+        server = ContainerServer(kind, container, host, int(container.get_exposed_port(6379)))
+        server._wait_ready()
+    except BaseException:
+        container.stop()
+        raise
+    return server
+
+
+def _start_local(kind: str) -> LocalServer:
+    try:
+        engine = Engine(kind=kind)
+    except EngineNotFound as exc:
+        missing = str(exc)
+    else:
+        return LocalServer(engine.start())
+    # Outside the except block so the failure is not shown as a chained traceback.
+    pytest.fail(f"no {kind} engine for the tests:\n{missing}", pytrace=False)
+
+
+def _open_server(param: str) -> ServerHandle:
+    if param == "external":
+        assert EXTERNAL_REDIS_URL is not None
+        return ExternalServer(EXTERNAL_REDIS_URL)
+    if _docker_available():
+        try:
+            return _start_container(param)
+        except Exception as exc:
+            warnings.warn(
+                f"could not start a {param} container ({exc!r}); using a local binary",
+                stacklevel=1,
+            )
+    return _start_local(param)
+
+
+@pytest.fixture(scope="session", params=ENGINE_PARAMS, ids=ENGINE_PARAMS)
+def engine(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
+    """The Redis-compatible server of this session (see the module docstring)."""
+    server = _open_server(str(request.param))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def owned_engine(engine: ServerHandle) -> ServerHandle:
+    """``engine``, for tests that kill, pause or restart it; skipped on an external server."""
+    if not engine.owned:
+        pytest.skip(OWNED_SKIP_REASON)
+    return engine
+
+
+@pytest.fixture
+def redis_url(engine: ServerHandle) -> str:
+    """URL of a live server; revives it first if a previous test killed or paused it."""
+    engine.ensure_running()
+    return engine.url
