@@ -18,7 +18,6 @@ from .library import DEPLOY_HINT
 from .protocol import FailKind
 
 
-
 def raise_mapped(exc: redis.ResponseError) -> NoReturn:
     message = str(exc)
     mapped = error_from_reply(message)
@@ -276,7 +275,8 @@ def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
         [],
     )
     stats = {_text(reply[i]): int(reply[i + 1]) for i in range(5, len(reply), 2)}
-    return Counts(*(int(x) for x in reply[:5]), stats=stats)
+    queued, delayed, active, failed, finished = (int(x) for x in reply[:5])
+    return Counts(queued, delayed, active, failed, finished, stats)
 
 
 def list_jobs(

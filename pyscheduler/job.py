@@ -14,7 +14,6 @@ from .exceptions import JobCancelled, JobFailed, JobNotFound, WaitTimeout
 from .keys import QUEUES_KEY, QueueKeys
 from .library import ensure_loaded
 from .protocol import Status
-from .serialization import decode_result
 
 if TYPE_CHECKING:
     from .queue import Queue

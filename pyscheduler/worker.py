@@ -277,8 +277,9 @@ class Worker:
             deadlines = calls.renew(self.connection, queue.keys, self.lease_ms, held)
             for run, deadline in zip(runs, deadlines, strict=True):
                 if deadline == 0:
-                    log.warning("job %s lost its lease (cancelled or reclaimed): stopping it",
-                                run.lease.id)
+                    log.warning(
+                        "job %s lost its lease (cancelled or reclaimed): stopping it", run.lease.id
+                    )
                     run.executor.restart()
                     del self._runs[id(run.executor)]
 
@@ -300,7 +301,7 @@ class Worker:
         self._block_pending = False
 
     def _wait(self, timeout: float, listen_for_jobs: bool, wake_fd: int) -> None:
-        by_conn = {run.executor.conn: run for run in self._runs.values()}
+        by_conn: dict[object, Run] = {run.executor.conn: run for run in self._runs.values()}
         sources: list[Any] = [*by_conn, wake_fd]
         block_sock = self._block_conn._sock if self._block_pending and self._block_conn else None
         if block_sock is not None:
@@ -326,8 +327,10 @@ class Worker:
             if self._stopping:
                 self._aborting = True
             else:
-                log.info("got %s: finishing running jobs, then exiting (again to stop now)",
-                         signal.Signals(signum).name)
+                log.info(
+                    "got %s: finishing running jobs, then exiting (again to stop now)",
+                    signal.Signals(signum).name,
+                )
                 self._stopping = True
 
         try:
@@ -361,7 +364,9 @@ class Worker:
 
     def _reconnected(self) -> None:
         if self._disconnected_since is not None:
-            log.warning("connection to Redis is back after %.1f s",
-                        time.monotonic() - self._disconnected_since)
+            log.warning(
+                "connection to Redis is back after %.1f s",
+                time.monotonic() - self._disconnected_since,
+            )
             self._disconnected_since = None
             self._reconnect_attempts = 0

@@ -274,3 +274,73 @@ def redis_url(engine: ServerHandle) -> str:
     """URL of a live server; revives it first if a previous test killed or paused it."""
     engine.ensure_running()
     return engine.url
+
+
+# -- pyscheduler fixtures ---------------------------------------------------------------------
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def conn(redis_url: str) -> Iterator[Any]:
+    """A client to an empty database with the current Lua library loaded."""
+    import redis
+
+    from pyscheduler import library
+
+    client = redis.Redis.from_url(redis_url)
+    client.flushall()
+    library.load(client)
+    yield client
+    client.close()
+
+
+class WorkerProcesses:
+    """Worker processes started through the command line, killed at the end of the test."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.redis_url = redis_url
+        self.procs: list[Any] = []
+
+    def start(
+        self,
+        *queues: str,
+        concurrency: int = 1,
+        lease: float = 1.0,
+        burst: bool = False,
+        extra: tuple[str, ...] = (),
+    ) -> Any:
+        import subprocess
+        import sys
+
+        args = [sys.executable, "-m", "pyscheduler", "worker", *queues, "--url", self.redis_url]
+        args += ["--concurrency", str(concurrency), "--lease", str(lease), *extra]
+        if burst:
+            args.append("--burst")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            args,
+            cwd=TESTS_DIR,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait(timeout=10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+@pytest.fixture
+def workers(conn: Any, redis_url: str) -> Iterator[WorkerProcesses]:
+    """Start `pyscheduler worker` processes (cwd: tests/, so `tasks` handlers import)."""
+    started = WorkerProcesses(redis_url)
+    yield started
+    started.stop_all()

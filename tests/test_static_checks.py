@@ -1,0 +1,56 @@
+"""The README's test command also lints: luacheck on the rendered library, ruff, mypy strict."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pyscheduler import library
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.usefixtures()
+
+
+def run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def test_rendered_lua_library_passes_luacheck(tmp_path: Path) -> None:
+    luacheck = shutil.which("luacheck")
+    assert luacheck, "luacheck is not installed (Debian package lua-check)"
+    rendered = tmp_path / "pyscheduler.lua"
+    rendered.write_text(library.library_code()[1])
+    result = run([luacheck, "--no-color", "--config", str(ROOT / ".luacheckrc"), str(rendered)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_code_passes_ruff_lint() -> None:
+    result = run([sys.executable, "-m", "ruff", "check", "."])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_code_passes_ruff_format_check() -> None:
+    result = run([sys.executable, "-m", "ruff", "format", "--check", "."])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_package_passes_mypy_strict() -> None:
+    result = run([sys.executable, "-m", "mypy"])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_wheel_carries_the_lua_sources(tmp_path: Path) -> None:
+    result = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), "."]
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = tmp_path.glob("pyscheduler-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    for source in (ROOT / "lua").iterdir():
+        assert f"pyscheduler/lua/{source.name}" in names
