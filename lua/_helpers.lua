@@ -49,12 +49,15 @@ local function ready_score(priority, sequence)
   return (PRIORITY_MAX - priority) * SEQUENCE_SPAN + sequence
 end
 
--- A job record that is not valid JSON decodes to nil instead of raising, so one corrupt
--- record cannot break a call that handles many jobs.
+-- A job record that is not a JSON object with the fields every call relies on decodes to
+-- nil instead of raising, so one corrupt record cannot break a call that handles many jobs.
 local function decode_job(raw)
   if not raw then return nil end
   local ok, job = pcall(cjson.decode, raw)
-  if ok and type(job) == 'table' then return job end
+  if ok and type(job) == 'table' and type(job.status) == 'string' and type(job.func) == 'string'
+      and type(job.priority) == 'number' then
+    return job
+  end
   return nil
 end
 
@@ -91,7 +94,7 @@ end
 
 -- A record that cannot be decoded is moved to failed with the reason, raw text kept.
 local function fail_corrupt(errors_key, failed_key, stats_key, id, now)
-  redis.call('HSET', errors_key, id, 'corrupt job record: not a JSON object')
+  redis.call('HSET', errors_key, id, 'corrupt job record: not a JSON object with status, func and priority')
   redis.call('ZADD', failed_key, int(now), id)
   incr_stat(stats_key, 'failed')
 end

@@ -7,6 +7,7 @@ KEYS[4] failed    ZSET  job id -> failed time (ms)
 KEYS[5] finished  ZSET  job id -> time its record expires (ms)
 KEYS[6] stats     HASH  counters
 
+No ARGV.
 Returns: { ready, delayed, active, failed, finished, then the stats hash as field/value pairs }
 ]]
 

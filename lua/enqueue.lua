@@ -28,6 +28,12 @@ Errors: BAD_ARGUMENT (nothing is written when any job of the batch is invalid).
 
 local FIELDS_PER_JOB = 10
 
+-- A number that is neither NaN nor infinite: tonumber() accepts 'nan' and 'inf', which
+-- cjson cannot encode, so one would fail the call halfway through its writes.
+local function finite(n)
+  return n ~= nil and n == n and n ~= math.huge and n ~= -math.huge
+end
+
 local function enqueue(KEYS, ARGV)
   local jobs_key, payloads_key, ready_key = KEYS[1], KEYS[2], KEYS[3]
   local delayed_key, seq_key, stats_key, wake_key = KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -66,18 +72,22 @@ local function enqueue(KEYS, ARGV)
       return error_reply(ERR.BAD_ARGUMENT,
         where .. 'priority must be an integer in ' .. PRIORITY_MIN .. '..' .. PRIORITY_MAX)
     end
-    if not delay_ms or delay_ms < 0 then
+    if not finite(delay_ms) or delay_ms < 0 then
       return error_reply(ERR.BAD_ARGUMENT, where .. 'delay must not be negative')
+    end
+    if ARGV[base + 5] ~= '' and not finite(at_ms) then
+      return error_reply(ERR.BAD_ARGUMENT, where .. 'due time must be a finite number of ms or empty')
     end
     if at_ms and at_ms < now - PAST_TOLERANCE_MS then
       return error_reply(ERR.BAD_ARGUMENT, where .. 'due time is in the past')
     end
-    if not job.timeout or job.timeout <= 0 then
+    if not finite(job.timeout) or job.timeout <= 0 then
       return error_reply(ERR.BAD_ARGUMENT, where .. 'timeout must be positive')
     end
-    if not job.retries or job.retries < 0 or not job.backoff or job.backoff < 0
-        or not job.result_ttl or job.result_ttl < 0 then
-      return error_reply(ERR.BAD_ARGUMENT, where .. 'retries, backoff and result_ttl must not be negative')
+    if not finite(job.retries) or job.retries < 0 or not finite(job.backoff) or job.backoff < 0
+        or not finite(job.result_ttl) or job.result_ttl < 0 then
+      return error_reply(ERR.BAD_ARGUMENT,
+        where .. 'retries, backoff and result_ttl must be finite and not negative')
     end
     local due = at_ms or (now + delay_ms)
     batch[i + 1] = { job = job, payload = payload, due = due }

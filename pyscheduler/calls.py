@@ -17,9 +17,13 @@ from .keys import QueueKeys
 from .library import DEPLOY_HINT
 from .protocol import FailKind
 
+# redis-py prefixes the error of a pipelined command with "Command # N (...) of pipeline
+# caused error: "; the library's reply follows it.
+_PIPELINE_ERROR_MARK = " of pipeline caused error: "
+
 
 def raise_mapped(exc: redis.ResponseError) -> NoReturn:
-    message = str(exc)
+    message = str(exc).split(_PIPELINE_ERROR_MARK, 1)[-1]
     mapped = error_from_reply(message)
     if mapped is not None:
         raise mapped from None

@@ -35,7 +35,9 @@ def reference_of(func: Callable[..., Any]) -> str:
         return registered
     module = getattr(func, "__module__", None)
     qualname = getattr(func, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
+    # A bound method's reference names the plain function: the worker would call it without
+    # its object.
+    if not module or not qualname or "<" in qualname or inspect.ismethod(func):
         raise HandlerRefused(
             f"{func!r} cannot be named by a job: use a module-level function (not a lambda,"
             " a nested function or a bound method)"
@@ -76,13 +78,22 @@ def _installed_roots() -> tuple[Path, ...]:
     return tuple(r.resolve() for r in roots if r.exists())
 
 
+def stdlib_refusal(module: str) -> str | None:
+    """Why a module's functions are never handlers by default: it is the standard library."""
+    top = module.split(".")[0]
+    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
+        return "it belongs to the standard library"
+    return None
+
+
 def _refusal(module: str) -> str | None:
     """Why a module is not the user's own application code, or None when it is."""
     top = module.split(".")[0]
     if module == "__main__":
         return None
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        return "it belongs to the standard library"
+    why = stdlib_refusal(module)
+    if why:
+        return why
     spec = importlib.util.find_spec(top)
     if spec is None:
         return "no such module"

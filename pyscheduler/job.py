@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import redis
 
@@ -43,13 +43,26 @@ class JobInfo:
     record: dict[str, Any]
 
 
+def _usable(record: object) -> TypeGuard[dict[str, Any]]:
+    """The library's test of a record (`decode_job`): a JSON object with these fields."""
+    if not isinstance(record, dict):
+        return False
+    priority = record.get("priority")
+    return (
+        isinstance(record.get("status"), str)
+        and isinstance(record.get("func"), str)
+        and isinstance(priority, int | float)
+        and not isinstance(priority, bool)
+    )
+
+
 def parse_record(text: str | None) -> dict[str, Any]:
     """A job record as a dict; a corrupt one reads as failed with the reason."""
     try:
         record = json.loads(text) if text else None
     except ValueError:
         record = None
-    if not isinstance(record, dict):
+    if not _usable(record):
         return {"status": Status.FAILED.value, "corrupt": True}
     return record
 

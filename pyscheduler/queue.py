@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -11,8 +13,8 @@ from typing import Any
 import redis
 
 from . import calls
-from .exceptions import InvalidJobId, InvalidOption
-from .handlers import reference_of
+from .exceptions import HandlerRefused, InvalidJobId, InvalidOption
+from .handlers import reference_of, registered_tasks, stdlib_refusal
 from .job import Job, JobInfo, parse_record
 from .keys import QUEUES_KEY, QueueKeys
 from .library import ensure_loaded
@@ -24,6 +26,7 @@ from .protocol import (
     DEFAULT_TIMEOUT_S,
     ENQUEUE_BATCH_MAX,
     JOB_ID_RE,
+    PAST_TOLERANCE_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     Status,
@@ -42,6 +45,8 @@ def _seconds(value: float | timedelta | None, what: str) -> float | None:
     seconds = value.total_seconds() if isinstance(value, timedelta) else value
     if isinstance(seconds, bool) or not isinstance(seconds, int | float):
         raise InvalidOption(f"{what} must be a number of seconds or a timedelta, not {value!r}")
+    if not math.isfinite(seconds):
+        raise InvalidOption(f"{what} must be a finite number of seconds, not {value!r}")
     return float(seconds)
 
 
@@ -49,10 +54,38 @@ def _at_ms(at: datetime | float | None) -> int | None:
     if at is None:
         return None
     if isinstance(at, datetime):
-        return int(at.timestamp() * 1000)
-    if isinstance(at, int | float) and not isinstance(at, bool):
-        return int(at * 1000)
-    raise InvalidOption(f"at must be a datetime or epoch seconds, not {at!r}")
+        at_ms = int(at.timestamp() * 1000)
+    elif isinstance(at, int | float) and not isinstance(at, bool):
+        if not math.isfinite(at):
+            raise InvalidOption(f"at must be a finite time, not {at!r}")
+        at_ms = int(at * 1000)
+    else:
+        raise InvalidOption(f"at must be a datetime or epoch seconds, not {at!r}")
+    # The library checks again against the server's clock; this catches the usual mistake
+    # before anything is sent.
+    if at_ms < time.time() * 1000 - PAST_TOLERANCE_MS:
+        raise InvalidOption(f"at is in the past: {at!r}")
+    return at_ms
+
+
+def _handler_reference(func: Callable[..., Any] | str) -> str:
+    """The "module:qualname" (or registered task name) a job names its handler by."""
+    if not isinstance(func, str):
+        ref = reference_of(func)
+        if ref not in registered_tasks():
+            why = stdlib_refusal(ref.partition(":")[0])
+            if why:
+                raise HandlerRefused(f"handler {ref!r} is refused: {why}")
+        return ref
+    ref = func
+    if not ref:
+        raise HandlerRefused("the handler reference must not be empty")
+    # "package.module.function" is accepted for "package.module:function"; a name without a
+    # dot or a registered task name (which may contain dots) is kept as it is.
+    if ":" not in ref and "." in ref and ref not in registered_tasks():
+        module, _, qualname = ref.rpartition(".")
+        ref = f"{module}:{qualname}"
+    return ref
 
 
 class Queue:
@@ -109,10 +142,7 @@ class Queue:
         result_ttl: float | timedelta | None = None,
     ) -> calls.NewJob:
         """Validate one call and build the job to enqueue; raises InvalidInput subclasses."""
-        ref = func if isinstance(func, str) else reference_of(func)
-        if ":" not in ref:
-            module, _, qualname = ref.rpartition(".")
-            ref = f"{module}:{qualname}"
+        ref = _handler_reference(func)
         if job_id is None:
             job_id = uuid.uuid4().hex
         elif not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):

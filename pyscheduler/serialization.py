@@ -36,14 +36,17 @@ def _find_bad(value: Any, path: str) -> str | None:
 
 def encode_payload(args: Sequence[Any], kwargs: Mapping[str, Any], max_bytes: int) -> str:
     """JSON text of a call; raises PayloadNotJSON or PayloadTooLarge."""
+    # Checked before encoding: the encoder would turn non-string dict keys into strings.
     try:
-        text = _encoder.encode({"args": list(args), "kwargs": dict(kwargs)})
-    except (TypeError, ValueError):
-        bad = _find_bad(list(args), "args") or _find_bad(dict(kwargs), "kwargs") or "payload"
+        bad = _find_bad(list(args), "args") or _find_bad(dict(kwargs), "kwargs")
+        text = "" if bad else _encoder.encode({"args": list(args), "kwargs": dict(kwargs)})
+    except (TypeError, ValueError, RecursionError):  # a circular or too deeply nested value
+        bad = "payload"
+    if bad:
         raise PayloadNotJSON(
             f"{bad} is not JSON-serialisable: pass str, int, float, bool, None, lists and"
             " dicts with string keys"
-        ) from None
+        )
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadTooLarge(f"payload is {size} bytes, over the limit of {max_bytes} bytes")

@@ -8,13 +8,9 @@ import sys
 import zipfile
 from pathlib import Path
 
-import pytest
-
 from pyscheduler import library
 
 ROOT = Path(__file__).resolve().parent.parent
-
-pytestmark = pytest.mark.usefixtures()
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,544 @@
+"""Bad input gets a clear exception naming what is wrong, and nothing is written to Redis.
+
+"Nothing written" is checked by comparing a DUMP of every key before and after the call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from pyscheduler import (
+    HandlerRefused,
+    InvalidInput,
+    InvalidJobId,
+    InvalidOption,
+    InvalidQueueName,
+    LeaseLost,
+    LibraryError,
+    PayloadNotJSON,
+    PayloadTooLarge,
+    Queue,
+    calls,
+    library,
+)
+from pyscheduler.keys import QueueKeys
+
+
+def add(a: Any = 0, b: Any = 0) -> Any:
+    return a
+
+
+class Greeter:
+    def hello(self) -> str:
+        return "hello"
+
+
+Snapshot = dict[bytes, bytes | None]
+
+
+def snapshot(conn: redis.Redis) -> Snapshot:
+    """Every key with its serialised value."""
+    return {key: conn.dump(key) for key in conn.keys("*")}
+
+
+@pytest.fixture
+def queue(conn: redis.Redis) -> Queue:
+    """A queue that already holds one job, so a bad call has something it could spoil."""
+    q = Queue("work", connection=conn)
+    q.enqueue(add, 1, job_id="existing")
+    return q
+
+
+@pytest.fixture
+def before(conn: redis.Redis, queue: Queue) -> Snapshot:
+    return snapshot(conn)
+
+
+def assert_nothing_written(conn: redis.Redis, before: Snapshot) -> None:
+    assert snapshot(conn) == before
+
+
+# -- payloads ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "where"),
+    [
+        (object(), "args[0]"),
+        ({1, 2}, "args[0]"),
+        (math.nan, "args[0]"),
+        (math.inf, "args[0]"),
+        (b"bytes", "args[0]"),
+        ([1, [2, object()]], "args[0][1][1]"),
+        ({1: "int key"}, "args[0] key 1"),
+        ({"ok": {None: 1}}, "args[0]['ok'] key None"),
+    ],
+    ids=["object", "set", "nan", "inf", "bytes", "nested", "int-key", "none-key"],
+)
+def test_non_json_argument_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, value: Any, where: str
+) -> None:
+    with pytest.raises(PayloadNotJSON) as caught:
+        queue.enqueue(add, value)
+    assert where in str(caught.value)
+    assert_nothing_written(conn, before)
+
+
+def test_non_json_keyword_argument_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    with pytest.raises(PayloadNotJSON, match=r"kwargs\['b'\]"):
+        queue.enqueue(add, 1, b=object())
+    assert_nothing_written(conn, before)
+
+
+def test_circular_argument_is_refused(conn: redis.Redis, queue: Queue, before: Snapshot) -> None:
+    circular: list[Any] = []
+    circular.append(circular)
+    with pytest.raises(PayloadNotJSON):
+        queue.enqueue(add, circular)
+    assert_nothing_written(conn, before)
+
+
+def test_payload_over_max_payload_bytes_is_refused(conn: redis.Redis, before: Snapshot) -> None:
+    small = Queue("work", connection=conn, max_payload_bytes=100)
+    with pytest.raises(PayloadTooLarge, match="over the limit of 100 bytes"):
+        small.enqueue(add, "x" * 200)
+    assert_nothing_written(conn, before)
+
+
+def test_payload_at_max_payload_bytes_is_accepted(conn: redis.Redis) -> None:
+    exact = Queue("work", connection=conn, max_payload_bytes=100)
+    overhead = len('{"args":[""],"kwargs":{}}')
+    job = exact.enqueue(add, "x" * (100 - overhead))
+    assert job.status == "queued"
+
+
+def test_invalid_input_errors_are_value_errors() -> None:
+    assert issubclass(InvalidInput, ValueError)
+    for cls in (PayloadNotJSON, PayloadTooLarge, InvalidQueueName, InvalidJobId, InvalidOption):
+        assert issubclass(cls, InvalidInput)
+
+
+# -- names ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "has space", "{tag}", "a:b", "-leading-dash", "x" * 101, "naïve", 42, None],
+    ids=["empty", "space", "braces", "colon", "dash", "too-long", "non-ascii", "int", "none"],
+)
+def test_invalid_queue_name_is_refused(conn: redis.Redis, name: Any) -> None:
+    with pytest.raises(InvalidQueueName, match="invalid queue name"):
+        Queue(name, connection=conn)
+    assert conn.dbsize() == 0
+
+
+def test_longest_valid_queue_name_is_accepted(conn: redis.Redis) -> None:
+    name = "q" * 100
+    assert Queue(name, connection=conn).enqueue(add, 1).status == "queued"
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["", "has space", "{tag}", "a/b", "_leading", "x" * 129, 42],
+    ids=["empty", "space", "braces", "slash", "underscore", "too-long", "int"],
+)
+def test_invalid_job_id_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, job_id: Any
+) -> None:
+    with pytest.raises(InvalidJobId, match="invalid job id"):
+        queue.enqueue(add, 1, job_id=job_id)
+    assert_nothing_written(conn, before)
+
+
+def test_job_id_with_colons_and_dots_is_accepted(queue: Queue) -> None:
+    assert queue.enqueue(add, 1, job_id="invoice:2024.07-A_1").id == "invoice:2024.07-A_1"
+
+
+# -- options ----------------------------------------------------------------------------------
+
+
+BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
+    ({"delay": -1}, "delay must not be negative"),
+    ({"delay": timedelta(seconds=-5)}, "delay must not be negative"),
+    ({"delay": math.nan}, "delay must be a finite"),
+    ({"delay": math.inf}, "delay must be a finite"),
+    ({"delay": "5"}, "delay must be a number"),
+    ({"timeout": -1}, "timeout must be positive"),
+    ({"timeout": 0}, "timeout must be positive"),
+    ({"timeout": timedelta(0)}, "timeout must be positive"),
+    ({"timeout": math.nan}, "timeout must be a finite"),
+    ({"timeout": math.inf}, "timeout must be a finite"),
+    ({"priority": 1001}, "priority must be in -1000..1000"),
+    ({"priority": -1001}, "priority must be in -1000..1000"),
+    ({"priority": 1.5}, "priority must be an integer"),
+    ({"priority": True}, "priority must be an integer"),
+    ({"priority": "1"}, "priority must be an integer"),
+    ({"retries": -1}, "retries must be a non-negative integer"),
+    ({"retries": 1.5}, "retries must be a non-negative integer"),
+    ({"backoff": -1}, "backoff and result_ttl must not be negative"),
+    ({"backoff": math.nan}, "backoff must be a finite"),
+    ({"result_ttl": -1}, "backoff and result_ttl must not be negative"),
+    ({"result_ttl": math.inf}, "result_ttl must be a finite"),
+    ({"delay": 1, "at": 4_102_444_800}, "either delay or at"),
+    ({"at": "tomorrow"}, "at must be a datetime or epoch seconds"),
+    ({"at": math.nan}, "at must be a finite"),
+]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    BAD_OPTIONS,
+    ids=[",".join(f"{k}={v!r}"[:24] for k, v in o.items()) for o, _ in BAD_OPTIONS],
+)
+def test_invalid_option_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        queue.enqueue(add, 1, **options)
+    assert_nothing_written(conn, before)
+
+
+@pytest.mark.parametrize(
+    "at",
+    [time.time() - 3600, datetime(2001, 1, 1, tzinfo=UTC)],
+    ids=["epoch", "datetime"],
+)
+def test_at_in_the_past_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, at: Any
+) -> None:
+    with pytest.raises(InvalidOption, match="in the past"):
+        queue.enqueue(add, 1, at=at)
+    assert_nothing_written(conn, before)
+
+
+def test_default_timeout_of_zero_is_refused(conn: redis.Redis, before: Snapshot) -> None:
+    with pytest.raises(InvalidOption, match="timeout must be positive"):
+        Queue("work", connection=conn, default_timeout=0).enqueue(add, 1)
+    assert_nothing_written(conn, before)
+
+
+# -- handlers ---------------------------------------------------------------------------------
+
+
+def test_lambda_handler_is_refused(conn: redis.Redis, queue: Queue, before: Snapshot) -> None:
+    with pytest.raises(HandlerRefused, match="lambda"):
+        queue.enqueue(lambda: 1)
+    assert_nothing_written(conn, before)
+
+
+def test_nested_function_handler_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    def nested() -> int:
+        return 1
+
+    with pytest.raises(HandlerRefused, match="nested function"):
+        queue.enqueue(nested)
+    assert_nothing_written(conn, before)
+
+
+def test_bound_method_handler_is_refused(conn: redis.Redis, queue: Queue, before: Snapshot) -> None:
+    with pytest.raises(HandlerRefused, match="bound method"):
+        queue.enqueue(Greeter().hello)
+    assert_nothing_written(conn, before)
+
+
+def test_partial_handler_is_refused(conn: redis.Redis, queue: Queue, before: Snapshot) -> None:
+    with pytest.raises(HandlerRefused):
+        queue.enqueue(functools.partial(add, 1))
+    assert_nothing_written(conn, before)
+
+
+@pytest.mark.parametrize(
+    "func",
+    [os.system, print, json.dumps, os.path.join],
+    ids=["os.system", "print", "json.dumps", "os.path.join"],
+)
+def test_standard_library_function_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, func: Callable[..., Any]
+) -> None:
+    with pytest.raises(HandlerRefused, match="standard library"):
+        queue.enqueue(func, "echo hello")
+    assert_nothing_written(conn, before)
+
+
+def test_empty_handler_reference_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    with pytest.raises(HandlerRefused, match="must not be empty"):
+        queue.enqueue("")
+    assert_nothing_written(conn, before)
+
+
+# -- batches ----------------------------------------------------------------------------------
+
+
+def test_enqueue_many_with_one_invalid_job_writes_nothing(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    good = [queue.prepare(add, (i,)) for i in range(5)]
+    # Built by hand, so only the library's own check stands between it and Redis.
+    bad = dataclasses.replace(queue.prepare(add, (9,)), timeout=-1.0)
+    with pytest.raises(InvalidOption, match="timeout must be positive"):
+        queue.enqueue_many([*good, bad])
+    assert_nothing_written(conn, before)
+
+
+def _new_job(**changes: Any) -> calls.NewJob:
+    job = calls.NewJob(
+        id="new",
+        func="app:run",
+        payload='{"args":[],"kwargs":{}}',
+        priority=0,
+        delay_ms=0,
+        at_ms=None,
+        timeout=10.0,
+        retries=0,
+        backoff=1.0,
+        result_ttl=60.0,
+    )
+    return dataclasses.replace(job, **changes)
+
+
+LUA_BAD_JOBS: list[tuple[dict[str, Any], str]] = [
+    ({"timeout": -1.0}, "timeout must be positive"),
+    ({"timeout": 0.0}, "timeout must be positive"),
+    ({"timeout": math.nan}, "timeout must be positive"),
+    ({"timeout": math.inf}, "timeout must be positive"),
+    ({"priority": 1001}, "priority must be an integer"),
+    ({"priority": -1001}, "priority must be an integer"),
+    ({"delay_ms": -1}, "delay must not be negative"),
+    ({"at_ms": 1_000_000}, "due time is in the past"),
+    ({"retries": -1}, "retries, backoff and result_ttl"),
+    ({"retries": math.nan}, "retries, backoff and result_ttl"),
+    ({"backoff": math.nan}, "retries, backoff and result_ttl"),
+    ({"result_ttl": math.inf}, "retries, backoff and result_ttl"),
+    ({"id": ""}, "id and func must not be empty"),
+    ({"func": ""}, "id and func must not be empty"),
+    ({"payload": "x" * 101}, "exceeds 100"),
+]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    LUA_BAD_JOBS,
+    ids=[f"{next(iter(c))}={next(iter(c.values()))!r}"[:40] for c, _ in LUA_BAD_JOBS],
+)
+def test_library_refuses_a_batch_with_one_invalid_job(
+    conn: redis.Redis, queue: Queue, before: Snapshot, changes: dict[str, Any], message: str
+) -> None:
+    batch = [_new_job(id="first"), _new_job(id="second", delay_ms=5000), _new_job(**changes)]
+    with pytest.raises(InvalidOption, match=message):
+        calls.enqueue(conn, queue.keys, batch, max_payload=100)
+    assert_nothing_written(conn, before)
+
+
+def test_library_refuses_a_batch_over_the_size_limit(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    batch = [_new_job(id=f"j{i}") for i in range(1001)]
+    with pytest.raises(InvalidOption, match="batch size"):
+        calls.enqueue(conn, queue.keys, batch, max_payload=100)
+    assert_nothing_written(conn, before)
+
+
+# -- other calls ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("offset", "limit"), [(0, 0), (0, 1001), (-1, 10)], ids=["zero", "too-many", "negative"]
+)
+def test_invalid_listing_page_is_refused(queue: Queue, offset: int, limit: int) -> None:
+    with pytest.raises(InvalidOption):
+        queue.job_ids("queued", offset=offset, limit=limit)
+
+
+def test_pop_of_zero_jobs_is_refused(conn: redis.Redis, queue: Queue, before: Snapshot) -> None:
+    with pytest.raises(InvalidOption, match="max_jobs"):
+        calls.pop(conn, queue.keys, 0, 1000, "w")
+    assert_nothing_written(conn, before)
+
+
+def test_renew_with_a_zero_lease_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    with pytest.raises(InvalidOption, match="lease_ms"):
+        calls.renew(conn, queue.keys, 0, [("existing", 1)])
+    assert_nothing_written(conn, before)
+
+
+# -- corrupt records --------------------------------------------------------------------------
+
+
+def _pop_ids(queue: Queue, max_jobs: int = 10) -> list[str]:
+    result = calls.pop(queue.connection, queue.keys, max_jobs, 10_000, "w")
+    return [lease.id for lease in result.leases]
+
+
+CORRUPT_RECORDS = [
+    "{not json",
+    "[1, 2]",
+    '"a string"',
+    "{}",
+    '{"status": "queued", "func": "app:run"}',
+    '{"status": "queued", "func": "app:run", "priority": "high"}',
+]
+CORRUPT_IDS = ["not-json", "array", "string", "empty", "no-priority", "text-priority"]
+
+
+@pytest.mark.parametrize("garbage", CORRUPT_RECORDS, ids=CORRUPT_IDS)
+def test_pop_moves_a_corrupt_queued_record_to_failed(
+    conn: redis.Redis, queue: Queue, garbage: str
+) -> None:
+    corrupt = queue.enqueue(add, 2, job_id="corrupt")
+    conn.hset(queue.keys.jobs, corrupt.id, garbage)
+    _pop_ids(queue)
+    assert queue.job_ids("failed") == ["corrupt"]
+    info = corrupt.info()
+    assert info.status == "failed"
+    assert "corrupt job record" in (info.error or "")
+    assert queue.counts().stats["failed"] == 1
+
+
+@pytest.mark.parametrize("garbage", CORRUPT_RECORDS, ids=CORRUPT_IDS)
+def test_pop_still_leases_the_good_jobs_around_a_corrupt_record(
+    conn: redis.Redis, queue: Queue, garbage: str
+) -> None:
+    corrupt = queue.enqueue(add, 2, job_id="corrupt")
+    queue.enqueue(add, 3, job_id="after")
+    conn.hset(queue.keys.jobs, corrupt.id, garbage)
+    assert _pop_ids(queue) == ["existing", "after"]
+
+
+def test_pop_of_only_a_corrupt_record_asks_to_call_again(conn: redis.Redis) -> None:
+    queue = Queue("work", connection=conn)
+    queue.enqueue(add, 1, job_id="corrupt")
+    conn.hset(queue.keys.jobs, "corrupt", "garbage")
+    result = calls.pop(conn, queue.keys, 1, 10_000, "w")
+    assert (result.leases, result.wait_ms) == ([], 0)
+
+
+@pytest.mark.parametrize("garbage", CORRUPT_RECORDS, ids=CORRUPT_IDS)
+def test_pop_moves_a_corrupt_delayed_record_to_failed(
+    conn: redis.Redis, queue: Queue, garbage: str
+) -> None:
+    queue.enqueue(add, 2, job_id="corrupt", delay=0.05)
+    conn.hset(queue.keys.jobs, "corrupt", garbage)
+    time.sleep(0.08)
+    assert _pop_ids(queue) == ["existing"]
+    assert queue.job_ids("failed") == ["corrupt"]
+
+
+@pytest.mark.parametrize("garbage", CORRUPT_RECORDS, ids=CORRUPT_IDS)
+def test_pop_moves_a_corrupt_record_of_an_expired_lease_to_failed(
+    conn: redis.Redis, queue: Queue, garbage: str
+) -> None:
+    (lease,) = calls.pop(conn, queue.keys, 1, 20, "w").leases
+    conn.hset(queue.keys.jobs, lease.id, garbage)
+    queue.enqueue(add, 3, job_id="after")
+    time.sleep(0.04)
+    assert _pop_ids(queue) == ["after"]
+    assert queue.job_ids("failed") == [lease.id]
+
+
+def test_pop_fails_a_job_whose_payload_is_missing(conn: redis.Redis, queue: Queue) -> None:
+    job = queue.enqueue(add, 2, job_id="no-payload")
+    conn.hdel(queue.keys.payloads, job.id)
+    assert _pop_ids(queue) == ["existing"]
+    info = job.info()
+    assert (info.status, info.error) == ("failed", "job payload is missing")
+
+
+def test_corrupt_record_of_an_active_job_refuses_complete(conn: redis.Redis, queue: Queue) -> None:
+    (lease,) = calls.pop(conn, queue.keys, 1, 10_000, "w").leases
+    conn.hset(queue.keys.jobs, lease.id, "garbage")
+    with pytest.raises(LeaseLost):
+        calls.complete(conn, queue.keys, lease.id, lease.token, "1")
+    assert conn.hget(queue.keys.results, lease.id) is None
+
+
+# -- the library ------------------------------------------------------------------------------
+
+
+def test_missing_library_raises_library_error_naming_the_deploy_tool(conn: redis.Redis) -> None:
+    conn.function_flush()
+    with pytest.raises(LibraryError, match=r"tools/load_scripts\.py") as caught:
+        Queue("work", connection=conn).enqueue(add, 1)
+    assert "not loaded" in str(caught.value)
+    assert conn.dbsize() == 0
+
+
+def test_missing_library_is_reported_by_inspection_calls(conn: redis.Redis) -> None:
+    conn.function_flush()
+    with pytest.raises(LibraryError, match=r"tools/load_scripts\.py"):
+        len(Queue("work", connection=conn))
+
+
+def test_library_removed_after_the_check_raises_library_error(
+    conn: redis.Redis, queue: Queue, before: Snapshot
+) -> None:
+    conn.function_flush()
+    with pytest.raises(LibraryError, match=r"tools/load_scripts\.py"):
+        queue.enqueue(add, 2)
+    assert_nothing_written(conn, before)
+
+
+def _load_outdated(conn: redis.Redis) -> None:
+    version, code = library.library_code()
+    conn.function_load(code.replace(version, "old"), replace=True)
+
+
+def test_outdated_library_raises_library_error(conn: redis.Redis) -> None:
+    _load_outdated(conn)
+    with pytest.raises(LibraryError, match="is version old") as caught:
+        Queue("work", connection=conn).enqueue(add, 1)
+    assert library.code_version() in str(caught.value)
+    assert "tools/load_scripts.py" in str(caught.value)
+    assert conn.dbsize() == 0
+
+
+def test_auto_load_loads_a_missing_library(conn: redis.Redis) -> None:
+    conn.function_flush()
+    job = Queue("work", connection=conn, auto_load=True).enqueue(add, 1)
+    assert job.status == "queued"
+    assert library.deployed_version(conn) == library.code_version()
+
+
+def test_auto_load_replaces_an_outdated_library(conn: redis.Redis) -> None:
+    _load_outdated(conn)
+    job = Queue("work", connection=conn, auto_load=True).enqueue(add, 1)
+    assert job.status == "queued"
+    assert library.deployed_version(conn) == library.code_version()
+
+
+def test_auto_load_from_the_environment(conn: redis.Redis, monkeypatch: Any) -> None:
+    _load_outdated(conn)
+    monkeypatch.setenv("PYSCHEDULER_AUTO_LOAD", "1")
+    Queue("work", connection=conn).enqueue(add, 1)
+    assert library.deployed_version(conn) == library.code_version()
+
+
+def test_auto_load_false_wins_over_the_environment(conn: redis.Redis, monkeypatch: Any) -> None:
+    _load_outdated(conn)
+    monkeypatch.setenv("PYSCHEDULER_AUTO_LOAD", "1")
+    with pytest.raises(LibraryError):
+        Queue("work", connection=conn, auto_load=False).enqueue(add, 1)
+    assert library.deployed_version(conn) == "old"
+
+
+def test_queue_keys_of_an_invalid_name_are_never_built() -> None:
+    with pytest.raises(InvalidQueueName):
+        QueueKeys("bad name")
