@@ -1,6 +1,8 @@
 -- Shared helpers and constants, rendered once at the top of the library.
 -- The constants come from pyscheduler/protocol.py (the single source of truth).
 -- Included by library.lua.j2; the operation files call these, never copy them.
+-- Helpers that touch several keys take `Q`, a table of the calling operation's KEYS by name
+-- (jobs, ready, ...); each operation's header lists the keys it passes.
 
 local STATUS = {
 {%- for name, value in S.items() %}
@@ -28,6 +30,7 @@ local WAKE_TOKENS_MAX = {{ WAKE_TOKENS_MAX }}
 local PAST_TOLERANCE_MS = {{ PAST_TOLERANCE_MS }}
 local MAX_LOST_LEASES = {{ MAX_LOST_LEASES }}
 local MAX_BACKOFF_MS = {{ MAX_BACKOFF_MS }}
+local NOTICE_REDRIVE_MS = {{ NOTICE_REDRIVE_MS }}
 
 -- Milliseconds from the Redis server's clock, so clients with skewed clocks agree.
 local function now_ms()
@@ -73,46 +76,57 @@ local function wake_workers(wake_key, count)
   redis.call('LTRIM', wake_key, 0, WAKE_TOKENS_MAX - 1)
 end
 
--- Put a job at the back of its priority in the ready set.
-local function push_ready(jobs_key, ready_key, seq_key, id, job)
+-- Put a job at the back of its priority in the ready set (uses Q.jobs, Q.ready, Q.seq).
+local function push_ready(Q, id, job)
   job.status = STATUS.QUEUED
   job.due = nil
-  redis.call('HSET', jobs_key, id, cjson.encode(job))
-  local sequence = redis.call('INCR', seq_key)
-  redis.call('ZADD', ready_key, int(ready_score(job.priority, sequence)), id)
+  redis.call('HSET', Q.jobs, id, cjson.encode(job))
+  local sequence = redis.call('INCR', Q.seq)
+  redis.call('ZADD', Q.ready, int(ready_score(job.priority, sequence)), id)
 end
 
--- The failed set keeps the job for inspection; the record stays until purged.
-local function fail_for_good(jobs_key, errors_key, failed_key, stats_key, id, job, now, reason)
+-- A subtask's end is noted in its own queue until its parent's queue has recorded it
+-- (Q.notices); the worker delivers it, and psq_stale_notices re-drives it after a crash.
+local function note_subtask_end(Q, id, job, now)
+  if job.parent then redis.call('ZADD', Q.notices, int(now), id) end
+end
+
+-- The failed set keeps the job for inspection; the record stays until purged
+-- (uses Q.jobs, Q.errors, Q.failed, Q.stats, Q.notices).
+local function fail_for_good(Q, id, job, now, reason)
   job.status = STATUS.FAILED
   job.ended = now
-  redis.call('HSET', jobs_key, id, cjson.encode(job))
-  redis.call('HSET', errors_key, id, reason)
-  redis.call('ZADD', failed_key, int(now), id)
-  incr_stat(stats_key, 'failed')
+  redis.call('HSET', Q.jobs, id, cjson.encode(job))
+  redis.call('HSET', Q.errors, id, reason)
+  redis.call('ZADD', Q.failed, int(now), id)
+  incr_stat(Q.stats, 'failed')
+  note_subtask_end(Q, id, job, now)
 end
 
 -- A record that cannot be decoded is moved to failed with the reason, raw text kept.
-local function fail_corrupt(errors_key, failed_key, stats_key, id, now)
-  redis.call('HSET', errors_key, id, 'corrupt job record: not a JSON object with status, func and priority')
-  redis.call('ZADD', failed_key, int(now), id)
-  incr_stat(stats_key, 'failed')
+local function fail_corrupt(Q, id, now)
+  redis.call('HSET', Q.errors, id, 'corrupt job record: not a JSON object with status, func and priority')
+  redis.call('ZADD', Q.failed, int(now), id)
+  incr_stat(Q.stats, 'failed')
 end
 
--- Drop the records of finished jobs whose result TTL has passed, a bounded batch per call.
-local function sweep_finished(finished_key, jobs_key, payloads_key, results_key, errors_key, now)
-  local expired = redis.call('ZRANGEBYSCORE', finished_key, '-inf', int(now), 'LIMIT', 0, SWEEP_BATCH)
+-- Drop the records of finished jobs whose result TTL has passed, a bounded batch per call
+-- (uses Q.finished, Q.jobs, Q.payloads, Q.results, Q.errors, Q.checkpoints).
+local function sweep_finished(Q, now)
+  local expired = redis.call('ZRANGEBYSCORE', Q.finished, '-inf', int(now), 'LIMIT', 0, SWEEP_BATCH)
   if #expired == 0 then return end
-  redis.call('ZREM', finished_key, unpack(expired))
-  redis.call('HDEL', jobs_key, unpack(expired))
-  redis.call('HDEL', payloads_key, unpack(expired))
-  redis.call('HDEL', results_key, unpack(expired))
-  redis.call('HDEL', errors_key, unpack(expired))
+  redis.call('ZREM', Q.finished, unpack(expired))
+  for _, key in ipairs({ Q.jobs, Q.payloads, Q.results, Q.errors, Q.checkpoints }) do
+    redis.call('HDEL', key, unpack(expired))
+  end
 end
 
--- Keep a finished job (complete or cancelled) until its result TTL passes.
-local function keep_finished(finished_key, id, job, now)
-  redis.call('ZADD', finished_key, int(now + (job.result_ttl or 0) * 1000), id)
+-- Keep a finished job (complete or cancelled) until its result TTL passes; its subtask
+-- outcomes (`subtasks_key`, may not exist) expire with it.
+local function keep_finished(finished_key, subtasks_key, id, job, now)
+  local ttl_ms = math.floor((job.result_ttl or 0) * 1000)
+  redis.call('ZADD', finished_key, int(now + ttl_ms), id)
+  if job.split then redis.call('PEXPIRE', subtasks_key, math.max(1, ttl_ms)) end
 end
 
 -- The job when `token` is the fencing token of its current lease; otherwise nil, an error

@@ -1,41 +1,67 @@
---[[ psq_cancel: cancel a job that has not finished.
+--[[ psq_cancel: cancel jobs that have not ended, many in one call.
 
-A queued or delayed job is removed from its set. An active job loses its lease: the worker's
-next renewal is refused and it stops the run; its late result is refused too.
+A queued or delayed job is removed from its set; a waiting job (split into subtasks) stops
+waiting. An active job loses its lease: the worker's next renewal is refused and it stops the
+run; its late result is refused too. The caller cancels a waiting job's subtasks next (they
+may live in other queues), using the split groups in its record.
 
 KEYS[1] jobs      HASH  job id -> job record (JSON)
 KEYS[2] ready     ZSET  job id -> priority/FIFO score
 KEYS[3] delayed   ZSET  job id -> due time (ms)
 KEYS[4] active    ZSET  job id -> lease deadline (ms)
-KEYS[5] finished  ZSET  job id -> time its record expires (ms)
-KEYS[6] stats     HASH  counters
+KEYS[5] waiting   ZSET  job id -> time it began to wait (ms)
+KEYS[6] finished  ZSET  job id -> time its record expires (ms)
+KEYS[7] stats     HASH  counters
+KEYS[8] notices   ZSET  subtask id -> time it ended (its parent is told)
+KEYS[8 + i] subtasks  HASH  subtask outcomes of the i-th job (expire with it)
 
-ARGV[1] id  string  job id
+ARGV[1] cascade  string  '1' when the jobs are cancelled because their parent was: their
+                         parent is not told; '0' a cancelled subtask is noted for its parent,
+                         which treats it as a failed subtask
+ARGV[2] id       string  the first job id; ARGV[1 + i] the i-th (one per KEYS beyond the eighth)
 
-Returns: the status the job had before it was cancelled.
-Errors: NOT_FOUND; BAD_STATE when the job already ended (complete, failed or cancelled).
+Returns: two entries per job: the status it had when cancelled, 'missing' when there is no
+  such job, or 'ended:<status>' when it had already ended (nothing changed for it); then its
+  record (JSON, after the change) or false.
+Errors: BAD_ARGUMENT when the number of ids and subtask keys differ.
 ]]
 
-local function cancel(KEYS, ARGV)
-  local jobs_key, ready_key, delayed_key, active_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  local finished_key, stats_key = KEYS[5], KEYS[6]
-  local id = ARGV[1]
+local FIXED_KEYS = 8
 
-  local job = decode_job(redis.call('HGET', jobs_key, id))
-  if not job then return error_reply(ERR.NOT_FOUND, 'job ' .. id .. ' does not exist') end
-  local was = job.status
-  local set_of = { [STATUS.QUEUED] = ready_key, [STATUS.DELAYED] = delayed_key, [STATUS.ACTIVE] = active_key }
-  if not set_of[was] then
-    return error_reply(ERR.BAD_STATE, 'job ' .. id .. ' is ' .. tostring(was) .. ' and cannot be cancelled')
+local function cancel(KEYS, ARGV)
+  local Q = { jobs = KEYS[1], finished = KEYS[6], stats = KEYS[7], notices = KEYS[8] }
+  local set_of = { [STATUS.QUEUED] = KEYS[2], [STATUS.DELAYED] = KEYS[3], [STATUS.ACTIVE] = KEYS[4],
+    [STATUS.WAITING] = KEYS[5] }
+  local cascade = ARGV[1] == '1'
+  if #KEYS - FIXED_KEYS ~= #ARGV - 1 then
+    return error_reply(ERR.BAD_ARGUMENT, 'pass one subtasks key per job id')
   end
   local now = now_ms()
-  redis.call('ZREM', set_of[was], id)
-  job.status = STATUS.CANCELLED
-  job.ended = now
-  redis.call('HSET', jobs_key, id, cjson.encode(job))
-  keep_finished(finished_key, id, job, now)
-  incr_stat(stats_key, 'cancelled')
-  return was
+  local reply = {}
+  for i = 2, #ARGV do
+    local id = ARGV[i]
+    local raw = redis.call('HGET', Q.jobs, id)
+    local job = decode_job(raw)
+    if not job then
+      reply[#reply + 1] = 'missing'
+      reply[#reply + 1] = false
+    elseif not set_of[job.status] then
+      reply[#reply + 1] = 'ended:' .. job.status
+      reply[#reply + 1] = raw
+    else
+      reply[#reply + 1] = job.status
+      redis.call('ZREM', set_of[job.status], id)
+      job.status = STATUS.CANCELLED
+      job.ended = now
+      local record = cjson.encode(job)
+      redis.call('HSET', Q.jobs, id, record)
+      keep_finished(Q.finished, KEYS[FIXED_KEYS + i - 1], id, job, now)
+      incr_stat(Q.stats, 'cancelled')
+      if not cascade then note_subtask_end(Q, id, job, now) end
+      reply[#reply + 1] = record
+    end
+  end
+  return reply
 end
 
 redis.register_function('psq_cancel', cancel)

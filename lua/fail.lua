@@ -9,6 +9,7 @@ KEYS[6] failed    ZSET    job id -> failed time (ms)
 KEYS[7] seq       STRING  sequence counter
 KEYS[8] stats     HASH    counters
 KEYS[9] wake      LIST    wake-up tokens for idle workers
+KEYS[10] notices  ZSET    subtask id -> time it ended (its parent is told)
 
 ARGV[1] id        string   job id
 ARGV[2] token     integer  fencing token of the lease
@@ -21,36 +22,36 @@ Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (nothing is recorded).
 ]]
 
 local function fail(KEYS, ARGV)
-  local jobs_key, errors_key, ready_key, delayed_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  local active_key, failed_key, seq_key, stats_key, wake_key = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+  local Q = { jobs = KEYS[1], errors = KEYS[2], ready = KEYS[3], delayed = KEYS[4], active = KEYS[5],
+    failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10] }
   local id, token, kind, error_text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local jitter = tonumber(ARGV[5]) or 1
 
-  local job, code, message = job_under_lease(jobs_key, id, token)
+  local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
   local now = now_ms()
-  redis.call('ZREM', active_key, id)
+  redis.call('ZREM', Q.active, id)
   job.failure = kind
 
   local retries = tonumber(job.retries) or 0
   if kind == KIND.REFUSED or job.attempts > retries then
-    fail_for_good(jobs_key, errors_key, failed_key, stats_key, id, job, now, error_text)
+    fail_for_good(Q, id, job, now, error_text)
     return { STATUS.FAILED, 0 }
   end
 
-  redis.call('HSET', errors_key, id, error_text)
-  incr_stat(stats_key, 'retried')
+  redis.call('HSET', Q.errors, id, error_text)
+  incr_stat(Q.stats, 'retried')
   local delay = math.min((tonumber(job.backoff) or 0) * 1000 * 2 ^ (job.attempts - 1), MAX_BACKOFF_MS)
   delay = math.floor(delay * (0.5 + jitter / 2))
   if delay <= 0 then
-    push_ready(jobs_key, ready_key, seq_key, id, job)
+    push_ready(Q, id, job)
   else
     job.status = STATUS.DELAYED
     job.due = now + delay
-    redis.call('HSET', jobs_key, id, cjson.encode(job))
-    redis.call('ZADD', delayed_key, int(job.due), id)
+    redis.call('HSET', Q.jobs, id, cjson.encode(job))
+    redis.call('ZADD', Q.delayed, int(job.due), id)
   end
-  wake_workers(wake_key, 1)
+  wake_workers(Q.wake, 1)
   return { job.status, delay }
 end
 

@@ -1,13 +1,16 @@
 --[[ psq_fetch: read one job in full (read-only).
 
-KEYS[1] jobs      HASH  job id -> job record (JSON)
-KEYS[2] payloads  HASH  job id -> call payload (JSON text)
-KEYS[3] results   HASH  job id -> result (JSON text)
-KEYS[4] errors    HASH  job id -> error text
+KEYS[1] jobs         HASH  job id -> job record (JSON)
+KEYS[2] payloads     HASH  job id -> call payload (JSON text)
+KEYS[3] results      HASH  job id -> result (JSON text)
+KEYS[4] errors       HASH  job id -> error text
+KEYS[5] checkpoints  HASH  job id -> last saved checkpoint (JSON text)
+KEYS[6] subtasks     HASH  this job's subtask outcomes
 
 ARGV[1] id  string  job id
 
-Returns: { record, payload, result, error }, each a string or false when absent.
+Returns: { record, payload, result, error, checkpoint, subtasks done in the current split },
+  each a string or false when absent.
 Errors: NOT_FOUND when the job has no record.
 ]]
 
@@ -15,11 +18,16 @@ local function fetch(KEYS, ARGV)
   local id = ARGV[1]
   local record = redis.call('HGET', KEYS[1], id)
   if not record then return error_reply(ERR.NOT_FOUND, 'job ' .. id .. ' does not exist') end
+  local job = decode_job(record)
+  local done = false
+  if job and job.split then done = redis.call('HGET', KEYS[6], job.split .. ':done') or '0' end
   return {
     record,
     redis.call('HGET', KEYS[2], id),
     redis.call('HGET', KEYS[3], id),
     redis.call('HGET', KEYS[4], id),
+    redis.call('HGET', KEYS[5], id),
+    done,
   }
 end
 

@@ -6,6 +6,7 @@ library's error replies into the exceptions of `pyscheduler.exceptions`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -51,6 +52,41 @@ def _text(value: bytes | str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class ParentRef:
+    """Names the split a subtask belongs to: subtask `index` of split `split` of job `id`."""
+
+    queue: str
+    id: str
+    split: int
+    index: int
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"queue": self.queue, "id": self.id, "split": self.split, "index": self.index}
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SplitPlan:
+    """A job enqueued to wait for `total` subtasks (a client-side group)."""
+
+    total: int
+    groups: list[tuple[str, int]]
+    collect: bool
+    results_arg: bool
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "total": self.total,
+                "groups": [list(g) for g in self.groups],
+                "collect": self.collect,
+                "results_arg": self.results_arg,
+            }
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class NewJob:
     """One job as `psq_enqueue` takes it."""
 
@@ -64,6 +100,9 @@ class NewJob:
     retries: int
     backoff: float
     result_ttl: float
+    time_slice: float = 0.0
+    parent: ParentRef | None = None
+    split: SplitPlan | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +112,23 @@ class EnqueueOutcome:
     created: bool
 
 
+ENQUEUE_NUMKEYS = 8
+
+
 def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int) -> list[Any]:
     """The keys and arguments of one `psq_enqueue` call, for a client or a pipeline."""
-    args: list[Any] = [len(jobs), max_payload]
+    args: list[Any] = [
+        keys.jobs,
+        keys.payloads,
+        keys.ready,
+        keys.delayed,
+        keys.seq,
+        keys.stats,
+        keys.wake,
+        keys.waiting,
+        len(jobs),
+        max_payload,
+    ]
     for job in jobs:
         args += (
             job.id,
@@ -88,20 +141,11 @@ def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int) -> l
             job.retries,
             job.backoff,
             job.result_ttl,
+            job.time_slice,
+            "" if job.parent is None else job.parent.to_json(),
+            "" if job.split is None else job.split.to_json(),
         )
-    return [
-        keys.jobs,
-        keys.payloads,
-        keys.ready,
-        keys.delayed,
-        keys.seq,
-        keys.stats,
-        keys.wake,
-        *args,
-    ]
-
-
-ENQUEUE_NUMKEYS = 7
+    return args
 
 
 def parse_enqueue_reply(reply: Sequence[Any]) -> list[EnqueueOutcome]:
@@ -129,6 +173,7 @@ class Lease:
     deadline_ms: int
     record: str
     payload: str
+    checkpoint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +197,10 @@ def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker
             keys.seq,
             keys.stats,
             keys.wake,
+            keys.results,
+            keys.finished,
+            keys.checkpoints,
+            keys.notices,
         ],
         [max_jobs, lease_ms, worker],
     )
@@ -163,8 +212,9 @@ def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker
             int(reply[i + 2]),
             _text(reply[i + 3]),
             _text(reply[i + 4]),
+            None if reply[i + 5] is None else _text(reply[i + 5]),
         )
-        for i in range(2, len(reply), 5)
+        for i in range(2, len(reply), 6)
     ]
     return PopResult(leases, int(reply[0]))
 
@@ -193,6 +243,9 @@ def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: int, result
                 keys.active,
                 keys.finished,
                 keys.stats,
+                keys.checkpoints,
+                keys.notices,
+                keys.subtasks(job_id),
             ],
             [job_id, token, result],
         )
@@ -222,22 +275,45 @@ def fail(
             keys.seq,
             keys.stats,
             keys.wake,
+            keys.notices,
         ],
         [job_id, token, kind.value, error, jitter],
     )
     return _text(reply[0]), int(reply[1])
 
 
-def cancel(conn: redis.Redis, keys: QueueKeys, job_id: str) -> str:
-    """Cancel the job; returns the status it had."""
-    return _text(
-        _fcall(
-            conn,
-            "psq_cancel",
-            [keys.jobs, keys.ready, keys.delayed, keys.active, keys.finished, keys.stats],
-            [job_id],
-        )
+@dataclass(frozen=True, slots=True)
+class Cancelled:
+    """What `psq_cancel` did to one job."""
+
+    was: str  # the status it had, 'missing', or 'ended:<status>' (then nothing changed)
+    record: str | None
+
+
+def cancel(
+    conn: redis.Redis, keys: QueueKeys, job_ids: Sequence[str], cascade: bool = False
+) -> list[Cancelled]:
+    """Cancel jobs; with `cascade`, their parent is being cancelled and is not told."""
+    fixed = [
+        keys.jobs,
+        keys.ready,
+        keys.delayed,
+        keys.active,
+        keys.waiting,
+        keys.finished,
+        keys.stats,
+        keys.notices,
+    ]
+    reply = _fcall(
+        conn,
+        "psq_cancel",
+        [*fixed, *(keys.subtasks(i) for i in job_ids)],
+        ["1" if cascade else "0", *job_ids],
     )
+    return [
+        Cancelled(_text(reply[i]), None if reply[i + 1] is None else _text(reply[i + 1]))
+        for i in range(0, len(reply), 2)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +322,8 @@ class FetchedJob:
     payload: str | None
     result: str | None
     error: str | None
+    checkpoint: str | None
+    subtasks_done: int | None
 
 
 def fetch(conn: redis.Redis, keys: QueueKeys, job_id: str) -> FetchedJob:
@@ -253,12 +331,23 @@ def fetch(conn: redis.Redis, keys: QueueKeys, job_id: str) -> FetchedJob:
     reply = _fcall_ro(
         conn,
         "psq_fetch",
-        [keys.jobs, keys.payloads, keys.results, keys.errors],
+        [
+            keys.jobs,
+            keys.payloads,
+            keys.results,
+            keys.errors,
+            keys.checkpoints,
+            keys.subtasks(job_id),
+        ],
         [job_id],
     )
-    record, payload, result, error = (None if x is None else _text(x) for x in reply)
+    record, payload, result, error, checkpoint, done = (
+        None if x is None else _text(x) for x in reply
+    )
     assert record is not None  # the library raises NOT_FOUND instead
-    return FetchedJob(record, payload, result, error)
+    return FetchedJob(
+        record, payload, result, error, checkpoint, None if done is None else int(done)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,3 +380,153 @@ def list_jobs(
         (_text(reply[i]), None if reply[i + 1] is None else _text(reply[i + 1]))
         for i in range(0, len(reply), 2)
     ]
+
+
+def checkpoint(
+    conn: redis.Redis,
+    keys: QueueKeys,
+    job_id: str,
+    token: int,
+    saved: str,
+    lease_ms: int,
+    pause: bool,
+) -> int:
+    """Save a checkpoint and renew the lease; returns the new deadline, or 0 when paused."""
+    return int(
+        _fcall(
+            conn,
+            "psq_checkpoint",
+            [
+                keys.jobs,
+                keys.checkpoints,
+                keys.ready,
+                keys.active,
+                keys.seq,
+                keys.stats,
+                keys.wake,
+            ],
+            [job_id, token, saved, lease_ms, "1" if pause else "0"],
+        )
+    )
+
+
+def split(
+    conn: redis.Redis,
+    keys: QueueKeys,
+    job_id: str,
+    token: int,
+    number: int,
+    groups: Sequence[tuple[str, int]],
+    collect: bool,
+    saved: str | None,
+) -> str:
+    """Make a running job wait for its `number`-th split; returns its new status."""
+    total = sum(count for _, count in groups)
+    return _text(
+        _fcall(
+            conn,
+            "psq_split",
+            [
+                keys.jobs,
+                keys.checkpoints,
+                keys.ready,
+                keys.active,
+                keys.waiting,
+                keys.failed,
+                keys.errors,
+                keys.seq,
+                keys.stats,
+                keys.wake,
+                keys.subtasks(job_id),
+                keys.notices,
+            ],
+            [
+                job_id,
+                token,
+                number,
+                total,
+                json.dumps([list(g) for g in groups]),
+                "1" if collect else "0",
+                "" if saved is None else saved,
+            ],
+        )
+    )
+
+
+def subtask_done_args(parent: ParentRef, ok: bool, value: str) -> list[Any]:
+    """The keys and arguments of one `psq_subtask_done` call, for a client or a pipeline."""
+    keys = QueueKeys(parent.queue)
+    return [
+        keys.jobs,
+        keys.subtasks(parent.id),
+        keys.ready,
+        keys.waiting,
+        keys.failed,
+        keys.errors,
+        keys.seq,
+        keys.stats,
+        keys.wake,
+        keys.notices,
+        parent.id,
+        parent.split,
+        parent.index,
+        "1" if ok else "0",
+        value,
+    ]
+
+
+SUBTASK_DONE_NUMKEYS = 10
+
+
+def subtask_done(conn: redis.Redis, parent: ParentRef, ok: bool, value: str) -> str:
+    """Record a subtask's end in its parent's queue; see lua/subtask_done.lua for replies."""
+    call = subtask_done_args(parent, ok, value)
+    return _text(
+        _fcall(
+            conn,
+            "psq_subtask_done",
+            call[:SUBTASK_DONE_NUMKEYS],
+            call[SUBTASK_DONE_NUMKEYS:],
+        )
+    )
+
+
+def subtask_outcomes(
+    conn: redis.Redis, keys: QueueKeys, parent_id: str, number: int, first: int, count: int
+) -> list[str | None]:
+    """A page of outcomes (JSON text) of split `number`, from index `first`."""
+    reply = _fcall_ro(
+        conn, "psq_subtask_outcomes", [keys.subtasks(parent_id)], [number, first, count]
+    )
+    return [None if x is None else _text(x) for x in reply]
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A subtask's end that its parent's queue may not have recorded yet."""
+
+    subtask_id: str
+    parent: ParentRef | None
+    ok: bool
+    value: str
+
+
+def stale_notices(conn: redis.Redis, keys: QueueKeys, count: int) -> list[Notice]:
+    reply = _fcall_ro(
+        conn,
+        "psq_stale_notices",
+        [keys.notices, keys.jobs, keys.results, keys.errors],
+        [count],
+    )
+    notices = []
+    for i in range(0, len(reply), 5):
+        parent_json = _text(reply[i + 1])
+        parent = ParentRef(**json.loads(parent_json)) if parent_json else None
+        notices.append(
+            Notice(_text(reply[i]), parent, _text(reply[i + 2]) == "1", _text(reply[i + 3]))
+        )
+    return notices
+
+
+def forget_notices(conn: redis.Redis, keys: QueueKeys, subtask_ids: Sequence[str]) -> int:
+    return int(_fcall(conn, "psq_forget_notices", [keys.notices], list(subtask_ids)))

@@ -48,19 +48,48 @@ def reference_of(func: Callable[..., Any]) -> str:
 @overload
 def task(func: Callable[P, R], /) -> Callable[P, R]: ...
 @overload
-def task(*, name: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def task(
-    func: Callable[P, R] | None = None, /, *, name: str | None = None
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    time_slice: float | None = None,
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+def task(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    timeout: float | None = None,
+    retries: int | None = None,
+    time_slice: float | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Register a handler, so that workers run it even in strict mode."""
+    """Register a handler, so that workers run it even in strict mode.
+
+    `timeout`, `retries` and `time_slice` become the defaults of jobs enqueued with it.
+    """
+    options = {
+        key: value
+        for key, value in (("timeout", timeout), ("retries", retries), ("time_slice", time_slice))
+        if value is not None
+    }
 
     def register(f: Callable[P, R]) -> Callable[P, R]:
         ref = name or reference_of(f)
         _registry[ref] = f
         f.__pyscheduler_name__ = ref  # type: ignore[attr-defined]
+        f.__pyscheduler_options__ = options  # type: ignore[attr-defined]
         return f
 
     return register(func) if func is not None else register
+
+
+def task_options(func: object) -> dict[str, Any]:
+    """The enqueue defaults a handler was registered with (see `task`)."""
+    if isinstance(func, str):
+        func = _registry.get(func)
+    options = getattr(func, "__pyscheduler_options__", None)
+    return dict(options) if isinstance(options, dict) else {}
 
 
 def registered_tasks() -> dict[str, Callable[..., Any]]:

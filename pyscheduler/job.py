@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import redis
 
-from . import calls
-from .exceptions import JobCancelled, JobFailed, JobNotFound, WaitTimeout
+from . import calls, splitting
+from .exceptions import InvalidJobState, JobCancelled, JobFailed, JobNotFound, WaitTimeout
 from .keys import QUEUES_KEY, QueueKeys
 from .library import ensure_loaded
 from .protocol import Status
@@ -41,6 +41,18 @@ class JobInfo:
     result: Any
     error: str | None
     record: dict[str, Any]
+    checkpoint: Any = None  # the last saved checkpoint (JSON value)
+    subtasks_done: int | None = None  # of the current split; see `subtasks_total`
+
+    @property
+    def subtasks_total(self) -> int | None:
+        total = self.record.get("split_total")
+        return None if total is None else int(total)
+
+    @property
+    def paused(self) -> bool:
+        """Queued again after a pause (time slice used up, or worker shutdown)."""
+        return self.status == Status.QUEUED and bool(self.record.get("paused"))
 
 
 def _usable(record: object) -> TypeGuard[dict[str, Any]]:
@@ -128,9 +140,29 @@ class Job:
         return self.info().error
 
     def cancel(self) -> str:
-        """Cancel the job; returns the status it had. Raises InvalidJobState when it ended."""
-        ensure_loaded(self.queue.connection, self.queue.auto_load)
-        return calls.cancel(self.queue.connection, self.queue.keys, self.id)
+        """Cancel the job; returns the status it had. Raises InvalidJobState when it ended.
+
+        Cancelling a job that waits for subtasks cancels its pending subtasks too.
+        """
+        connection = self.queue.connection
+        ensure_loaded(connection, self.queue.auto_load)
+        (outcome,) = calls.cancel(connection, self.queue.keys, [self.id])
+        was = outcome.was
+        if was == "missing":
+            raise JobNotFound(f"job {self.id} does not exist")
+        if was.startswith("ended:"):
+            raise InvalidJobState(
+                f"job {self.id} is {was.partition(':')[2]} and cannot be cancelled"
+            )
+        record = parse_record(outcome.record)
+        if was == Status.WAITING:
+            splitting.cancel_subtasks(connection, self.id, record)
+        parent = record.get("parent")
+        if isinstance(parent, dict):  # a cancelled subtask is a failed one for its parent
+            splitting.deliver_notice(
+                connection, self.queue.keys, self.id, calls.ParentRef(**parent), False, "cancelled"
+            )
+        return was
 
     def wait(self, timeout: float | None = None, poll_interval: float = 0.05) -> Any:
         """Wait for the job to end: its result, or JobFailed / JobCancelled / WaitTimeout."""

@@ -37,11 +37,14 @@ class QueueKeys:
     ready: str = field(init=False)  # ZSET job id -> priority/FIFO score
     delayed: str = field(init=False)  # ZSET job id -> due time (ms, server clock)
     active: str = field(init=False)  # ZSET job id -> lease deadline (ms, server clock)
+    waiting: str = field(init=False)  # ZSET job id -> time it split and began to wait (ms)
     failed: str = field(init=False)  # ZSET job id -> time it failed for good (ms)
     finished: str = field(init=False)  # ZSET job id -> time its record expires (ms)
     seq: str = field(init=False)  # STRING counter: FIFO sequence and fencing tokens
     stats: str = field(init=False)  # HASH counter name -> integer
     wake: str = field(init=False)  # LIST of wake-up tokens that idle workers block on
+    checkpoints: str = field(init=False)  # HASH job id -> last saved checkpoint (JSON)
+    notices: str = field(init=False)  # ZSET subtask id -> time it ended, until its parent knows
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -55,13 +58,20 @@ class QueueKeys:
             "ready",
             "delayed",
             "active",
+            "waiting",
             "failed",
             "finished",
             "seq",
             "stats",
             "wake",
+            "checkpoints",
+            "notices",
         ):
             object.__setattr__(self, name, prefix + name)
+
+    def subtasks(self, parent_id: str) -> str:
+        """HASH of one parent's subtask outcomes: "<split>:<index>" -> outcome, "<split>:done"."""
+        return f"{self.prefix}subtasks:{parent_id}"
 
     def state_set(self, status: str) -> str:
         """The sorted set that lists jobs in `status` (complete and cancelled share `finished`)."""
@@ -69,6 +79,7 @@ class QueueKeys:
             "queued": self.ready,
             "delayed": self.delayed,
             "active": self.active,
+            "waiting": self.waiting,
             "failed": self.failed,
             "complete": self.finished,
             "cancelled": self.finished,

@@ -30,6 +30,12 @@ OPERATION_FILES = (
     "fetch.lua",
     "counts.lua",
     "list_jobs.lua",
+    "checkpoint.lua",
+    "split.lua",
+    "subtask_done.lua",
+    "subtask_outcomes.lua",
+    "stale_notices.lua",
+    "forget_notices.lua",
     "version.lua",
 )
 

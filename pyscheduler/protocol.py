@@ -21,6 +21,7 @@ class Status(StrEnum):
     QUEUED = "queued"
     DELAYED = "delayed"
     ACTIVE = "active"
+    WAITING = "waiting"  # split into subtasks; resumes when the last one ends
     COMPLETE = "complete"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -52,6 +53,7 @@ STAT_FIELDS: Final = (
     "retried",
     "reclaimed",
     "cancelled",
+    "paused",
 )
 
 PRIORITY_MIN: Final = -1000
@@ -71,6 +73,8 @@ WAKE_TOKENS_MAX: Final = 64
 # a job that kills its worker must not kill every worker in turn.
 MAX_LOST_LEASES: Final = 3
 MAX_BACKOFF_MS: Final = 3_600_000
+# Subtask outcomes not yet delivered to their parent's queue after this long are re-driven.
+NOTICE_REDRIVE_MS: Final = 10_000
 # An absolute due time this far in the past is refused as "in the past" (clock skew allowance).
 PAST_TOLERANCE_MS: Final = 1000
 
@@ -81,7 +85,7 @@ DEFAULT_BACKOFF_S: Final = 1.0
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 512 * 1024
 
 QUEUE_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
 
 
 def template_context() -> dict[str, object]:
@@ -102,4 +106,5 @@ def template_context() -> dict[str, object]:
         "PAST_TOLERANCE_MS": PAST_TOLERANCE_MS,
         "MAX_LOST_LEASES": MAX_LOST_LEASES,
         "MAX_BACKOFF_MS": MAX_BACKOFF_MS,
+        "NOTICE_REDRIVE_MS": NOTICE_REDRIVE_MS,
     }

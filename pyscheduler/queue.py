@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -12,9 +13,9 @@ from typing import Any
 
 import redis
 
-from . import calls
+from . import calls, splitting
 from .exceptions import HandlerRefused, InvalidJobId, InvalidOption
-from .handlers import reference_of, registered_tasks, stdlib_refusal
+from .handlers import reference_of, registered_tasks, stdlib_refusal, task_options
 from .job import Job, JobInfo, parse_record
 from .keys import QUEUES_KEY, QueueKeys
 from .library import ensure_loaded
@@ -32,6 +33,7 @@ from .protocol import (
     Status,
 )
 from .serialization import decode_payload, decode_result, encode_payload
+from .splitting import Subtask
 
 
 def default_connection() -> redis.Redis:
@@ -140,14 +142,24 @@ class Queue:
         backoff: float | timedelta | None = None,
         job_id: str | None = None,
         result_ttl: float | timedelta | None = None,
+        time_slice: float | timedelta | None = None,
+        parent: calls.ParentRef | None = None,
+        split: calls.SplitPlan | None = None,
     ) -> calls.NewJob:
-        """Validate one call and build the job to enqueue; raises InvalidInput subclasses."""
+        """Validate one call and build the job to enqueue; raises InvalidInput subclasses.
+
+        Options left as None take the handler's `@task(...)` defaults, then the queue's.
+        """
         ref = _handler_reference(func)
+        defaults = task_options(func)
+        timeout = defaults.get("timeout") if timeout is None else timeout
+        retries = defaults.get("retries") if retries is None else retries
+        time_slice = defaults.get("time_slice") if time_slice is None else time_slice
         if job_id is None:
             job_id = uuid.uuid4().hex
         elif not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
             raise InvalidJobId(
-                f"invalid job id {job_id!r}: use 1-128 characters from letters, digits and _.:-"
+                f"invalid job id {job_id!r}: use 1-256 characters from letters, digits and _.:-"
             )
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidOption(f"priority must be an integer, not {priority!r}")
@@ -171,6 +183,9 @@ class Queue:
         ttl_s = self.result_ttl if ttl_s is None else ttl_s
         if backoff_s < 0 or ttl_s < 0:
             raise InvalidOption("backoff and result_ttl must not be negative")
+        slice_s = _seconds(time_slice, "time_slice") or 0.0
+        if slice_s < 0 or not math.isfinite(slice_s):
+            raise InvalidOption(f"time_slice must be a positive number of seconds, not {slice_s}")
         payload = encode_payload(args, kwargs or {}, self.max_payload_bytes)
         return calls.NewJob(
             id=job_id,
@@ -183,6 +198,9 @@ class Queue:
             retries=retries,
             backoff=backoff_s,
             result_ttl=ttl_s,
+            time_slice=slice_s,
+            parent=parent,
+            split=split,
         )
 
     def enqueue(
@@ -197,6 +215,7 @@ class Queue:
         backoff: float | timedelta | None = None,
         job_id: str | None = None,
         result_ttl: float | timedelta | None = None,
+        time_slice: float | timedelta | None = None,
         **kwargs: Any,
     ) -> Job:
         """Enqueue `func(*args, **kwargs)`. An existing `job_id` is a no-op returning that job.
@@ -215,6 +234,7 @@ class Queue:
             backoff=backoff,
             job_id=job_id,
             result_ttl=result_ttl,
+            time_slice=time_slice,
         )
         return self.enqueue_many([job])[0]
 
@@ -255,6 +275,48 @@ class Queue:
             for outcome in calls.parse_enqueue_reply(reply)
         ]
 
+    def enqueue_group(
+        self,
+        subtasks: Iterable[Subtask],
+        then: Callable[..., Any] | str,
+        *args: Any,
+        collect: bool = False,
+        **options: Any,
+    ) -> Job:
+        """Run `subtasks` (possibly on other queues), then `then(results, *args)` on this queue.
+
+        `results` holds every subtask's result in subtask order. A subtask that fails for good
+        (or is cancelled) fails the group, unless `collect` is true (it then appears as a
+        `SubtaskFailed`). Returns the continuation's job, which shows as waiting with
+        done/total progress. Every subtask is validated before anything is written; they are
+        then enqueued in batches. With an explicit `job_id`, re-submitting the same group
+        after a crash is a no-op for what already exists.
+        """
+        queues: dict[str, Queue] = {self.name: self}
+
+        def queue_for(name: str) -> Queue:
+            if name not in queues:
+                queues[name] = Queue(name, connection=self.connection, auto_load=self.auto_load)
+            return queues[name]
+
+        # The specs are read twice (validate, then enqueue in batches); payloads are encoded
+        # a batch at a time, so memory holds the specs but never every payload at once.
+        subtasks = subtasks if isinstance(subtasks, Sequence) else list(subtasks)
+        groups: list[tuple[str, int]] = []
+        for sub in subtasks:  # validate all first: a bad one must not leave a waiting parent
+            queue = queue_for(sub.queue_name(self.name))
+            queue.prepare(sub.func, sub.args, sub.kwargs, **sub.options)
+            if groups and groups[-1][0] == queue.name:
+                groups[-1] = (queue.name, groups[-1][1] + 1)
+            else:
+                groups.append((queue.name, 1))
+        if not groups:
+            raise InvalidOption("enqueue_group() needs at least one subtask")
+        plan = calls.SplitPlan(len(subtasks), groups, collect, results_arg=True)
+        (job,) = self.enqueue_many([self.prepare(then, args, None, split=plan, **options)])
+        splitting.enqueue_subtasks(self.connection, self.name, job.id, 1, subtasks, queue_for)
+        return job
+
     # -- inspection -------------------------------------------------------------------------
 
     def counts(self) -> calls.Counts:
@@ -291,6 +353,8 @@ class Queue:
             result=decode_result(fetched.result) if status == Status.COMPLETE else None,
             error=fetched.error if status != Status.COMPLETE else None,
             record=record,
+            checkpoint=None if fetched.checkpoint is None else json.loads(fetched.checkpoint),
+            subtasks_done=fetched.subtasks_done,
         )
 
     def job_ids(self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100) -> list[str]:

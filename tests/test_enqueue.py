@@ -17,6 +17,7 @@ from pyscheduler import Job, JobNotFound, Queue, Status, calls, task
 from pyscheduler.exceptions import InvalidOption
 from pyscheduler.keys import QUEUES_KEY
 from pyscheduler.protocol import ENQUEUE_BATCH_MAX
+from pyscheduler.splitting import Subtask
 
 
 def add(a: int, b: int = 0) -> int:
@@ -441,6 +442,7 @@ def _one_job_in_each_state(queue: Queue) -> dict[str, str]:
     queue.fetch_job("x").cancel()
     ids["queued"] = queue.enqueue(add, 5, job_id="q").id
     ids["delayed"] = queue.enqueue(add, 6, job_id="d", delay=30).id
+    ids["waiting"] = queue.enqueue_group([Subtask(add, 7, 8, queue="elsewhere")], add, 9).id
     return ids
 
 

@@ -175,12 +175,22 @@ def test_python_wrappers_pass_the_keys_each_header_declares(
     calls.renew(conn, keys, 10_000, [(first.id, first.token)])
     calls.complete(conn, keys, first.id, first.token, "3")
     calls.fail(conn, keys, second.id, second.token, FailKind.ERROR, "boom", 0.5)
-    calls.cancel(conn, keys, calls.enqueue(conn, keys, [queue.prepare(add, (3,))], 1000)[0].id)
+    calls.cancel(conn, keys, [calls.enqueue(conn, keys, [queue.prepare(add, (3,))], 1000)[0].id])
     calls.fetch(conn, keys, first.id)
     calls.counts(conn, keys)
     calls.list_jobs(conn, keys, keys.ready, 0, 10)
+    calls.enqueue(conn, keys, [queue.prepare(add, (4,)), queue.prepare(add, (5,))], 1000)
+    third, fourth = calls.pop(conn, keys, 2, 10_000, "w").leases
+    calls.checkpoint(conn, keys, third.id, third.token, "1", 10_000, False)
+    calls.split(conn, keys, fourth.id, fourth.token, 1, [("work", 1)], False, None)
+    parent = calls.ParentRef("work", fourth.id, 1, 1)
+    calls.subtask_done(conn, parent, True, "7")
+    calls.subtask_outcomes(conn, keys, fourth.id, 1, 1, 1)
+    calls.stale_notices(conn, keys, 10)
+    calls.forget_notices(conn, keys, ["nothing"])
     library.deployed_version(conn)
     expected = {function_of(name): len(declared_keys(name)) for name in library.OPERATION_FILES}
+    expected["psq_cancel"] += 1  # one subtasks key per cancelled job id
     assert used == expected
     assert expected["psq_enqueue"] == calls.ENQUEUE_NUMKEYS
 
@@ -205,7 +215,14 @@ def test_read_only_functions_are_flagged_no_writes(conn: redis.Redis) -> None:
         fields = dict(zip(function[::2], function[1::2], strict=True))
         if b"no-writes" in fields[b"flags"]:
             read_only.add(fields[b"name"].decode())
-    assert read_only == {"psq_fetch", "psq_counts", "psq_list_jobs", "psq_version"}
+    assert read_only == {
+        "psq_fetch",
+        "psq_counts",
+        "psq_list_jobs",
+        "psq_version",
+        "psq_subtask_outcomes",
+        "psq_stale_notices",
+    }
 
 
 def test_loading_twice_replaces_the_library(conn: redis.Redis) -> None:

@@ -1,0 +1,54 @@
+--[[ psq_checkpoint: save a running job's checkpoint, renew its lease, and pause it if asked.
+
+A paused job goes back to the ready set behind the jobs of its priority already waiting,
+keeps its checkpoint, and the run does not count as a failed attempt; its next run (on any
+worker) starts from the checkpoint.
+
+KEYS[1] jobs         HASH    job id -> job record (JSON)
+KEYS[2] checkpoints  HASH    job id -> last saved checkpoint (JSON text)
+KEYS[3] ready        ZSET    job id -> priority/FIFO score
+KEYS[4] active       ZSET    job id -> lease deadline (ms)
+KEYS[5] seq          STRING  sequence counter
+KEYS[6] stats        HASH    counters
+KEYS[7] wake         LIST    wake-up tokens for idle workers
+
+ARGV[1] id          string   job id
+ARGV[2] token       integer  fencing token of the lease
+ARGV[3] checkpoint  string   JSON text to save
+ARGV[4] lease_ms    integer  > 0, new lease length from now
+ARGV[5] pause       string   '1' to pause the job after saving (time slice used up, or the
+                             worker is shutting down), '0' to keep running
+
+Returns: the new lease deadline (ms) when the job keeps running, 0 when it was paused.
+Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (nothing is saved);
+  BAD_ARGUMENT when lease_ms is not positive.
+]]
+
+local function checkpoint(KEYS, ARGV)
+  local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], seq = KEYS[5],
+    stats = KEYS[6], wake = KEYS[7] }
+  local id, token, saved, pause = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
+  local lease_ms = tonumber(ARGV[4])
+  if not lease_ms or lease_ms <= 0 then
+    return error_reply(ERR.BAD_ARGUMENT, 'lease_ms must be positive')
+  end
+  local job, code, message = job_under_lease(Q.jobs, id, token)
+  if not job then return error_reply(code, message) end
+  redis.call('HSET', Q.checkpoints, id, saved)
+  local now = now_ms()
+  if not pause then
+    local deadline = now + lease_ms
+    redis.call('ZADD', Q.active, 'XX', int(deadline), id)
+    return deadline
+  end
+  redis.call('ZREM', Q.active, id)
+  job.attempts = math.max(0, (job.attempts or 1) - 1)
+  job.pauses = (job.pauses or 0) + 1
+  job.paused = true
+  push_ready(Q, id, job)
+  incr_stat(Q.stats, 'paused')
+  wake_workers(Q.wake, 1)
+  return 0
+end
+
+redis.register_function('psq_checkpoint', checkpoint)

@@ -1,0 +1,79 @@
+--[[ psq_split: a running job has created its subtasks; make it wait for them.
+
+The worker first enqueues the subtasks (ids derived from the parent id and split number, so a
+re-run after a crash re-creates the same ids and enqueueing them is a no-op), then calls this.
+Subtasks that ended before this call were already recorded by psq_subtask_done, so if all of
+them have ended the parent is queued again at once.
+
+KEYS[1] jobs         HASH    job id -> job record (JSON)
+KEYS[2] checkpoints  HASH    job id -> last saved checkpoint (JSON text)
+KEYS[3] ready        ZSET    job id -> priority/FIFO score
+KEYS[4] active       ZSET    job id -> lease deadline (ms)
+KEYS[5] waiting      ZSET    job id -> time it began to wait (ms)
+KEYS[6] failed       ZSET    job id -> failed time (ms)
+KEYS[7] errors       HASH    job id -> error text
+KEYS[8] seq          STRING  sequence counter
+KEYS[9] stats        HASH    counters
+KEYS[10] wake        LIST    wake-up tokens for idle workers
+KEYS[11] subtasks    HASH    this job's subtask outcomes: "<split>:<index>", "<split>:done",
+                             "<split>:failed"
+KEYS[12] notices     ZSET    subtask id -> time it ended (for this job's own parent)
+
+ARGV[1] id          string   job id
+ARGV[2] token       integer  fencing token of the lease
+ARGV[3] split       integer  split number: the record's split + 1
+ARGV[4] total       integer  >= 1, number of subtasks created
+ARGV[5] groups      string   JSON [[queue, count], ...]: subtasks in order, by queue
+ARGV[6] collect     string   '1': a subtask that fails is collected as an error outcome;
+                             '0': it fails this job
+ARGV[7] checkpoint  string   JSON text to save with the split, or '' to keep the last one
+
+Returns: the job's new status: waiting, queued (all subtasks had ended) or failed.
+Errors: NOT_FOUND; STALE_TOKEN; BAD_ARGUMENT (wrong split number or total).
+]]
+
+local function split(KEYS, ARGV)
+  local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], waiting = KEYS[5],
+    failed = KEYS[6], errors = KEYS[7], seq = KEYS[8], stats = KEYS[9], wake = KEYS[10],
+    subtasks = KEYS[11], notices = KEYS[12] }
+  local id, token = ARGV[1], ARGV[2]
+  local number, total = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local job, code, message = job_under_lease(Q.jobs, id, token)
+  if not job then return error_reply(code, message) end
+  if number ~= (job.split or 0) + 1 or not total or total < 1 then
+    return error_reply(ERR.BAD_ARGUMENT, 'split number must be ' .. ((job.split or 0) + 1) .. ' and total >= 1')
+  end
+  -- Decoded before any write: an error after ZREM would strand the job (active, no lease).
+  local decoded, groups = pcall(cjson.decode, ARGV[5])
+  if not decoded or type(groups) ~= 'table' then
+    return error_reply(ERR.BAD_ARGUMENT, 'groups must be JSON [[queue, count], ...]')
+  end
+  local now = now_ms()
+  redis.call('ZREM', Q.active, id)
+  if ARGV[7] ~= '' then redis.call('HSET', Q.checkpoints, id, ARGV[7]) end
+  job.split = number
+  job.split_total = total
+  job.split_groups = groups
+  job.collect = ARGV[6] == '1'
+  job.results_arg = false
+  -- Waiting for subtasks is not a failed attempt.
+  job.attempts = math.max(0, (job.attempts or 1) - 1)
+
+  local failure = redis.call('HGET', Q.subtasks, number .. ':failed')
+  if failure and not job.collect then
+    fail_for_good(Q, id, job, now, failure)
+    return STATUS.FAILED
+  end
+  local done = tonumber(redis.call('HGET', Q.subtasks, number .. ':done') or '0')
+  if done >= total then
+    push_ready(Q, id, job)
+    wake_workers(Q.wake, 1)
+    return STATUS.QUEUED
+  end
+  job.status = STATUS.WAITING
+  redis.call('HSET', Q.jobs, id, cjson.encode(job))
+  redis.call('ZADD', Q.waiting, int(now), id)
+  return STATUS.WAITING
+end
+
+redis.register_function('psq_split', split)
