@@ -8,8 +8,10 @@ The worker's main process talks to each child over a pipe, with JSON messages (n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import inspect
 import json
 import multiprocessing
 import os
@@ -49,6 +51,8 @@ def run_call(policy: HandlerPolicy, func: str, payload: str) -> dict[str, Any]:
         return {"ok": False, "kind": FailKind.REFUSED.value, "error": str(exc)}
     try:
         value = handler(*args, **kwargs)
+        if inspect.iscoroutine(value):  # an `async def` handler
+            value = asyncio.run(value)
         return {"ok": True, "result": encode_result(value)}
     except PayloadNotJSON as exc:
         return {"ok": False, "kind": FailKind.ERROR.value, "error": str(exc)}

@@ -26,11 +26,11 @@ from typing import Any
 import redis
 
 from . import calls
-from .exceptions import LeaseLost
+from .exceptions import LeaseLost, LibraryError
 from .executor import Executor
 from .handlers import HandlerPolicy
 from .job import parse_record
-from .library import ensure_loaded
+from .library import auto_load_requested, ensure_loaded, load
 from .protocol import FailKind
 from .queue import Queue
 
@@ -98,6 +98,7 @@ class Worker:
         self._wake_keys = [q.keys.wake for q in self.queues]
         self._next_renewal = 0.0
         self._disconnected_since: float | None = None
+        self._library_missing_since: float | None = None
         self._reconnect_attempts = 0
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -128,6 +129,8 @@ class Worker:
                     self._reconnected()
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     self._connection_lost(exc)
+                except LibraryError as exc:  # e.g. Redis restarted empty
+                    self._library_missing(exc)
         finally:
             for executor in self._executors:
                 executor.kill()
@@ -145,10 +148,10 @@ class Worker:
 
     def _step(self, burst: bool, wake_fd: int) -> bool:
         """One turn of the main loop; False when the worker should exit."""
-        self._flush_outbox()
-        if self._aborting:
+        if self._aborting:  # before the outbox: Redis may be gone, and it would raise again
             log.warning("stopping now: %d running jobs return via their leases", len(self._runs))
             return False
+        self._flush_outbox()
         if self._stopping and not self._runs:
             return False
         now = time.monotonic()
@@ -357,12 +360,43 @@ class Worker:
         if self._disconnected_since is None:
             self._disconnected_since = now
             log.warning("lost the connection to Redis (%s): retrying with backoff", exc)
+        self._back_off()
+
+    def _library_missing(self, exc: LibraryError) -> None:
+        """The library vanished from Redis: load it when allowed, else wait for a deployment."""
+        self._connection_back()  # Redis answered
+        if auto_load_requested(self.auto_load):
+            log.warning(
+                "the pyscheduler Lua library is not loaded in Redis: loading it (auto-load)"
+            )
+            try:
+                load(self.connection)
+            except redis.RedisError as failed:
+                log.warning("could not load the library (%s): retrying with backoff", failed)
+                self._back_off()
+            return
+        if self._library_missing_since is None:
+            self._library_missing_since = time.monotonic()
+            log.warning("%s; retrying with backoff", exc)
+        self._back_off()
+
+    def _back_off(self) -> None:
         if self._aborting:
             return
         self._reconnect_attempts += 1
         time.sleep(min(RECONNECT_BACKOFF_MAX, 0.05 * 2 ** min(self._reconnect_attempts, 10)))
 
     def _reconnected(self) -> None:
+        self._connection_back()
+        if self._library_missing_since is not None:
+            log.warning(
+                "the pyscheduler library is back after %.1f s",
+                time.monotonic() - self._library_missing_since,
+            )
+            self._library_missing_since = None
+            self._reconnect_attempts = 0
+
+    def _connection_back(self) -> None:
         if self._disconnected_since is not None:
             log.warning(
                 "connection to Redis is back after %.1f s",

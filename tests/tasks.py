@@ -7,6 +7,7 @@ the handler compare readings of one clock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -97,6 +98,12 @@ def mark(url: str, key: str, value: str) -> str:
     return value
 
 
+def append(url: str, key: str, value: str) -> str:
+    """RPUSH `value` to the list `key`: the order in which jobs ran."""
+    client(url).rpush(key, value)
+    return value
+
+
 def counted_sleep(url: str, key: str, seconds: float) -> int:
     """INCR the run counter `key` at start, sleep, return the count of this run."""
     count = int(client(url).incr(key))
@@ -114,4 +121,15 @@ def whoami(url: str, key: str, seconds: float) -> str:
 @task
 def registered_add(a: int, b: int) -> int:
     """Registered with @task: a strict worker that imported this module runs it."""
+    return a + b
+
+
+def exit_hard(code: int) -> None:
+    """The process running the handler dies without a word (like a crash in C code)."""
+    os._exit(code)
+
+
+async def async_add(a: int, b: int) -> int:
+    """An `async def` handler: the executor runs it to completion in an event loop."""
+    await asyncio.sleep(0.01)
     return a + b
