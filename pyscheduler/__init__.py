@@ -1,5 +1,6 @@
 """pyscheduler: a job scheduler on Redis whose brain is a library of atomic Lua functions."""
 
+from .context import JobContext, JobSuspended, current_job
 from .exceptions import (
     HandlerRefused,
     InvalidInput,
@@ -21,6 +22,7 @@ from .handlers import task
 from .job import Job
 from .protocol import Status
 from .queue import Queue
+from .splitting import Subtask, SubtaskFailed
 from .worker import Worker
 
 __version__ = "0.1.0"
@@ -34,8 +36,10 @@ __all__ = [
     "InvalidQueueName",
     "Job",
     "JobCancelled",
+    "JobContext",
     "JobFailed",
     "JobNotFound",
+    "JobSuspended",
     "LeaseLost",
     "LibraryError",
     "PayloadNotJSON",
@@ -43,7 +47,10 @@ __all__ = [
     "PySchedulerError",
     "Queue",
     "Status",
+    "Subtask",
+    "SubtaskFailed",
     "WaitTimeout",
     "Worker",
+    "current_job",
     "task",
 ]

@@ -1,8 +1,11 @@
 """`pyscheduler demo`: the fast-food line. Drinks must not wait behind a 100-burger order.
 
-Two rounds on the same workload, two worker processes each time:
+Three rounds, two worker processes each time:
   1. one shared queue: both workers take drinks and burger orders first come, first served;
-  2. a `fast` and a `slow` queue with a dedicated worker each.
+  2. a `fast` and a `slow` queue with a dedicated worker each;
+  3. long jobs made small: a 100-burger order split into 100 subtasks on the slow queue, and
+     an end-of-day stock count that runs in 0.3 s time slices, pausing at its checkpoints so
+     the burgers keep flowing on the one slow worker; drinks and fries stay on the fast queue.
 It prints how long the drinks waited (from enqueue to start, on the Redis clock) in each round.
 """
 
@@ -15,14 +18,17 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import click
 import redis
 
 from . import library
+from .context import current_job
 from .engine import engine_or_url
 from .handlers import task
 from .queue import Queue
+from .splitting import Subtask
 
 SLOW_ORDERS = 4
 SLOW_SECONDS = 1.5
@@ -38,6 +44,43 @@ def pour_drink(number: int) -> str:
 def cook_burgers(count: int) -> str:
     time.sleep(SLOW_SECONDS)
     return f"{count} burgers"
+
+
+@task(name="demo:fry")
+def fry(number: int) -> str:
+    time.sleep(0.005)
+    return f"fries {number}"
+
+
+@task(name="demo:cook_one_burger")
+def cook_one_burger(number: int) -> int:
+    time.sleep(0.02)
+    return 1
+
+
+@task(name="demo:take_order")
+def take_order(burgers: int) -> str:
+    """A big order splits itself into one subtask per burger, then packs them."""
+    job = current_job()
+    if job.checkpoint is None:
+        job.split(
+            (Subtask(cook_one_burger, n, queue="demo-slow") for n in range(burgers)),
+            checkpoint={"stage": "cooking"},
+        )
+    cooked = sum(job.iter_subtask_results())
+    return f"order of {cooked} burgers packed"
+
+
+@task(name="demo:count_stock", time_slice=0.3)
+def count_stock(shelves: int) -> dict[str, int]:
+    """A long job that saves a checkpoint per shelf; its time slice makes it pause and resume."""
+    job = current_job()
+    state = job.checkpoint or {"shelf": 0, "items": 0}
+    while state["shelf"] < shelves:
+        time.sleep(0.05)  # count one shelf
+        state = {"shelf": state["shelf"] + 1, "items": state["items"] + 12}
+        job.save_checkpoint(state)
+    return state
 
 
 @contextmanager
@@ -118,14 +161,61 @@ def run_demo(url: str | None, fast_jobs: int) -> int:
         with worker_processes(engine_url, ["demo-fast"], ["demo-slow"]):
             split = run_round(conn, fast, slow, fast_jobs)
 
+        click.echo("Round 3: a 100-burger order split into subtasks, a long job in time slices ...")
+        with worker_processes(engine_url, ["demo-fast"], ["demo-slow"]):
+            long_jobs = run_long_jobs_round(fast, slow, fast_jobs)
+
         click.echo("\nHow long the drinks waited (enqueue to start, ms):")
         click.echo(f"  {'':<22}{'p50':>8}{'p99':>8}{'max':>8}")
-        for label, waits in (("one shared queue", one_queue), ("fast + slow queues", split)):
+        rounds = (
+            ("one shared queue", one_queue),
+            ("fast + slow queues", split),
+            ("split + time slices", long_jobs["waits"]),
+        )
+        for label, waits in rounds:
             click.echo(
                 f"  {label:<22}" + "".join(f"{waits[k]:>8.1f}" for k in ("p50", "p99", "max"))
             )
         click.echo(
-            "\nWith dedicated queues the drinks never wait behind the burgers,"
-            " while the burger orders still run."
+            f"\nRound 3: {long_jobs['order']} in {long_jobs['order_s']:.1f} s"
+            f" (100 subtasks on the slow queue); the stock count ({long_jobs['stock']}) paused"
+            f" {long_jobs['pauses']} times and resumed from its checkpoint each time."
+        )
+        click.echo(
+            "With dedicated queues the drinks never wait behind the burgers, while the burger"
+            " orders still run; split and sliced, a long job shares its worker too."
         )
         return 0
+
+
+def run_long_jobs_round(fast: Queue, slow: Queue, fast_jobs: int) -> dict[str, Any]:
+    for queue in (fast, slow):  # the workers are up once these run
+        queue.enqueue(pour_drink, -1).wait(timeout=30)
+    stock = slow.enqueue(count_stock, 30, timeout=30)
+    order = slow.enqueue(take_order, 100, timeout=30)
+    quick = []
+    for number in range(fast_jobs):
+        handler = pour_drink if number % 2 else fry
+        quick.append(fast.enqueue(handler, number, timeout=5))
+        time.sleep(0.05)
+    packed = order.wait(timeout=60)
+    order_record = order.info().record
+    order_s = (float(order_record["ended"]) - float(order_record["created"])) / 1000
+    counted = stock.wait(timeout=60)
+    for job in quick:
+        job.wait(timeout=60)
+    waits = []
+    for job in quick:
+        record = job.info().record
+        waits.append(float(record["started"]) - float(record["created"]))
+    return {
+        "order": packed,
+        "order_s": order_s,
+        "stock": f"{counted['items']} items on {counted['shelf']} shelves",
+        "pauses": int(stock.info().record.get("pauses") or 0),
+        "waits": {
+            "p50": statistics.median(waits),
+            "p99": _percentile(waits, 0.99),
+            "max": max(waits),
+        },
+    }

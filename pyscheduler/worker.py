@@ -25,13 +25,13 @@ from typing import Any
 
 import redis
 
-from . import calls
+from . import calls, splitting
 from .exceptions import LeaseLost, LibraryError
-from .executor import Executor
+from .executor import LOST, SUSPENDED, Executor
 from .handlers import HandlerPolicy
 from .job import parse_record
 from .library import auto_load_requested, ensure_loaded, load
-from .protocol import FailKind
+from .protocol import FailKind, Status
 from .queue import Queue
 
 log = logging.getLogger("pyscheduler.worker")
@@ -39,6 +39,8 @@ log = logging.getLogger("pyscheduler.worker")
 # How long one BLPOP may block; the worker's own timer handles anything due sooner.
 BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF_MAX = 5.0
+# How often a worker looks for subtask outcomes that a crashed worker left undelivered.
+REDRIVE_SECONDS = 5.0
 
 
 @dataclass
@@ -50,6 +52,7 @@ class Run:
     timeout_s: float
     started: float  # monotonic
     executor: Executor
+    record: dict[str, Any]
 
     @property
     def timeout_at(self) -> float:
@@ -100,6 +103,8 @@ class Worker:
         self._disconnected_since: float | None = None
         self._library_missing_since: float | None = None
         self._reconnect_attempts = 0
+        self._pause_requested = False
+        self._next_redrive = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -114,7 +119,7 @@ class Worker:
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         previous_wakeup = self._set_wakeup_fd(wake_write)
-        self._executors = [Executor(self.policy) for _ in range(self.concurrency)]
+        self._executors = [Executor(self.policy, self.connection) for _ in range(self.concurrency)]
         log.info(
             "worker %s started on %s (concurrency %d)",
             self.name,
@@ -154,7 +159,13 @@ class Worker:
         self._flush_outbox()
         if self._stopping and not self._runs:
             return False
+        if self._stopping and not self._pause_requested:
+            self._pause_requested = True  # checkpointing jobs pause so the worker exits soon
+            for run in self._runs.values():
+                run.executor.request_pause()
         now = time.monotonic()
+        if now >= self._next_redrive:
+            self._redrive_notices()
         self._enforce_timeouts(now)
         if now >= self._next_renewal:
             self._renew_leases()
@@ -204,15 +215,31 @@ class Worker:
 
     def _start_run(self, queue: Queue, lease: calls.Lease, executor: Executor) -> None:
         record = parse_record(lease.record)
-        func = str(record.get("func", ""))
         timeout = float(record.get("timeout") or queue.default_timeout)
-        self._runs[id(executor)] = Run(lease, queue, timeout, time.monotonic(), executor)
-        executor.submit(func, lease.payload)
+        run = Run(lease, queue, timeout, time.monotonic(), executor, record)
+        self._runs[id(executor)] = run
+        executor.submit(
+            {
+                "queue": queue.name,
+                "id": lease.id,
+                "token": lease.token,
+                "record": lease.record,
+                "payload": lease.payload,
+                "checkpoint": lease.checkpoint,
+                "lease_ms": self.lease_ms,
+            }
+        )
+        if self._stopping:
+            executor.request_pause()
 
     def _finish(self, run: Run, outcome: dict[str, Any] | None) -> None:
         del self._runs[id(run.executor)]
-        self.processed += 1
         lease = run.lease
+        if outcome is not None and outcome.get("kind") in (SUSPENDED, LOST):
+            what = "paused or split" if outcome["kind"] == SUSPENDED else "lost its lease"
+            log.info("job %s %s", lease.id, what)
+            return
+        self.processed += 1
         if outcome is None:
             code = run.executor.exit_code()
             run.executor.restart()
@@ -220,13 +247,13 @@ class Worker:
                 run, FailKind.ERROR, f"the process running the job died (exit code {code})"
             )
         elif outcome.get("ok"):
-            self._report(
-                lambda: calls.complete(
-                    self.connection, run.queue.keys, lease.id, lease.token, outcome["result"]
-                ),
-                run,
-                "result",
-            )
+            result = str(outcome["result"])
+
+            def send_result() -> None:
+                calls.complete(self.connection, run.queue.keys, lease.id, lease.token, result)
+                self._tell_parent(run, True, result)
+
+            self._report(send_result, run, "result")
         else:
             self._report_failure(run, FailKind(outcome["kind"]), str(outcome["error"]))
 
@@ -234,13 +261,29 @@ class Worker:
         lease = run.lease
         jitter = random.random()
         log.info("job %s failed (%s): %s", lease.id, kind.value, error.strip().splitlines()[-1])
-        self._report(
-            lambda: calls.fail(
+
+        def send_failure() -> None:
+            status, _ = calls.fail(
                 self.connection, run.queue.keys, lease.id, lease.token, kind, error, jitter
-            ),
-            run,
-            "failure",
-        )
+            )
+            if status == Status.FAILED:
+                self._tell_parent(run, False, error)
+
+        self._report(send_failure, run, "failure")
+
+    def _tell_parent(self, run: Run, ok: bool, value: str) -> None:
+        """A subtask ended for good: record it in its parent's queue (see splitting.py)."""
+        parent = run.record.get("parent")
+        if isinstance(parent, dict):
+            splitting.deliver_notice(
+                self.connection, run.queue.keys, run.lease.id, calls.ParentRef(**parent), ok, value
+            )
+
+    def _redrive_notices(self) -> None:
+        """Deliver subtask outcomes a crashed worker left undelivered (bounded per call)."""
+        self._next_redrive = time.monotonic() + REDRIVE_SECONDS
+        for queue in self.queues:
+            splitting.redrive_notices(self.connection, queue.keys)
 
     def _report(self, send: Callable[[], object], run: Run, what: str) -> None:
         def attempt() -> None:
