@@ -48,8 +48,19 @@ local function error_reply(code, message)
   return redis.error_reply(code .. ' ' .. message)
 end
 
-local function ready_score(priority, sequence)
+-- Without aging: higher priority first, FIFO within a priority. With aging (priority levels
+-- gained per second of waiting), a job's effective priority is priority + aging * waited, and
+-- ordering by it is ordering by aging * queued_at - priority: a score fixed at push time.
+local function ready_score(priority, sequence, aging, now)
+  if aging and aging > 0 then
+    return now * aging / 1000 - priority + sequence / SEQUENCE_SPAN
+  end
   return (PRIORITY_MAX - priority) * SEQUENCE_SPAN + sequence
+end
+
+local function score_text(score)
+  if score % 1 == 0 then return int(score) end
+  return string.format('%.17g', score)
 end
 
 -- A job record that is not a JSON object with the fields every call relies on decodes to
@@ -76,13 +87,17 @@ local function wake_workers(wake_key, count)
   redis.call('LTRIM', wake_key, 0, WAKE_TOKENS_MAX - 1)
 end
 
--- Put a job at the back of its priority in the ready set (uses Q.jobs, Q.ready, Q.seq).
-local function push_ready(Q, id, job)
+-- Put a job at the back of its priority in the ready set (uses Q.jobs, Q.ready, Q.seq, and
+-- Q.config when the operation passes it, for the queue's aging rate).
+local function push_ready(Q, id, job, now)
+  now = now or now_ms()
   job.status = STATUS.QUEUED
   job.due = nil
+  job.queued_at = now
   redis.call('HSET', Q.jobs, id, cjson.encode(job))
   local sequence = redis.call('INCR', Q.seq)
-  redis.call('ZADD', Q.ready, int(ready_score(job.priority, sequence)), id)
+  local aging = Q.config and tonumber(redis.call('HGET', Q.config, 'aging'))
+  redis.call('ZADD', Q.ready, score_text(ready_score(job.priority, sequence, aging, now)), id)
 end
 
 -- A subtask's end is noted in its own queue until its parent's queue has recorded it
@@ -127,6 +142,12 @@ local function keep_finished(finished_key, subtasks_key, id, job, now)
   local ttl_ms = math.floor((job.result_ttl or 0) * 1000)
   redis.call('ZADD', finished_key, int(now + ttl_ms), id)
   if job.split then redis.call('PEXPIRE', subtasks_key, math.max(1, ttl_ms)) end
+end
+
+-- A job left `active` under a concurrency limit: wake a worker for the freed slot
+-- (uses Q.config, Q.wake).
+local function slot_freed(Q)
+  if redis.call('HEXISTS', Q.config, 'concurrency') == 1 then wake_workers(Q.wake, 1) end
 end
 
 -- The job when `token` is the fencing token of its current lease; otherwise nil, an error

@@ -11,6 +11,7 @@ KEYS[4] active       ZSET    job id -> lease deadline (ms)
 KEYS[5] seq          STRING  sequence counter
 KEYS[6] stats        HASH    counters
 KEYS[7] wake         LIST    wake-up tokens for idle workers
+KEYS[8] config       HASH    queue settings (aging)
 
 ARGV[1] id          string   job id
 ARGV[2] token       integer  fencing token of the lease
@@ -26,7 +27,7 @@ Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (nothing is saved);
 
 local function checkpoint(KEYS, ARGV)
   local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], seq = KEYS[5],
-    stats = KEYS[6], wake = KEYS[7] }
+    stats = KEYS[6], wake = KEYS[7], config = KEYS[8] }
   local id, token, saved, pause = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
   local lease_ms = tonumber(ARGV[4])
   if not lease_ms or lease_ms <= 0 then
@@ -45,7 +46,7 @@ local function checkpoint(KEYS, ARGV)
   job.attempts = math.max(0, (job.attempts or 1) - 1)
   job.pauses = (job.pauses or 0) + 1
   job.paused = true
-  push_ready(Q, id, job)
+  push_ready(Q, id, job, now)
   incr_stat(Q.stats, 'paused')
   wake_workers(Q.wake, 1)
   return 0

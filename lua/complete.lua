@@ -10,6 +10,8 @@ KEYS[7]  stats        HASH  counters
 KEYS[8]  checkpoints  HASH  job id -> last saved checkpoint (JSON text)
 KEYS[9]  notices      ZSET  subtask id -> time it ended (its parent is told)
 KEYS[10] subtasks     HASH  this job's own subtask outcomes (expire with the job)
+KEYS[11] config       HASH  queue settings (a concurrency limit: a freed slot wakes a worker)
+KEYS[12] wake         LIST  wake-up tokens for idle workers
 
 ARGV[1] id        string   job id
 ARGV[2] token     integer  fencing token of the lease
@@ -22,7 +24,7 @@ Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (the result is not stored
 local function complete(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], results = KEYS[3], errors = KEYS[4],
     active = KEYS[5], finished = KEYS[6], stats = KEYS[7], checkpoints = KEYS[8],
-    notices = KEYS[9], subtasks = KEYS[10] }
+    notices = KEYS[9], subtasks = KEYS[10], config = KEYS[11], wake = KEYS[12] }
   local id, token, result = ARGV[1], ARGV[2], ARGV[3]
 
   local job, code, message = job_under_lease(Q.jobs, id, token)
@@ -37,6 +39,7 @@ local function complete(KEYS, ARGV)
   incr_stat(Q.stats, 'completed')
   note_subtask_end(Q, id, job, now)
   sweep_finished(Q, now)
+  slot_freed(Q)
   return now - (job.started or now)
 end
 

@@ -8,6 +8,7 @@ KEYS[5] seq       STRING  sequence counter
 KEYS[6] stats     HASH    counters
 KEYS[7] wake      LIST    wake-up tokens for idle workers
 KEYS[8] waiting   ZSET    job id -> time it began to wait for subtasks (ms)
+KEYS[9] config    HASH    queue settings (aging)
 
 ARGV[1] count             integer  number of jobs N (1..ENQUEUE_BATCH_MAX)
 ARGV[2] max_payload       integer  largest payload accepted, in bytes
@@ -42,7 +43,7 @@ end
 
 local function enqueue(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], ready = KEYS[3], delayed = KEYS[4], seq = KEYS[5],
-    stats = KEYS[6], wake = KEYS[7], waiting = KEYS[8] }
+    stats = KEYS[6], wake = KEYS[7], waiting = KEYS[8], config = KEYS[9] }
   local count = tonumber(ARGV[1])
   local max_payload = tonumber(ARGV[2])
 
@@ -152,7 +153,7 @@ local function enqueue(KEYS, ARGV)
         redis.call('HSET', Q.jobs, id, cjson.encode(job))
         redis.call('ZADD', Q.delayed, int(entry.due), id)
       else
-        push_ready(Q, id, job)
+        push_ready(Q, id, job, now)
       end
       created = created + 1
       reply[#reply + 1] = id

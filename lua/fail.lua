@@ -10,6 +10,7 @@ KEYS[7] seq       STRING  sequence counter
 KEYS[8] stats     HASH    counters
 KEYS[9] wake      LIST    wake-up tokens for idle workers
 KEYS[10] notices  ZSET    subtask id -> time it ended (its parent is told)
+KEYS[11] config   HASH    queue settings (aging)
 
 ARGV[1] id        string   job id
 ARGV[2] token     integer  fencing token of the lease
@@ -23,7 +24,7 @@ Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (nothing is recorded).
 
 local function fail(KEYS, ARGV)
   local Q = { jobs = KEYS[1], errors = KEYS[2], ready = KEYS[3], delayed = KEYS[4], active = KEYS[5],
-    failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10] }
+    failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10], config = KEYS[11] }
   local id, token, kind, error_text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local jitter = tonumber(ARGV[5]) or 1
 
@@ -36,6 +37,7 @@ local function fail(KEYS, ARGV)
   local retries = tonumber(job.retries) or 0
   if kind == KIND.REFUSED or job.attempts > retries then
     fail_for_good(Q, id, job, now, error_text)
+    slot_freed(Q)
     return { STATUS.FAILED, 0 }
   end
 
@@ -44,7 +46,7 @@ local function fail(KEYS, ARGV)
   local delay = math.min((tonumber(job.backoff) or 0) * 1000 * 2 ^ (job.attempts - 1), MAX_BACKOFF_MS)
   delay = math.floor(delay * (0.5 + jitter / 2))
   if delay <= 0 then
-    push_ready(Q, id, job)
+    push_ready(Q, id, job, now)
   else
     job.status = STATUS.DELAYED
     job.due = now + delay

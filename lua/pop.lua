@@ -3,7 +3,9 @@
 In the same atomic call, before popping, it promotes delayed jobs that are due and reclaims
 jobs whose lease expired (their worker died or stalled), each in a bounded batch, so no
 separate scheduler process is needed. When nothing is ready it also sweeps a bounded batch of
-finished records whose result TTL has passed.
+finished records whose result TTL has passed. It enforces the queue's settings across all
+workers: a paused queue leases nothing; at most `concurrency` jobs are active at once; at most
+`rate` jobs start per `period_ms`.
 
 KEYS[1]  jobs         HASH    job id -> job record (JSON)
 KEYS[2]  payloads     HASH    job id -> call payload (JSON text)
@@ -19,6 +21,8 @@ KEYS[11] results      HASH    job id -> result (JSON text)
 KEYS[12] finished     ZSET    job id -> time its record expires (ms)
 KEYS[13] checkpoints  HASH    job id -> last saved checkpoint (JSON text)
 KEYS[14] notices      ZSET    subtask id -> time it ended (its parent is told)
+KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_ms, aging
+KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
 
 ARGV[1] max_jobs   integer  >= 1, most jobs to lease in this call
 ARGV[2] lease_ms   integer  > 0, lease length; the worker renews before it runs out
@@ -27,7 +31,8 @@ ARGV[3] worker     string   name of the worker taking the jobs (for inspection)
 Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadline_ms,
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
   wait_ms is -1 when jobs were leased or nothing is scheduled, else the milliseconds until
-  the next delayed job is due or the next lease expires (0: call again now).
+  the next delayed job is due, the next lease expires or the rate limit lets a job start
+  (0: call again now). A freed concurrency slot or a resumed queue wakes workers instead.
 Errors: BAD_ARGUMENT.
 ]]
 
@@ -75,7 +80,7 @@ local function pop(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], errors = KEYS[3], ready = KEYS[4],
     delayed = KEYS[5], active = KEYS[6], failed = KEYS[7], seq = KEYS[8], stats = KEYS[9],
     wake = KEYS[10], results = KEYS[11], finished = KEYS[12], checkpoints = KEYS[13],
-    notices = KEYS[14] }
+    notices = KEYS[14], config = KEYS[15], starts = KEYS[16] }
   local max_jobs = tonumber(ARGV[1])
   local lease_ms = tonumber(ARGV[2])
   local worker = ARGV[3]
@@ -90,8 +95,26 @@ local function pop(KEYS, ARGV)
   local reply = { -1, 0 }
   local leased = 0
   local deadline = now + lease_ms
+  local limit_wait
+  local settings = redis.call('HMGET', Q.config, 'paused', 'concurrency', 'rate', 'period_ms')
+  local concurrency, rate, period = tonumber(settings[2]), tonumber(settings[3]), tonumber(settings[4])
+  if settings[1] == '1' then max_jobs = 0 end
+  if concurrency then
+    max_jobs = math.min(max_jobs, concurrency - redis.call('ZCARD', Q.active))
+  end
+  if rate and period then
+    redis.call('ZREMRANGEBYSCORE', Q.starts, '-inf', int(now - period))
+    local room = rate - redis.call('ZCARD', Q.starts)
+    if room <= 0 then
+      local oldest = redis.call('ZRANGE', Q.starts, 0, 0, 'WITHSCORES')
+      limit_wait = oldest[2] and math.max(1, tonumber(oldest[2]) + period - now) or period
+    end
+    max_jobs = math.min(max_jobs, room)
+  end
+
   -- Corrupt records are failed and skipped, so fewer than popped may be leased.
-  local popped = redis.call('ZPOPMIN', Q.ready, max_jobs)
+  local popped = {}
+  if max_jobs > 0 then popped = redis.call('ZPOPMIN', Q.ready, max_jobs) end
   for i = 1, #popped, 2 do
     local id = popped[i]
     local job = decode_job(redis.call('HGET', Q.jobs, id))
@@ -119,6 +142,7 @@ local function pop(KEYS, ARGV)
       reply[at + 4] = record
       reply[at + 5] = payload
       reply[at + 6] = redis.call('HGET', Q.checkpoints, id)
+      if rate and period then redis.call('ZADD', Q.starts, int(now), token) end
     end
   end
   reply[2] = leased
@@ -134,6 +158,9 @@ local function pop(KEYS, ARGV)
     local soonest = next_due
     if next_deadline and (not soonest or next_deadline < soonest) then soonest = next_deadline end
     if soonest then reply[1] = math.max(0, soonest - now) end
+    if limit_wait and redis.call('ZCARD', Q.ready) > 0 and (reply[1] < 0 or limit_wait < reply[1]) then
+      reply[1] = limit_wait
+    end
   end
   return reply
 end

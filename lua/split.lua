@@ -18,6 +18,7 @@ KEYS[10] wake        LIST    wake-up tokens for idle workers
 KEYS[11] subtasks    HASH    this job's subtask outcomes: "<split>:<index>", "<split>:done",
                              "<split>:failed"
 KEYS[12] notices     ZSET    subtask id -> time it ended (for this job's own parent)
+KEYS[13] config      HASH    queue settings (aging)
 
 ARGV[1] id          string   job id
 ARGV[2] token       integer  fencing token of the lease
@@ -35,7 +36,7 @@ Errors: NOT_FOUND; STALE_TOKEN; BAD_ARGUMENT (wrong split number or total).
 local function split(KEYS, ARGV)
   local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], waiting = KEYS[5],
     failed = KEYS[6], errors = KEYS[7], seq = KEYS[8], stats = KEYS[9], wake = KEYS[10],
-    subtasks = KEYS[11], notices = KEYS[12] }
+    subtasks = KEYS[11], notices = KEYS[12], config = KEYS[13] }
   local id, token = ARGV[1], ARGV[2]
   local number, total = tonumber(ARGV[3]), tonumber(ARGV[4])
   local job, code, message = job_under_lease(Q.jobs, id, token)
@@ -50,6 +51,7 @@ local function split(KEYS, ARGV)
   end
   local now = now_ms()
   redis.call('ZREM', Q.active, id)
+  slot_freed(Q)
   if ARGV[7] ~= '' then redis.call('HSET', Q.checkpoints, id, ARGV[7]) end
   job.split = number
   job.split_total = total
@@ -66,7 +68,7 @@ local function split(KEYS, ARGV)
   end
   local done = tonumber(redis.call('HGET', Q.subtasks, number .. ':done') or '0')
   if done >= total then
-    push_ready(Q, id, job)
+    push_ready(Q, id, job, now)
     wake_workers(Q.wake, 1)
     return STATUS.QUEUED
   end

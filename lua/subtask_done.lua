@@ -15,6 +15,7 @@ KEYS[7] seq       STRING  sequence counter
 KEYS[8] stats     HASH    counters
 KEYS[9] wake      LIST    wake-up tokens for idle workers
 KEYS[10] notices  ZSET    subtask id -> time it ended (for the parent's own parent)
+KEYS[11] config   HASH    queue settings (aging)
 
 ARGV[1] parent   string   parent job id
 ARGV[2] split    integer  split number the subtask belongs to
@@ -30,7 +31,7 @@ Returns: one of 'duplicate' (already recorded), 'recorded' (also, with nothing w
 
 local function subtask_done(KEYS, ARGV)
   local Q = { jobs = KEYS[1], subtasks = KEYS[2], ready = KEYS[3], waiting = KEYS[4], failed = KEYS[5],
-    errors = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10] }
+    errors = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10], config = KEYS[11] }
   local parent_id, number, index, ok, value = ARGV[1], ARGV[2], ARGV[3], ARGV[4] == '1', ARGV[5]
   local outcome
   if ok then
@@ -65,7 +66,7 @@ local function subtask_done(KEYS, ARGV)
   end
   if done >= parent.split_total then
     redis.call('ZREM', Q.waiting, parent_id)
-    push_ready(Q, parent_id, parent)
+    push_ready(Q, parent_id, parent, now)
     wake_workers(Q.wake, 1)
     return 'resumed'
   end

@@ -112,7 +112,7 @@ class EnqueueOutcome:
     created: bool
 
 
-ENQUEUE_NUMKEYS = 8
+ENQUEUE_NUMKEYS = 9
 
 
 def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int) -> list[Any]:
@@ -126,6 +126,7 @@ def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int) -> l
         keys.stats,
         keys.wake,
         keys.waiting,
+        keys.config,
         len(jobs),
         max_payload,
     ]
@@ -201,6 +202,8 @@ def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker
             keys.finished,
             keys.checkpoints,
             keys.notices,
+            keys.config,
+            keys.starts,
         ],
         [max_jobs, lease_ms, worker],
     )
@@ -229,27 +232,34 @@ def renew(
     return [int(x) for x in _fcall(conn, "psq_renew", [keys.jobs, keys.active], args)]
 
 
+COMPLETE_NUMKEYS = 12
+
+
+def complete_args(keys: QueueKeys, job_id: str, token: int, result: str) -> list[Any]:
+    """The keys and arguments of one `psq_complete` call, for a client or a pipeline."""
+    return [
+        keys.jobs,
+        keys.payloads,
+        keys.results,
+        keys.errors,
+        keys.active,
+        keys.finished,
+        keys.stats,
+        keys.checkpoints,
+        keys.notices,
+        keys.subtasks(job_id),
+        keys.config,
+        keys.wake,
+        job_id,
+        token,
+        result,
+    ]
+
+
 def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: int, result: str) -> int:
     """Store the result; returns the run time in ms. Raises LeaseLost on a stale token."""
-    return int(
-        _fcall(
-            conn,
-            "psq_complete",
-            [
-                keys.jobs,
-                keys.payloads,
-                keys.results,
-                keys.errors,
-                keys.active,
-                keys.finished,
-                keys.stats,
-                keys.checkpoints,
-                keys.notices,
-                keys.subtasks(job_id),
-            ],
-            [job_id, token, result],
-        )
-    )
+    call = complete_args(keys, job_id, token, result)
+    return int(_fcall(conn, "psq_complete", call[:COMPLETE_NUMKEYS], call[COMPLETE_NUMKEYS:]))
 
 
 def fail(
@@ -276,6 +286,7 @@ def fail(
             keys.stats,
             keys.wake,
             keys.notices,
+            keys.config,
         ],
         [job_id, token, kind.value, error, jitter],
     )
@@ -358,18 +369,86 @@ class Counts:
     failed: int
     finished: int
     stats: dict[str, int]
+    waiting: int = 0
+    oldest_ready_age_ms: int | None = None
+    settings: dict[str, str] | None = None
 
 
 def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
     reply = _fcall_ro(
         conn,
         "psq_counts",
-        [keys.ready, keys.delayed, keys.active, keys.failed, keys.finished, keys.stats],
+        [
+            keys.ready,
+            keys.delayed,
+            keys.active,
+            keys.failed,
+            keys.finished,
+            keys.stats,
+            keys.waiting,
+            keys.config,
+            keys.jobs,
+        ],
         [],
     )
-    stats = {_text(reply[i]): int(reply[i + 1]) for i in range(5, len(reply), 2)}
-    queued, delayed, active, failed, finished = (int(x) for x in reply[:5])
-    return Counts(queued, delayed, active, failed, finished, stats)
+    queued, delayed, active, failed, finished, waiting, age = (int(x) for x in reply[:7])
+    n_settings = int(reply[7])
+    at = 8 + 2 * n_settings
+    settings = {_text(reply[i]): _text(reply[i + 1]) for i in range(8, at, 2)}
+    stats = {_text(reply[i]): int(reply[i + 1]) for i in range(at, len(reply), 2)}
+    return Counts(
+        queued,
+        delayed,
+        active,
+        failed,
+        finished,
+        stats,
+        waiting,
+        None if age < 0 else age,
+        settings,
+    )
+
+
+def configure(conn: redis.Redis, keys: QueueKeys, changes: dict[str, str]) -> dict[str, str]:
+    """Change queue settings ('' removes one); returns the settings after the change."""
+    args: list[Any] = []
+    for field, value in changes.items():
+        args += (field, value)
+    reply = _fcall(conn, "psq_configure", [keys.config, keys.wake], args)
+    return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
+
+
+def retry(
+    conn: redis.Redis, keys: QueueKeys, job_ids: Sequence[str] = (), count: int = 1000
+) -> list[str]:
+    """Failed jobs back to the queue: the ids given, else the oldest `count`; returns moved ids."""
+    reply = _fcall(
+        conn,
+        "psq_retry",
+        [keys.jobs, keys.ready, keys.failed, keys.seq, keys.stats, keys.wake, keys.config],
+        [count, *job_ids],
+    )
+    return [_text(x) for x in reply]
+
+
+def purge(
+    conn: redis.Redis,
+    keys: QueueKeys,
+    status: str,
+    job_ids: Sequence[str] = (),
+    count: int = 1000,
+    offset: int = 0,
+) -> tuple[int, int]:
+    """Delete ended jobs with `status`: the ids given, else a page of the state set from
+    `offset`; returns (deleted, looked at)."""
+    state = keys.state_set(status)
+    reply = _fcall(
+        conn,
+        "psq_purge",
+        [keys.jobs, keys.payloads, keys.results, keys.errors, keys.checkpoints, state],
+        [status, count, offset, *job_ids],
+    )
+    return int(reply[0]), int(reply[1])
 
 
 def list_jobs(
@@ -404,6 +483,7 @@ def checkpoint(
                 keys.seq,
                 keys.stats,
                 keys.wake,
+                keys.config,
             ],
             [job_id, token, saved, lease_ms, "1" if pause else "0"],
         )
@@ -439,6 +519,7 @@ def split(
                 keys.wake,
                 keys.subtasks(job_id),
                 keys.notices,
+                keys.config,
             ],
             [
                 job_id,
@@ -467,6 +548,7 @@ def subtask_done_args(parent: ParentRef, ok: bool, value: str) -> list[Any]:
         keys.stats,
         keys.wake,
         keys.notices,
+        keys.config,
         parent.id,
         parent.split,
         parent.index,
@@ -475,7 +557,7 @@ def subtask_done_args(parent: ParentRef, ok: bool, value: str) -> list[Any]:
     ]
 
 
-SUBTASK_DONE_NUMKEYS = 10
+SUBTASK_DONE_NUMKEYS = 11
 
 
 def subtask_done(conn: redis.Redis, parent: ParentRef, ok: bool, value: str) -> str:

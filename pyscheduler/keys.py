@@ -45,6 +45,8 @@ class QueueKeys:
     wake: str = field(init=False)  # LIST of wake-up tokens that idle workers block on
     checkpoints: str = field(init=False)  # HASH job id -> last saved checkpoint (JSON)
     notices: str = field(init=False)  # ZSET subtask id -> time it ended, until its parent knows
+    config: str = field(init=False)  # HASH paused, concurrency, rate, period_ms, aging
+    starts: str = field(init=False)  # ZSET token -> start time (ms), for the rate limit window
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -66,6 +68,8 @@ class QueueKeys:
             "wake",
             "checkpoints",
             "notices",
+            "config",
+            "starts",
         ):
             object.__setattr__(self, name, prefix + name)
 

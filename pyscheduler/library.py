@@ -36,6 +36,9 @@ OPERATION_FILES = (
     "subtask_outcomes.lua",
     "stale_notices.lua",
     "forget_notices.lua",
+    "configure.lua",
+    "retry.lua",
+    "purge.lua",
     "version.lua",
 )
 

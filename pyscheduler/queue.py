@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,15 @@ from .protocol import (
 )
 from .serialization import decode_payload, decode_result, encode_payload
 from .splitting import Subtask
+
+
+def _limits(settings: Mapping[str, str]) -> QueueLimits:
+    concurrency, rate, period_ms = (settings.get(k) for k in ("concurrency", "rate", "period_ms"))
+    return QueueLimits(
+        concurrency=None if concurrency is None else int(concurrency),
+        rate=None if rate is None else int(rate),
+        period=None if period_ms is None else int(period_ms) / 1000,
+    )
 
 
 def default_connection() -> redis.Redis:
@@ -88,6 +98,33 @@ def _handler_reference(func: Callable[..., Any] | str) -> str:
         module, _, qualname = ref.rpartition(".")
         ref = f"{module}:{qualname}"
     return ref
+
+
+@dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """Limits enforced by the library across all workers (None: no limit)."""
+
+    concurrency: int | None = None  # at most this many active jobs at once
+    rate: int | None = None  # at most `rate` job starts ...
+    period: float | None = None  # ... per this many seconds
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A snapshot of one queue, read in one library call."""
+
+    name: str
+    queued: int
+    delayed: int
+    active: int
+    waiting: int
+    failed: int
+    finished: int
+    paused: bool
+    oldest_ready_age: float | None  # seconds the longest-waiting ready job has waited
+    counters: dict[str, int]
+    limits: QueueLimits
+    aging: float | None  # priority levels a ready job gains per second of waiting
 
 
 class Queue:
@@ -317,7 +354,126 @@ class Queue:
         splitting.enqueue_subtasks(self.connection, self.name, job.id, 1, subtasks, queue_for)
         return job
 
+    # -- settings (stored in Redis, enforced by the library) ---------------------------------
+
+    def pause(self) -> None:
+        """Hand out no jobs from this queue until `resume()`; running jobs go on."""
+        self._configure({"paused": "1"})
+
+    def resume(self) -> None:
+        self._configure({"paused": ""})
+
+    def set_limits(
+        self, concurrency: int | None = None, rate: int | None = None, period: float | None = None
+    ) -> QueueLimits:
+        """Set both limits (None clears one): at most `concurrency` active jobs across all
+        workers, at most `rate` starts per `period` seconds."""
+        for name, value in (("concurrency", concurrency), ("rate", rate)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidOption(f"{name} must be an integer, not {value!r}")
+        if (rate is None) != (period is None):
+            raise InvalidOption("give rate and period together")
+        period_ms = None if period is None else round(period * 1000)
+        settings = self._configure(
+            {
+                "concurrency": "" if concurrency is None else str(concurrency),
+                "rate": "" if rate is None else str(rate),
+                "period_ms": "" if period_ms is None else str(period_ms),
+            }
+        )
+        return _limits(settings)
+
+    def limits(self) -> QueueLimits:
+        return self.stats().limits
+
+    def set_aging(self, levels_per_second: float | None) -> None:
+        """Let a ready job gain `levels_per_second` priority levels per second of waiting, so
+        a low-priority job is passed over for a bounded time (applies to jobs queued from now).
+        """
+        value = "" if levels_per_second is None else repr(float(levels_per_second))
+        self._configure({"aging": value})
+
+    def _configure(self, changes: dict[str, str]) -> dict[str, str]:
+        ensure_loaded(self.connection, self.auto_load)
+        return calls.configure(self.connection, self.keys, changes)
+
+    # -- failed and ended jobs -----------------------------------------------------------------
+
+    def retry(self, job_ids: Sequence[str] | None = None) -> int:
+        """Move failed jobs back to the queue (all of them when no ids); returns how many."""
+        ensure_loaded(self.connection, self.auto_load)
+        moved = 0
+        if job_ids is not None:
+            for start in range(0, len(job_ids), ENQUEUE_BATCH_MAX):
+                chunk = job_ids[start : start + ENQUEUE_BATCH_MAX]
+                moved += len(calls.retry(self.connection, self.keys, chunk))
+            return moved
+        while batch := calls.retry(self.connection, self.keys, (), ENQUEUE_BATCH_MAX):
+            moved += len(batch)
+        return moved
+
+    def purge(
+        self,
+        status: str,
+        job_ids: Sequence[str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Delete ended jobs (failed, complete or cancelled): all, or the ids given.
+
+        Returns how many were deleted; `progress` is called with each batch's count.
+        """
+        if status not in (Status.FAILED, Status.COMPLETE, Status.CANCELLED):
+            raise InvalidOption(f"only failed, complete or cancelled jobs can be purged: {status}")
+        ensure_loaded(self.connection, self.auto_load)
+        deleted = 0
+        if job_ids is not None:
+            for start in range(0, len(job_ids), ENQUEUE_BATCH_MAX):
+                chunk = job_ids[start : start + ENQUEUE_BATCH_MAX]
+                done, _ = calls.purge(self.connection, self.keys, status, chunk)
+                deleted += done
+                if progress:
+                    progress(done)
+            return deleted
+        offset = 0
+        while True:
+            done, looked = calls.purge(self.connection, self.keys, status, (), 1000, offset)
+            if looked == 0:
+                return deleted
+            deleted += done
+            offset += looked - done
+            if progress:
+                progress(done)
+
     # -- inspection -------------------------------------------------------------------------
+
+    @classmethod
+    def known(cls, connection: redis.Redis | None = None) -> list[str]:
+        """Names of the queues this Redis has seen jobs for, sorted."""
+        conn = connection if connection is not None else default_connection()
+        return sorted(
+            n.decode() if isinstance(n, bytes) else str(n) for n in conn.smembers(QUEUES_KEY)
+        )
+
+    def stats(self) -> QueueStats:
+        counts = self.counts()
+        settings = counts.settings or {}
+        aging = settings.get("aging")
+        return QueueStats(
+            name=self.name,
+            queued=counts.queued,
+            delayed=counts.delayed,
+            active=counts.active,
+            waiting=counts.waiting,
+            failed=counts.failed,
+            finished=counts.finished,
+            paused=settings.get("paused") == "1",
+            oldest_ready_age=(
+                None if counts.oldest_ready_age_ms is None else counts.oldest_ready_age_ms / 1000
+            ),
+            counters=counts.stats,
+            limits=_limits(settings),
+            aging=None if aging is None else float(aging),
+        )
 
     def counts(self) -> calls.Counts:
         ensure_loaded(self.connection, self.auto_load)

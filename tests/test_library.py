@@ -188,6 +188,9 @@ def test_python_wrappers_pass_the_keys_each_header_declares(
     calls.subtask_outcomes(conn, keys, fourth.id, 1, 1, 1)
     calls.stale_notices(conn, keys, 10)
     calls.forget_notices(conn, keys, ["nothing"])
+    calls.configure(conn, keys, {"paused": ""})
+    calls.retry(conn, keys, [second.id])
+    calls.purge(conn, keys, "complete")
     library.deployed_version(conn)
     expected = {function_of(name): len(declared_keys(name)) for name in library.OPERATION_FILES}
     expected["psq_cancel"] += 1  # one subtasks key per cancelled job id

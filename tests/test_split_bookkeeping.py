@@ -769,20 +769,12 @@ def complete_and_deliver(conn: redis.Redis, leases: list[calls.Lease]) -> list[s
     pipe = conn.pipeline(transaction=False)
     for lease in leases:
         keys = QueueKeys(lease.queue)
-        complete_keys = [
-            keys.jobs,
-            keys.payloads,
-            keys.results,
-            keys.errors,
-            keys.active,
-            keys.finished,
-            keys.stats,
-            keys.checkpoints,
-            keys.notices,
-            keys.subtasks(lease.id),
-        ]
         index = int(lease.id.rsplit(".", 1)[1])
-        pipe.fcall("psq_complete", len(complete_keys), *complete_keys, lease.id, lease.token, index)
+        pipe.fcall(
+            "psq_complete",
+            calls.COMPLETE_NUMKEYS,
+            *calls.complete_args(keys, lease.id, lease.token, str(index)),
+        )
         done = calls.subtask_done_args(parent_of(lease), True, str(index))
         pipe.fcall("psq_subtask_done", calls.SUBTASK_DONE_NUMKEYS, *done)
         pipe.fcall("psq_forget_notices", 1, keys.notices, lease.id)

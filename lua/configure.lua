@@ -1,0 +1,49 @@
+--[[ psq_configure: change a queue's settings (pause, limits, aging), stored in Redis.
+
+KEYS[1] config  HASH  queue settings: paused, concurrency, rate, period_ms, aging
+KEYS[2] wake    LIST  wake-up tokens for idle workers
+
+ARGV[1] field  string  a setting: paused ('1' or ''), concurrency (integer >= 1), rate
+                       (integer >= 1), period_ms (integer >= 1; rate and period_ms go
+                       together), aging (number > 0, priority levels gained per second waited)
+ARGV[2] value  string  its new value; '' removes the setting
+then more field/value pairs in ARGV[3], ARGV[4], ... Workers are woken, since a resumed queue or
+a raised limit may free work.
+
+Returns: the settings after the change, as field/value pairs.
+Errors: BAD_ARGUMENT (nothing is changed).
+]]
+
+local SETTINGS = { paused = true, concurrency = true, rate = true, period_ms = true, aging = true }
+
+local function configure(KEYS, ARGV)
+  local config_key, wake_key = KEYS[1], KEYS[2]
+  if #ARGV % 2 ~= 0 then return error_reply(ERR.BAD_ARGUMENT, 'pass field/value pairs') end
+  for i = 1, #ARGV, 2 do
+    local field, value = ARGV[i], ARGV[i + 1]
+    local number = tonumber(value)
+    if not SETTINGS[field] then
+      return error_reply(ERR.BAD_ARGUMENT, 'unknown setting ' .. field)
+    end
+    if value ~= '' and field ~= 'paused' and (not number or number <= 0 or number ~= number
+        or number == math.huge or (field ~= 'aging' and number % 1 ~= 0)) then
+      return error_reply(ERR.BAD_ARGUMENT, field .. ' must be a positive ' ..
+        (field == 'aging' and 'number' or 'integer'))
+    end
+  end
+  for i = 1, #ARGV, 2 do
+    if ARGV[i + 1] == '' then
+      redis.call('HDEL', config_key, ARGV[i])
+    else
+      redis.call('HSET', config_key, ARGV[i], ARGV[i + 1])
+    end
+  end
+  local has_rate = redis.call('HEXISTS', config_key, 'rate') == 1
+  if has_rate ~= (redis.call('HEXISTS', config_key, 'period_ms') == 1) then
+    redis.call('HDEL', config_key, 'rate', 'period_ms')
+  end
+  wake_workers(wake_key, WAKE_TOKENS_MAX)
+  return redis.call('HGETALL', config_key)
+end
+
+redis.register_function('psq_configure', configure)

@@ -1,0 +1,53 @@
+--[[ psq_purge: delete jobs that have ended (failed, complete or cancelled), in bounded batches.
+
+KEYS[1] jobs         HASH  job id -> job record (JSON)
+KEYS[2] payloads     HASH  job id -> call payload
+KEYS[3] results      HASH  job id -> result
+KEYS[4] errors       HASH  job id -> error text
+KEYS[5] checkpoints  HASH  job id -> checkpoint
+KEYS[6] state        ZSET  the set the jobs are in: failed, or finished (complete and cancelled)
+
+ARGV[1] status  string   failed | complete | cancelled: only jobs with this status are deleted
+ARGV[2] count   integer  1..1000, with no ids: look at `count` jobs of the set from `offset`
+ARGV[3] offset  integer  >= 0, rank to start at (jobs kept by earlier batches are skipped)
+ARGV[4] id      string   optional: the first job id to delete; more may follow (at most 1000)
+
+Returns: { number deleted, number looked at }; the caller repeats, moving `offset` past the
+  jobs it kept, until nothing is looked at.
+  A parent's subtask outcomes (its own key) expire with it, or go with `purge` of the parent
+  from Python, which deletes that key in a call of its own.
+Errors: BAD_ARGUMENT.
+]]
+
+local PURGE_BATCH_MAX = 1000
+local PURGEABLE = { [STATUS.FAILED] = true, [STATUS.COMPLETE] = true, [STATUS.CANCELLED] = true }
+
+local function purge(KEYS, ARGV)
+  local jobs_key, state_key = KEYS[1], KEYS[6]
+  local status, count, offset = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+  if not PURGEABLE[status] or not count or count < 1 or count > PURGE_BATCH_MAX
+      or not offset or offset < 0 or #ARGV - 3 > PURGE_BATCH_MAX then
+    return error_reply(ERR.BAD_ARGUMENT, 'status must be failed, complete or cancelled; count in 1..'
+      .. PURGE_BATCH_MAX)
+  end
+  local ids = {}
+  if #ARGV > 3 then
+    for i = 4, #ARGV do ids[#ids + 1] = ARGV[i] end
+  else
+    ids = redis.call('ZRANGE', state_key, offset, offset + count - 1)
+  end
+  local doomed = {}
+  for _, id in ipairs(ids) do
+    local raw = redis.call('HGET', jobs_key, id)
+    local job = decode_job(raw)
+    local corrupt_failed = raw and not job and status == STATUS.FAILED
+    if (job and job.status == status) or corrupt_failed then doomed[#doomed + 1] = id end
+  end
+  if #doomed > 0 then
+    redis.call('ZREM', state_key, unpack(doomed))
+    for i = 1, 5 do redis.call('HDEL', KEYS[i], unpack(doomed)) end
+  end
+  return { #doomed, #ids }
+end
+
+redis.register_function('psq_purge', purge)
