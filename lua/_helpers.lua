@@ -49,19 +49,20 @@ local function error_reply(code, message)
 end
 
 -- Without aging: higher priority first, FIFO within a priority. With aging (priority levels
--- gained per second of waiting), a job's effective priority is priority + aging * waited, and
--- ordering by it is ordering by aging * queued_at - priority: a score fixed at push time.
+-- gained per second of waiting), a job's effective priority is priority + aging * waited, so
+-- it ranks as if queued priority / aging seconds earlier: the score is that virtual queue time
+-- (ms since the queue's aging base, set when aging was turned on) times AGED_SEQUENCE_SPAN,
+-- plus a sequence number for FIFO. Scores stay exact integers for about 99 days after the
+-- base; later, jobs queued in the same millisecond may leave in any order.
+local AGED_SEQUENCE_SPAN = 1048576
 local function ready_score(priority, sequence, aging, now)
-  if aging and aging > 0 then
-    return now * aging / 1000 - priority + sequence / SEQUENCE_SPAN
+  if aging then
+    local virtual_ms = math.floor(now - aging.base - priority * 1000 / aging.rate)
+    return virtual_ms * AGED_SEQUENCE_SPAN + sequence % AGED_SEQUENCE_SPAN
   end
   return (PRIORITY_MAX - priority) * SEQUENCE_SPAN + sequence
 end
 
-local function score_text(score)
-  if score % 1 == 0 then return int(score) end
-  return string.format('%.17g', score)
-end
 
 -- A job record that is not a JSON object with the fields every call relies on decodes to
 -- nil instead of raising, so one corrupt record cannot break a call that handles many jobs.
@@ -96,8 +97,12 @@ local function push_ready(Q, id, job, now)
   job.queued_at = now
   redis.call('HSET', Q.jobs, id, cjson.encode(job))
   local sequence = redis.call('INCR', Q.seq)
-  local aging = Q.config and tonumber(redis.call('HGET', Q.config, 'aging'))
-  redis.call('ZADD', Q.ready, score_text(ready_score(job.priority, sequence, aging, now)), id)
+  local aging
+  if Q.config then
+    local setting = redis.call('HMGET', Q.config, 'aging', 'aging_base')
+    if setting[1] then aging = { rate = tonumber(setting[1]), base = tonumber(setting[2]) or 0 } end
+  end
+  redis.call('ZADD', Q.ready, int(ready_score(job.priority, sequence, aging, now)), id)
 end
 
 -- A subtask's end is noted in its own queue until its parent's queue has recorded it

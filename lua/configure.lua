@@ -2,22 +2,26 @@
 
 KEYS[1] config  HASH  queue settings: paused, concurrency, rate, period_ms, aging
 KEYS[2] wake    LIST  wake-up tokens for idle workers
+KEYS[3] ready   ZSET  job id -> priority/FIFO score (aging can change only while it is empty)
 
 ARGV[1] field  string  a setting: paused ('1' or ''), concurrency (integer >= 1), rate
                        (integer >= 1), period_ms (integer >= 1; rate and period_ms go
                        together), aging (number > 0, priority levels gained per second waited)
 ARGV[2] value  string  its new value; '' removes the setting
 then more field/value pairs in ARGV[3], ARGV[4], ... Workers are woken, since a resumed queue or
-a raised limit may free work.
+a raised limit may free work. Removing one of rate and period_ms removes both; setting one
+needs the other, given in the same call or already set.
 
 Returns: the settings after the change, as field/value pairs.
-Errors: BAD_ARGUMENT (nothing is changed).
+Errors: BAD_ARGUMENT (nothing is changed); BAD_STATE when aging would change while jobs are
+  ready: their scores were computed under the old rule, so mixing would starve one side.
+  Pause the queue and let it drain, or set aging before jobs arrive.
 ]]
 
 local SETTINGS = { paused = true, concurrency = true, rate = true, period_ms = true, aging = true }
 
 local function configure(KEYS, ARGV)
-  local config_key, wake_key = KEYS[1], KEYS[2]
+  local config_key, wake_key, ready_key = KEYS[1], KEYS[2], KEYS[3]
   if #ARGV % 2 ~= 0 then return error_reply(ERR.BAD_ARGUMENT, 'pass field/value pairs') end
   for i = 1, #ARGV, 2 do
     local field, value = ARGV[i], ARGV[i + 1]
@@ -25,17 +29,47 @@ local function configure(KEYS, ARGV)
     if not SETTINGS[field] then
       return error_reply(ERR.BAD_ARGUMENT, 'unknown setting ' .. field)
     end
-    if value ~= '' and field ~= 'paused' and (not number or number <= 0 or number ~= number
+    if field == 'paused' then
+      if value ~= '' and value ~= '1' then
+        return error_reply(ERR.BAD_ARGUMENT, "paused must be '1' or ''")
+      end
+    elseif value ~= '' and (not number or number <= 0 or number ~= number
         or number == math.huge or (field ~= 'aging' and number % 1 ~= 0)) then
       return error_reply(ERR.BAD_ARGUMENT, field .. ' must be a positive ' ..
         (field == 'aging' and 'number' or 'integer'))
     end
   end
   for i = 1, #ARGV, 2 do
+    if ARGV[i] == 'aging' and ARGV[i + 1] ~= (redis.call('HGET', config_key, 'aging') or '')
+        and redis.call('ZCARD', ready_key) > 0 then
+      return error_reply(ERR.BAD_STATE, 'aging can change only while no job is ready')
+    end
+  end
+  -- rate and period_ms after the change: setting one without the other is refused.
+  local rate_pair = redis.call('HMGET', config_key, 'rate', 'period_ms')
+  local cleared = false
+  for i = 1, #ARGV, 2 do
+    local at = ARGV[i] == 'rate' and 1 or ARGV[i] == 'period_ms' and 2
+    if at then
+      rate_pair[at] = ARGV[i + 1] ~= '' and ARGV[i + 1]
+      cleared = cleared or ARGV[i + 1] == ''
+    end
+  end
+  if not cleared and (not rate_pair[1]) ~= (not rate_pair[2]) then
+    return error_reply(ERR.BAD_ARGUMENT, 'rate and period_ms go together: set both')
+  end
+  for i = 1, #ARGV, 2 do
     if ARGV[i + 1] == '' then
       redis.call('HDEL', config_key, ARGV[i])
     else
       redis.call('HSET', config_key, ARGV[i], ARGV[i + 1])
+    end
+    if ARGV[i] == 'aging' then
+      if ARGV[i + 1] == '' then
+        redis.call('HDEL', config_key, 'aging_base')
+      else
+        redis.call('HSET', config_key, 'aging_base', int(now_ms()))
+      end
     end
   end
   local has_rate = redis.call('HEXISTS', config_key, 'rate') == 1

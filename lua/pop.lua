@@ -32,7 +32,9 @@ Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadlin
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
   wait_ms is -1 when jobs were leased or nothing is scheduled, else the milliseconds until
   the next delayed job is due, the next lease expires or the rate limit lets a job start
-  (0: call again now). A freed concurrency slot or a resumed queue wakes workers instead.
+  (0: call again now). When this call filled the rate limit's window with jobs still ready,
+  it is the time until the window lets the next job start, even though jobs were leased.
+  A freed concurrency slot or a resumed queue wakes workers instead.
 Errors: BAD_ARGUMENT.
 ]]
 
@@ -76,6 +78,12 @@ local function first_score(key)
   return first[2] and tonumber(first[2]) or nil
 end
 
+-- Milliseconds until the rate limit's window lets the next job start (it is full now).
+local function rate_wait(Q, period, now)
+  local oldest = first_score(Q.starts)
+  return oldest and math.max(1, oldest + period - now) or period
+end
+
 local function pop(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], errors = KEYS[3], ready = KEYS[4],
     delayed = KEYS[5], active = KEYS[6], failed = KEYS[7], seq = KEYS[8], stats = KEYS[9],
@@ -105,10 +113,7 @@ local function pop(KEYS, ARGV)
   if rate and period then
     redis.call('ZREMRANGEBYSCORE', Q.starts, '-inf', int(now - period))
     local room = rate - redis.call('ZCARD', Q.starts)
-    if room <= 0 then
-      local oldest = redis.call('ZRANGE', Q.starts, 0, 0, 'WITHSCORES')
-      limit_wait = oldest[2] and math.max(1, tonumber(oldest[2]) + period - now) or period
-    end
+    if room <= 0 then limit_wait = rate_wait(Q, period, now) end
     max_jobs = math.min(max_jobs, room)
   end
 
@@ -147,7 +152,12 @@ local function pop(KEYS, ARGV)
   end
   reply[2] = leased
 
-  if leased == 0 and #popped > 0 then
+  if leased > 0 and rate and period and redis.call('ZCARD', Q.starts) >= rate
+      and redis.call('ZCARD', Q.ready) > 0 then
+    -- This call filled the window: tell the worker when the next start is allowed, since
+    -- nothing wakes it then.
+    reply[1] = rate_wait(Q, period, now)
+  elseif leased == 0 and #popped > 0 then
     reply[1] = 0
   elseif leased == 0 then
     -- Nothing is ready, so every wake-up token is stale: drop them before the worker blocks.

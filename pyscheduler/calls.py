@@ -414,7 +414,7 @@ def configure(conn: redis.Redis, keys: QueueKeys, changes: dict[str, str]) -> di
     args: list[Any] = []
     for field, value in changes.items():
         args += (field, value)
-    reply = _fcall(conn, "psq_configure", [keys.config, keys.wake], args)
+    reply = _fcall(conn, "psq_configure", [keys.config, keys.wake, keys.ready], args)
     return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
 
 

@@ -373,7 +373,10 @@ class Queue:
                 raise InvalidOption(f"{name} must be an integer, not {value!r}")
         if (rate is None) != (period is None):
             raise InvalidOption("give rate and period together")
-        period_ms = None if period is None else round(period * 1000)
+        period_s = _seconds(period, "period")
+        if period_s is not None and not (math.isfinite(period_s) and period_s > 0):
+            raise InvalidOption(f"period must be a positive number of seconds, not {period!r}")
+        period_ms = None if period_s is None else round(period_s * 1000)
         settings = self._configure(
             {
                 "concurrency": "" if concurrency is None else str(concurrency),
@@ -388,10 +391,14 @@ class Queue:
 
     def set_aging(self, levels_per_second: float | None) -> None:
         """Let a ready job gain `levels_per_second` priority levels per second of waiting, so
-        a low-priority job is passed over for a bounded time (applies to jobs queued from now).
+        a low-priority job is passed over for at most (priority gap / rate) seconds.
+
+        Raises InvalidJobState while jobs are ready (set it on an empty or drained queue).
         """
-        value = "" if levels_per_second is None else repr(float(levels_per_second))
-        self._configure({"aging": value})
+        rate = _seconds(levels_per_second, "aging rate")
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise InvalidOption(f"aging rate must be a positive number, not {levels_per_second!r}")
+        self._configure({"aging": "" if rate is None else repr(rate)})
 
     def _configure(self, changes: dict[str, str]) -> dict[str, str]:
         ensure_loaded(self.connection, self.auto_load)

@@ -293,7 +293,7 @@ def test_load_scripts_check_exits_1_without_a_library(conn: redis.Redis, redis_u
 
 def test_load_scripts_reports_an_unreachable_server() -> None:
     result = run(LOAD_SCRIPTS, f"redis://127.0.0.1:{free_port()}/0")
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "error" in result.stderr.lower()
 
 
