@@ -75,6 +75,9 @@ def run_call(
     except HandlerRefused as exc:
         return {"ok": False, "kind": FailKind.REFUSED.value, "error": str(exc)}
     job_context.set_current(context)
+    # A pause asked for before the handler was at hand (while its module was imported, say)
+    # holds for this run too; read after set_current, so a signal in between is not lost.
+    context.shutdown_requested = context.shutdown_requested or _pause_requested
     try:
         if record.get("results_arg"):  # a group's continuation gets the subtasks' results
             args = [context.subtask_results(), *args]
@@ -94,7 +97,14 @@ def run_call(
         job_context.set_current(None)
 
 
+# Set by SIGUSR1: the worker is shutting down, so every run of this process from now on
+# pauses at its next checkpoint (the worker takes no new jobs meanwhile).
+_pause_requested = False
+
+
 def _request_pause(signum: int, frame: object) -> None:
+    global _pause_requested
+    _pause_requested = True
     running = job_context._current
     if running is not None:
         running.shutdown_requested = True
@@ -106,6 +116,7 @@ def _child_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when runs stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, _request_pause)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked by start()
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     _die_with_parent(parent_pid)
@@ -140,7 +151,13 @@ class Executor:
             args=(child_end, os.getpid(), self.policy, self.connection),
             daemon=True,
         )
-        self.process.start()
+        # Until the child has its SIGUSR1 handler, that signal's default action would kill it
+        # (a pause asked for right after the start): the child inherits it blocked.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        try:
+            self.process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child_end.close()
         self.conn = parent_end
 
