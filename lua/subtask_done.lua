@@ -51,7 +51,10 @@ local function subtask_done(KEYS, ARGV)
   local done = redis.call('HINCRBY', Q.subtasks, number .. ':done', 1)
   local reason
   if not ok then
-    reason = 'subtask ' .. index .. ' of split ' .. number .. ' failed: ' .. value
+    -- The last line names the subtask, since a failure is summed up by its last line.
+    local last_line = value:match('([^\n]*)%s*$') or value
+    reason = value .. '\nSubtaskFailed: subtask ' .. index .. ' of split ' .. number .. ' failed: '
+      .. last_line
     redis.call('HSETNX', Q.subtasks, number .. ':failed', reason)
   end
 

@@ -80,13 +80,16 @@ class JobContext:
             return True
         return self.time_slice is not None and time.monotonic() - self.started >= self.time_slice
 
-    def save_checkpoint(self, value: Any) -> None:
+    def save_checkpoint(self, value: Any, *, last: bool = False) -> None:
         """Save `value` (JSON) and renew the lease; pause the job here if its time is up.
 
-        Raises LeaseLost when another worker owns the job now (nothing is saved).
+        `last=True` marks the final checkpoint of a run that is about to return: it never
+        pauses, so a job whose slice runs out on its last step is not queued again just to
+        return its result. Raises LeaseLost when another worker owns the job now (nothing is
+        saved).
         """
         text = encode_result(value)
-        pause = self.should_pause()
+        pause = not last and self.should_pause()
         calls.checkpoint(
             self.connection, self.keys, self.id, self.token, text, self.lease_ms, pause
         )

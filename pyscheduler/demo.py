@@ -79,7 +79,7 @@ def count_stock(shelves: int) -> dict[str, int]:
     while state["shelf"] < shelves:
         time.sleep(0.05)  # count one shelf
         state = {"shelf": state["shelf"] + 1, "items": state["items"] + 12}
-        job.save_checkpoint(state)
+        job.save_checkpoint(state, last=state["shelf"] == shelves)
     return state
 
 

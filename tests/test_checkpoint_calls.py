@@ -361,6 +361,14 @@ def test_save_checkpoint_within_the_time_slice_keeps_running(queue: Queue) -> No
     assert context.checkpoint == {"done": 1}
 
 
+def test_last_checkpoint_never_pauses_even_after_the_time_slice(queue: Queue) -> None:
+    job = queue.enqueue(step, 1, time_slice=0.02)
+    context = context_for(queue, lease_one(queue))
+    time.sleep(0.03)
+    context.save_checkpoint({"done": 1}, last=True)
+    assert (job.status, job.info().checkpoint) == ("active", {"done": 1})
+
+
 def test_save_checkpoint_after_the_time_slice_pauses_the_job(queue: Queue) -> None:
     job = queue.enqueue(step, 1, time_slice=0.02)
     context = context_for(queue, lease_one(queue))

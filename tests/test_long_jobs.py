@@ -453,7 +453,7 @@ def test_a_subtask_failing_for_good_fails_the_parent(
     with pytest.raises(JobFailed) as failed:
         parent.wait(timeout=20)
     assert "subtask 2 of split 1 failed" in (failed.value.error or "")
-    assert "ValueError: bad subtask input" in str(failed.value)
+    assert "subtask 2 of split 1 failed: ValueError: bad subtask input" in str(failed.value)
     assert parent.info().status == Status.FAILED
     assert texts(conn, f"{key}:parent") == ["split"]  # never resumed
 
