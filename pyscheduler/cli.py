@@ -1,33 +1,300 @@
-"""The `pyscheduler` command line."""
+"""The `pyscheduler` command line.
+
+Every command takes `--url` (default: $REDIS_URL) and `--help`. Exit codes are the same for all
+of them (each command's help says what 1 means for it):
+
+    0  done
+    1  the operation found a problem: a job that does not exist or is in the wrong state, a
+       failed or timed-out `enqueue --wait`, a declined confirmation
+    2  bad usage or bad input (click's usage errors, a non-JSON argument, an invalid queue
+       name, job id or option)
+    3  Redis cannot be reached or refused the call, or the Lua library is not loaded there
+       (`pyscheduler load-scripts` deploys it)
+
+The mapping from exceptions to these codes lives in one place, `CliGroup.invoke`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, NoReturn
 
 import click
 import redis
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+from rich.text import Text
 
 from . import library
-from .exceptions import PySchedulerError
+from .exceptions import InvalidInput, LibraryError, PySchedulerError
+from .job import Job, JobInfo
+from .pool import pool_command
+from .protocol import Status
+from .queue import Queue, QueueLimits, QueueStats
 
 URL_HELP = "Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379/0)"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+EXIT_OK = 0
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+EXIT_REDIS = 3
+
+EXIT_CODES = (
+    "Exit codes: 0 done;{problem} 2 bad usage or input; 3 Redis unreachable or the library not"
+    " loaded (see `pyscheduler load-scripts`)."
+)
+
+BATCH = 1000  # jobs per library call when a command works through many
+PROGRESS_MIN = 1000  # show a progress bar from this many jobs on (on a terminal)
+CONNECT_TIMEOUT_S = 10.0
+
+_URL_META = "pyscheduler.url"
+FINAL_STATES = (Status.FAILED.value, Status.COMPLETE.value, Status.CANCELLED.value)
+
+
+def epilog(problem: str | None = None) -> str:
+    """The exit codes for a command's help; `problem` says when it exits 1."""
+    return EXIT_CODES.format(problem=f" 1 {problem};" if problem else "")
+
+
+# -- errors and exit codes -------------------------------------------------------------------
+
+
+class CliError(click.ClickException):
+    """An error message for the user; the class says the exit code."""
+
+    exit_code = EXIT_PROBLEM
+
+
+class BadInput(CliError):
+    exit_code = EXIT_USAGE
+
+
+class RedisUnavailable(CliError):
+    exit_code = EXIT_REDIS
+
+
+def error_for(message: str, exit_code: int) -> CliError:
+    cls = {EXIT_USAGE: BadInput, EXIT_REDIS: RedisUnavailable}.get(exit_code, CliError)
+    return cls(message)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    userinfo, _, hostpart = rest.partition("@")
+    user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
+    hidden = f"{user}:***" if ":" in userinfo else "***"
+    return f"{scheme}://{hidden}@{hostpart}"
+
+
+def redis_problem(exc: redis.RedisError, url: str | None) -> str:
+    where = redacted(url or DEFAULT_URL)
+    if isinstance(exc, redis.AuthenticationError):
+        return f"Redis at {where} refused the login: {exc}"
+    if isinstance(exc, redis.TimeoutError):
+        return f"Redis at {where} did not answer in time: {exc}"
+    if isinstance(exc, redis.ConnectionError):
+        return f"cannot reach Redis at {where}: {exc} (set --url or REDIS_URL)"
+    return f"Redis at {where} refused the call: {exc}"
+
+
+def cli_error(exc: PySchedulerError | redis.RedisError, url: str | None) -> CliError:
+    """The message and exit code of an exception that reached the command line."""
+    if isinstance(exc, redis.RedisError):
+        return RedisUnavailable(redis_problem(exc, url))
+    if isinstance(exc, LibraryError):
+        message = str(exc)
+        if "pyscheduler load-scripts" not in message:
+            message += " (deploy it with `pyscheduler load-scripts --url REDIS_URL`)"
+        return RedisUnavailable(message)
+    if isinstance(exc, InvalidInput):
+        return BadInput(str(exc))
+    return CliError(str(exc))  # JobNotFound, InvalidJobState, JobFailed, ...
+
+
+class CliGroup(click.Group):
+    """Maps pyscheduler's and redis-py's exceptions to a message and an exit code, once for
+    every command."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (PySchedulerError, redis.RedisError) as exc:
+            raise cli_error(exc, ctx.meta.get(_URL_META)) from exc
+
+
+def fail(message: str, exit_code: int = EXIT_PROBLEM) -> NoReturn:
+    raise error_for(message, exit_code)
+
+
+# -- shared helpers ---------------------------------------------------------------------------
 
 
 def connect(url: str | None) -> redis.Redis:
     return redis.Redis.from_url(url or DEFAULT_URL)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def admin_connection(url: str | None) -> redis.Redis:
+    """A client for a command; remembers the URL for error messages."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta[_URL_META] = url
+    return redis.Redis.from_url(url or DEFAULT_URL, socket_connect_timeout=CONNECT_TIMEOUT_S)
+
+
+def url_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--url", envvar="REDIS_URL", metavar="URL", help=URL_HELP)(func)
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(
+        func
+    )
+
+
+def stdout_console() -> Console:
+    """Rich output on stdout; wide when piped, so ids are never cut."""
+    wide = not sys.stdout.isatty() and not os.environ.get("COLUMNS")
+    return Console(highlight=False, width=200 if wide else None)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
+
+
+def server_ms(conn: redis.Redis) -> int:
+    reply: Any = conn.time()  # typed as maybe-awaitable by some redis-py versions
+    seconds, micros = reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def age(seconds: float | None) -> str:
+    """A short human duration: 0.4s, 12.0s, 3m05s, 2h10m, 4d03h."""
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, mins = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h{mins:02d}m"
+    days, hrs = divmod(hours, 24)
+    return f"{days}d{hrs:02d}h"
+
+
+def error_summary(error: str | None) -> str:
+    """The line of an error text that says what happened (a traceback's last line)."""
+    lines = [line for line in (error or "").strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def limits_text(limits: QueueLimits) -> str:
+    parts = []
+    if limits.concurrency is not None:
+        parts.append(f"concurrency {limits.concurrency}")
+    if limits.rate is not None and limits.period is not None:
+        parts.append(f"rate {limits.rate}/{limits.period:g}s")
+    return ", ".join(parts) or "-"
+
+
+@contextmanager
+def progress_bar(total: int | None, description: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work on a terminal; yields `advance(n)`."""
+    console = stderr_console()
+    show = console.is_terminal and (total is None or total >= PROGRESS_MIN)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not show,
+    ) as progress:
+        task_id = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task_id, n)
+
+
+def json_value(text: str, param: click.Parameter | None) -> Any:
+    """A JSON literal: 3, 2.5, true, null, "text" (with its quotes), [1, 2], {"a": 1}."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a JSON value (a string needs JSON quotes, e.g. '\"text\"')",
+            param=param,
+        ) from None
+
+
+def json_args(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[Any]:
+    return [json_value(text, param) for text in value]
+
+
+def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    parsed = json_value(value, param)
+    if not isinstance(parsed, dict):
+        raise click.BadParameter("must be a JSON object, e.g. '{\"a\": 1}'", param=param)
+    return parsed
+
+
+def queue_of(conn: redis.Redis, name: str) -> Queue:
+    return Queue(name, connection=conn)
+
+
+# -- the group --------------------------------------------------------------------------------
+
+
+@click.group(cls=CliGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
 def main(verbose: bool) -> None:
-    """pyscheduler: a job scheduler on Redis where long jobs never slow down short ones."""
+    """pyscheduler: a job scheduler on Redis where long jobs never slow down short ones.
+
+    Every command takes --url (default: $REDIS_URL). Exit codes: 0 done; 1 the operation
+    found a problem (see each command's help); 2 bad usage or input; 3 Redis unreachable or
+    the Lua library not loaded (`pyscheduler load-scripts` deploys it).
+    """
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+
+
+# -- load-scripts -----------------------------------------------------------------------------
 
 
 def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
@@ -35,29 +302,29 @@ def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
     version, code = library.library_code()
     if print_code:
         sys.stdout.write(code)
-        return 0
+        return EXIT_OK
     conn = connect(url)
     try:
         if check:
             deployed = library.deployed_version(conn)
             if deployed == version:
                 click.echo(f"pyscheduler library {version} is deployed")
-                return 0
+                return EXIT_OK
             click.echo(
                 f"pyscheduler library mismatch: deployed {deployed or 'nothing'}, code {version}",
                 err=True,
             )
-            return 1
+            return EXIT_PROBLEM
         library.load(conn)
     except redis.RedisError as exc:
-        click.echo(f"error: {exc}", err=True)
-        return 2
+        click.echo(f"Error: {redis_problem(exc, url)}", err=True)
+        return EXIT_REDIS
     click.echo(f"loaded pyscheduler library {version}")
-    return 0
+    return EXIT_OK
 
 
-@main.command("load-scripts")
-@click.option("--url", envvar="REDIS_URL", help=URL_HELP)
+@main.command("load-scripts", epilog=epilog("--check found another version deployed"))
+@url_option
 @click.option("--check", is_flag=True, help="Exit 1 when the deployed version differs.")
 @click.option("--print", "print_code", is_flag=True, help="Write the rendered library to stdout.")
 def load_scripts(url: str | None, check: bool, print_code: bool) -> None:
@@ -65,9 +332,12 @@ def load_scripts(url: str | None, check: bool, print_code: bool) -> None:
     sys.exit(load_scripts_command(url, check, print_code))
 
 
-@main.command()
-@click.argument("queues", nargs=-1, required=True)
-@click.option("--url", envvar="REDIS_URL", help=URL_HELP)
+# -- worker -----------------------------------------------------------------------------------
+
+
+@main.command(epilog=epilog("the worker was aborted (a second signal)"))
+@click.argument("queues", nargs=-1, required=True, metavar="QUEUE[:WEIGHT]...")
+@url_option
 @click.option("-c", "--concurrency", default=1, show_default=True, help="Jobs run at once.")
 @click.option("--burst", is_flag=True, help="Exit when no job is ready.")
 @click.option(
@@ -96,14 +366,29 @@ def worker(
     imports: tuple[str, ...],
     auto_load: bool,
 ) -> None:
-    """Run a worker on QUEUES, taken in the order given."""
+    """Run a worker on QUEUES, taken in the order given, or by weight (`fast:3 slow:1`).
+
+    SIGTERM or Ctrl-C: stop taking jobs, finish the running ones, exit 0; a second signal
+    stops at once (exit 1) and the leases bring the jobs back.
+    """
     from .worker import Worker
 
     sys.path.insert(0, "")  # handlers of the current directory's application
+    click.get_current_context().meta[_URL_META] = url
     conn = connect(url)
+    names: list[str] = []
+    weights: dict[str, int] = {}
+    for spec in queues:
+        name, _, weight = spec.partition(":")
+        names.append(name)
+        if weight:
+            if not weight.isdigit() or int(weight) < 1:
+                fail(f"bad weight in {spec!r}: use QUEUE:N with N a positive integer", EXIT_USAGE)
+            weights[name] = int(weight)
     try:
         w = Worker(
-            list(queues),
+            names,
+            weights=weights or None,
             connection=conn,
             concurrency=concurrency,
             lease_seconds=lease_seconds,
@@ -112,22 +397,551 @@ def worker(
             auto_load=auto_load or None,
         )
         w.work(burst=burst)
-    except (PySchedulerError, ValueError, ImportError) as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except redis.ConnectionError as exc:
-        click.echo(f"error: cannot reach Redis: {exc}", err=True)
-        sys.exit(2)
-    sys.exit(1 if w._aborting else 0)
+    except (ValueError, ImportError) as exc:
+        if isinstance(exc, PySchedulerError):
+            raise  # mapped by CliGroup
+        fail(str(exc), EXIT_USAGE)
+    sys.exit(EXIT_PROBLEM if w._aborting else EXIT_OK)
 
 
-@main.command()
+# -- pool -------------------------------------------------------------------------------------
+
+# `pyscheduler pool`: the supervisor of worker processes lives in `pool.py`.
+main.add_command(pool_command, name="pool")
+
+
+# -- enqueue ----------------------------------------------------------------------------------
+
+
+@main.command(epilog=epilog("--wait: the job failed, was cancelled or is not done in time"))
+@click.argument("queue")
+@click.argument("func")
+@click.argument("args", nargs=-1, callback=json_args)
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    callback=json_object,
+    metavar="JSON",
+    help="Keyword arguments as a JSON object: '{\"a\": 1}'.",
+)
+@click.option("--priority", type=int, help="Higher runs first (-1000..1000, default 0).")
+@click.option("--delay", type=float, metavar="SECONDS", help="Run no earlier than this from now.")
+@click.option("--timeout", type=float, metavar="SECONDS", help="Hard limit of one run.")
+@click.option("--retries", type=int, help="Runs after the first when one fails.")
+@click.option("--backoff", type=float, metavar="SECONDS", help="First retry delay (doubles).")
+@click.option("--result-ttl", type=float, metavar="SECONDS", help="How long to keep the result.")
+@click.option("--job-id", help="The job's id (an existing id makes this a no-op).")
+@click.option(
+    "--time-slice", type=float, metavar="SECONDS", help="Pause at a checkpoint after this long."
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Wait up to SECONDS for the job to end and print its result (JSON).",
+)
+@url_option
+def enqueue(
+    queue: str,
+    func: str,
+    args: list[Any],
+    kwargs_json: dict[str, Any] | None,
+    priority: int | None,
+    delay: float | None,
+    timeout: float | None,
+    retries: int | None,
+    backoff: float | None,
+    result_ttl: float | None,
+    job_id: str | None,
+    time_slice: float | None,
+    wait: float | None,
+    url: str | None,
+) -> None:
+    """Enqueue FUNC(*ARGS) on QUEUE and print the job's id.
+
+    FUNC names the handler as "module:function" (or a registered task's name); workers run
+    it only when they may (see `pyscheduler worker --help`). Each ARG is a JSON value:
+
+    \b
+        pyscheduler enqueue fast tasks:add 1 2
+        pyscheduler enqueue fast tasks:greet '"Ada"' --kwargs '{"loud": true}'
+        pyscheduler enqueue fast tasks:add -- -1 2      # `--` before negative numbers
+
+    With --wait, the id goes to stderr and the result to stdout as JSON.
+    """
+    options = {
+        "priority": priority,
+        "delay": delay,
+        "timeout": timeout,
+        "retries": retries,
+        "backoff": backoff,
+        "result_ttl": result_ttl,
+        "job_id": job_id,
+        "time_slice": time_slice,
+    }
+    conn = admin_connection(url)
+    q = queue_of(conn, queue)
+    job = q.enqueue_call(
+        func, args, kwargs_json, **{k: v for k, v in options.items() if v is not None}
+    )
+    if wait is None:
+        click.echo(job.id)
+        return
+    click.echo(f"job {job.id} enqueued on {q.name}; waiting up to {wait:g} s", err=True)
+    console = stderr_console()
+    with console.status(f"waiting for job {job.id}", spinner="dots"):
+        result = job.wait(timeout=wait)
+    click.echo(json.dumps(result, ensure_ascii=False))
+
+
+# -- stats ------------------------------------------------------------------------------------
+
+
+def stats_table(all_stats: Sequence[QueueStats], caption: str | None = None) -> Table:
+    table = Table(title="pyscheduler queues", caption=caption, title_justify="left")
+    table.add_column("queue", no_wrap=True)
+    for name in ("ready", "delayed", "active", "waiting", "failed", "done"):
+        table.add_column(name, justify="right")
+    table.add_column("paused")
+    table.add_column("oldest ready", justify="right")
+    table.add_column("limits")
+    for s in all_stats:
+        table.add_row(
+            Text(s.name),
+            str(s.queued),
+            str(s.delayed),
+            str(s.active),
+            str(s.waiting),
+            Text(str(s.failed), style="red" if s.failed else ""),
+            str(s.finished),
+            Text("paused", style="yellow") if s.paused else "-",
+            age(s.oldest_ready_age),
+            limits_text(s.limits),
+        )
+    return table
+
+
+def collect_stats(conn: redis.Redis, names: Sequence[str]) -> list[QueueStats]:
+    return [queue_of(conn, name).stats() for name in (names or Queue.known(conn))]
+
+
+@main.command(epilog=epilog())
+@click.argument("queues", nargs=-1)
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=2.0,
+    metavar="[SECONDS]",
+    help="Refresh every SECONDS (default 2) until Ctrl-C. Put QUEUES before --watch.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), metavar="N", help="With --watch: stop after N refreshes."
+)
+@json_option
+@url_option
+def stats(
+    queues: tuple[str, ...], watch: float | None, count: int | None, as_json: bool, url: str | None
+) -> None:
+    """A table of QUEUES (default: every known queue).
+
+    Columns: jobs ready, delayed (due later), active (running), waiting (for subtasks),
+    failed, done (complete or cancelled, until their results expire); whether the queue is
+    paused; how long the oldest ready job has waited; its limits.
+    """
+    conn = admin_connection(url)
+    for name in queues:
+        queue_of(conn, name)  # validates the names before anything is shown
+
+    def as_dicts() -> list[dict[str, Any]]:
+        return [dataclasses.asdict(s) for s in collect_stats(conn, queues)]
+
+    def render() -> Table | Text:
+        all_stats = collect_stats(conn, queues)
+        if not all_stats:
+            return Text("no queues yet (a queue is known once a job was enqueued on it)")
+        caption = None
+        if watch is not None:
+            stamp = datetime.now().strftime("%H:%M:%S")
+            caption = f"{stamp}, every {watch:g}s; Ctrl-C stops"
+        return stats_table(all_stats, caption)
+
+    if watch is None:
+        if as_json:
+            echo_json(as_dicts())
+        else:
+            stdout_console().print(render())
+        return
+    rounds = 0
+    try:
+        if as_json:  # one JSON document per line, per refresh
+            while True:
+                click.echo(json.dumps(as_dicts(), default=str))
+                rounds += 1
+                if count is not None and rounds >= count:
+                    return
+                time.sleep(watch)
+        console = stdout_console()
+        with Live(render(), console=console, auto_refresh=False) as live:
+            rounds = 1
+            while count is None or rounds < count:
+                time.sleep(watch)
+                live.update(render(), refresh=True)
+                rounds += 1
+        if not console.is_terminal:
+            console.line()  # Live ends a piped output without a newline
+    except KeyboardInterrupt:
+        pass
+
+
+# -- jobs and job -----------------------------------------------------------------------------
+
+
+def job_status(info: JobInfo) -> str:
+    return f"{info.status} (paused)" if info.paused else info.status
+
+
+def job_dict(info: JobInfo, now_ms: int) -> dict[str, Any]:
+    data = dataclasses.asdict(info)
+    data["paused"] = info.paused
+    data["subtasks_total"] = info.subtasks_total
+    data["age_s"] = None if info.created_ms is None else (now_ms - info.created_ms) / 1000
+    return data
+
+
+@main.command(epilog=epilog())
+@click.argument("queue")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in Status]),
+    default=Status.QUEUED.value,
+    show_default=True,
+    help="List jobs in this state.",
+)
+@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=50, show_default=True)
+@json_option
+@url_option
+def jobs(queue: str, status: str, offset: int, limit: int, as_json: bool, url: str | None) -> None:
+    """List the jobs of QUEUE in one state, a page at a time.
+
+    Queued jobs are listed in the order they will run; failed ones oldest failure first.
+    The error column shows the last line of the latest error.
+    """
+    conn = admin_connection(url)
+    q = queue_of(conn, queue)
+    infos = []
+    for job in q.jobs(status, offset=offset, limit=limit):
+        try:
+            infos.append(job.info())
+        except PySchedulerError:  # ended and expired between listing and reading
+            continue
+    now = server_ms(conn)
+    if as_json:
+        echo_json([job_dict(info, now) for info in infos])
+        return
+    console = stdout_console()
+    if not infos:
+        console.print(Text(f"no {status} jobs in queue {q.name} from offset {offset}"))
+        return
+    caption = f"{status} jobs {offset + 1}-{offset + len(infos)}"
+    if len(infos) == limit:
+        caption += f"; next page: --offset {offset + limit}"
+    table = Table(title=f"queue {q.name}", caption=caption, title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("func")
+    table.add_column("prio", justify="right")
+    table.add_column("attempts", justify="right")
+    table.add_column("created", justify="right")
+    table.add_column("error")
+    for info in infos:
+        created = None if info.created_ms is None else (now - info.created_ms) / 1000
+        table.add_row(
+            Text(info.id),
+            Text(job_status(info)),
+            Text(info.func or "?"),
+            str(info.priority),
+            f"{info.attempts}/{info.retries + 1}",
+            f"{age(created)} ago" if created is not None else "-",
+            Text(error_summary(info.error), style="red"),
+        )
+    console.print(table)
+
+
+def when(ms: int | None, now_ms: int) -> Text:
+    if ms is None:
+        return Text("-")
+    stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return Text(f"{stamp} ({age((now_ms - ms) / 1000)} ago)")
+
+
+def as_json_text(value: Any) -> Text:
+    return Text(json.dumps(value, ensure_ascii=False, default=str))
+
+
+@main.command(epilog=epilog("the job does not exist"))
+@click.argument("job_id")
+@click.option("--queue", help="The job's queue (default: search the known queues).")
+@json_option
+@url_option
+def job(job_id: str, queue: str | None, as_json: bool, url: str | None) -> None:
+    """Show one job in full: arguments, attempts, times, checkpoint, result, error with its
+    traceback."""
+    conn = admin_connection(url)
+    info = Job.fetch(job_id, connection=conn, queue=queue).info()
+    now = server_ms(conn)
+    if as_json:
+        echo_json(job_dict(info, now))
+        return
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    rows: list[tuple[str, Text]] = [
+        ("id", Text(info.id)),
+        ("queue", Text(info.queue)),
+        ("status", Text(job_status(info))),
+        ("func", Text(info.func or "?")),
+        ("args", as_json_text(info.args)),
+        ("kwargs", as_json_text(info.kwargs)),
+        ("priority", Text(str(info.priority))),
+        ("attempts", Text(f"{info.attempts} of {info.retries + 1}")),
+        ("timeout", Text("-" if info.timeout is None else f"{info.timeout:g}s")),
+        ("created", when(info.created_ms, now)),
+        ("started", when(info.started_ms, now)),
+        ("ended", when(info.ended_ms, now)),
+    ]
+    if info.subtasks_total is not None:
+        rows.append(("subtasks", Text(f"{info.subtasks_done or 0} of {info.subtasks_total} done")))
+    if info.checkpoint is not None:
+        rows.append(("checkpoint", as_json_text(info.checkpoint)))
+    if info.status == Status.COMPLETE:
+        rows.append(("result", as_json_text(info.result)))
+    for key, value in rows:
+        grid.add_row(key, value)
+    parts: list[Table | Text] = [grid]
+    if info.error:
+        parts += [Text("\nerror:", style="bold red"), Text(info.error.rstrip())]
+    stdout_console().print(Group(*parts))
+
+
+# -- retry, cancel, purge ---------------------------------------------------------------------
+
+
+@main.command(epilog=epilog("some of the JOB_IDs were not failed jobs of QUEUE"))
+@click.argument("queue")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "retry_all", is_flag=True, help="Retry every failed job of QUEUE.")
+@url_option
+def retry(queue: str, job_ids: tuple[str, ...], retry_all: bool, url: str | None) -> None:
+    """Move failed jobs of QUEUE back to the queue: the JOB_IDs given, or --all.
+
+    A retried job runs again with a fresh set of attempts. No failed jobs with --all is not a
+    problem (exit 0).
+    """
+    if job_ids and retry_all:
+        raise click.UsageError("give JOB_IDs or --all, not both")
+    if not job_ids and not retry_all:
+        raise click.UsageError("give the JOB_IDs to retry, or --all")
+    conn = admin_connection(url)
+    q = queue_of(conn, queue)
+    if job_ids:
+        wanted = list(dict.fromkeys(job_ids))
+        moved = q.retry(wanted)
+        click.echo(f"retried {moved} of {plural(len(wanted), 'job')} of queue {q.name}")
+        if moved < len(wanted):
+            fail(f"{plural(len(wanted) - moved, 'job')} not retried: not failed in queue {q.name}")
+        return
+    total = q.stats().failed
+    if total == 0:
+        click.echo(f"no failed jobs in queue {q.name}")
+        return
+    moved = 0
+    with progress_bar(total, f"retrying failed jobs of {q.name}") as advance:
+        while moved < total:  # jobs failing again meanwhile wait for the next run
+            page = q.job_ids(Status.FAILED, 0, min(BATCH, total - moved))
+            done = q.retry(page) if page else 0
+            if done == 0:
+                break
+            moved += done
+            advance(done)
+    click.echo(f"retried {plural(moved, 'failed job')} of queue {q.name}")
+
+
+@main.command(epilog=epilog("a job does not exist or has ended already"))
+@click.argument("job_ids", nargs=-1, required=True)
+@click.option("--queue", help="The jobs' queue (default: search the known queues).")
+@url_option
+def cancel(job_ids: tuple[str, ...], queue: str | None, url: str | None) -> None:
+    """Cancel jobs that have not ended. A job waiting for subtasks cancels its pending
+    subtasks too; a running job's result will be refused."""
+    conn = admin_connection(url)
+    problems = 0
+    for job_id in dict.fromkeys(job_ids):
+        try:
+            was = Job.fetch(job_id, connection=conn, queue=queue).cancel()
+        except PySchedulerError as exc:
+            if isinstance(exc, InvalidInput | LibraryError):
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            problems += 1
+            continue
+        click.echo(f"cancelled {job_id} (was {was})")
+    if problems:
+        fail(f"{problems} of {plural(len(set(job_ids)), 'job')} not cancelled")
+
+
+@main.command(epilog=epilog("some JOB_IDs were not purged, or the confirmation was declined"))
+@click.argument("queue")
+@click.argument("job_ids", nargs=-1)
+@click.option(
+    "--status",
+    type=click.Choice(FINAL_STATES),
+    required=True,
+    help="Delete jobs that ended in this state.",
+)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+@url_option
+def purge(queue: str, job_ids: tuple[str, ...], status: str, yes: bool, url: str | None) -> None:
+    """Delete the ended jobs of QUEUE in a state (records, results, errors): the JOB_IDs given,
+    else all of them. Asks first unless --yes."""
+    conn = admin_connection(url)
+    q = queue_of(conn, queue)
+    wanted = list(dict.fromkeys(job_ids))
+    total: int | None
+    if wanted:
+        total = len(wanted)
+        question = f"Delete {plural(total, status + ' job')} of queue {q.name}?"
+    else:
+        s = q.stats()
+        if status == Status.FAILED:
+            total = s.failed
+            every = "the" if total == 1 else "all"
+            question = f"Delete {every} {plural(total, 'failed job')} of queue {q.name}?"
+        else:  # complete and cancelled jobs share one set: its size is an upper bound
+            total = None
+            question = f"Delete every {status} job of queue {q.name} (of {s.finished} ended)?"
+        if (total if total is not None else s.finished) == 0:
+            click.echo(f"no {status} jobs in queue {q.name}")
+            return
+    if not yes:
+        click.confirm(question, abort=True, err=True)
+    with progress_bar(total, f"deleting {status} jobs of {q.name}") as advance:
+        deleted = q.purge(status, wanted or None, progress=advance)
+    click.echo(f"deleted {plural(deleted, status + ' job')} of queue {q.name}")
+    if wanted and deleted < len(wanted):
+        fail(f"{plural(len(wanted) - deleted, 'job')} not deleted: not {status} in queue {q.name}")
+
+
+# -- pause, resume, limit ---------------------------------------------------------------------
+
+
+@main.command(epilog=epilog())
+@click.argument("queue")
+@url_option
+def pause(queue: str, url: str | None) -> None:
+    """Stop handing out jobs of QUEUE; running jobs go on, enqueueing still works."""
+    queue_of(admin_connection(url), queue).pause()
+    click.echo(f"queue {queue} is paused; `pyscheduler resume {queue}` resumes it")
+
+
+@main.command(epilog=epilog())
+@click.argument("queue")
+@url_option
+def resume(queue: str, url: str | None) -> None:
+    """Hand out jobs of a paused QUEUE again."""
+    queue_of(admin_connection(url), queue).resume()
+    click.echo(f"queue {queue} is running")
+
+
+def parse_concurrency(value: str) -> int | None:
+    if value.lower() == "none":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(
+            f"{value!r} is not a positive integer or 'none'", param_hint="'--concurrency'"
+        )
+    return number
+
+
+@main.command(epilog=epilog())
+@click.argument("queue")
+@click.option(
+    "--concurrency",
+    metavar="N|none",
+    help="At most N jobs of QUEUE active at once, across all workers; 'none' clears it.",
+)
+@click.option(
+    "--rate", type=click.IntRange(min=1), metavar="N", help="At most N job starts per --per."
+)
+@click.option(
+    "--per",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="The period of --rate (default 1 with --rate).",
+)
+@click.option("--no-rate", is_flag=True, help="Clear the rate limit.")
+@json_option
+@url_option
+def limit(
+    queue: str,
+    concurrency: str | None,
+    rate: int | None,
+    per: float | None,
+    no_rate: bool,
+    as_json: bool,
+    url: str | None,
+) -> None:
+    """Show or set the limits of QUEUE, enforced inside Redis for all workers.
+
+    Without options, shows them. Options not given keep their current value:
+
+    \b
+        pyscheduler limit images --concurrency 4
+        pyscheduler limit mail --rate 100 --per 60
+        pyscheduler limit mail --concurrency none --no-rate
+    """
+    if no_rate and (rate is not None or per is not None):
+        raise click.UsageError("--no-rate goes alone, without --rate or --per")
+    new_concurrency = None if concurrency is None else parse_concurrency(concurrency)
+    q = queue_of(admin_connection(url), queue)
+    current = q.stats().limits
+    if concurrency is not None or rate is not None or per is not None or no_rate:
+        if per is not None and rate is None and current.rate is None:
+            raise click.UsageError("--per needs --rate (there is no rate limit to change)")
+        new_rate, new_period = current.rate, current.period
+        if no_rate:
+            new_rate, new_period = None, None
+        elif rate is not None or per is not None:
+            new_rate = rate if rate is not None else current.rate
+            new_period = per if per is not None else (1.0 if rate is not None else current.period)
+        current = q.set_limits(
+            concurrency=new_concurrency if concurrency is not None else current.concurrency,
+            rate=new_rate,
+            period=new_period,
+        )
+    if as_json:
+        echo_json(dataclasses.asdict(current))
+        return
+    shown = limits_text(current)
+    click.echo(f"queue {q.name}: {'no limits' if shown == '-' else shown}")
+
+
+# -- demo -------------------------------------------------------------------------------------
+
+
+@main.command(epilog=epilog("the demo could not run"))
 @click.option("--url", envvar="REDIS_URL", help="Use this Redis instead of a private engine.")
 @click.option("--jobs", "fast_jobs", default=60, show_default=True, help="Fast jobs to enqueue.")
 def demo(url: str | None, fast_jobs: int) -> None:
     """Show a fast and a slow worker: short jobs stay fast while long ones run."""
     from .demo import run_demo
 
+    click.get_current_context().meta[_URL_META] = url
     sys.exit(run_demo(url, fast_jobs))
 
 

@@ -11,7 +11,7 @@ import redis
 
 from . import calls, splitting
 from .exceptions import InvalidJobState, JobCancelled, JobFailed, JobNotFound, WaitTimeout
-from .keys import QUEUES_KEY, QueueKeys
+from .keys import QueueKeys
 from .library import ensure_loaded
 from .protocol import Status
 
@@ -110,10 +110,7 @@ class Job:
             q.fetch_info(job_id)  # raises JobNotFound
             return cls(job_id, q)
         q0 = Queue("default", connection=connection)
-        names = sorted(
-            n.decode() if isinstance(n, bytes) else str(n)
-            for n in q0.connection.smembers(QUEUES_KEY)
-        )
+        names = Queue.known(q0.connection)
         pipe = q0.connection.pipeline(transaction=False)
         for name in names:
             pipe.hexists(QueueKeys(name).jobs, job_id)

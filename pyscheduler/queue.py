@@ -457,9 +457,8 @@ class Queue:
     def known(cls, connection: redis.Redis | None = None) -> list[str]:
         """Names of the queues this Redis has seen jobs for, sorted."""
         conn = connection if connection is not None else default_connection()
-        return sorted(
-            n.decode() if isinstance(n, bytes) else str(n) for n in conn.smembers(QUEUES_KEY)
-        )
+        members: Any = conn.smembers(QUEUES_KEY)  # maybe-awaitable in some redis-py stubs
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in members)
 
     def stats(self) -> QueueStats:
         counts = self.counts()

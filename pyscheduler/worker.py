@@ -17,7 +17,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for_ready
 from types import FrameType
@@ -60,7 +60,13 @@ class Run:
 
 
 class Worker:
-    """Runs jobs from `queues`, taking them in the order given, `concurrency` at a time."""
+    """Runs jobs from `queues`, `concurrency` at a time.
+
+    Queues are taken in the order given: a queue is asked only when the ones before it had
+    nothing ready. With `weights` ({queue name: weight}), the order changes each turn by smooth
+    weighted round-robin, so a backed-up queue of weight 3 gets about three turns at the front
+    for every one of a queue of weight 1, and no queue is starved.
+    """
 
     def __init__(
         self,
@@ -73,6 +79,7 @@ class Worker:
         strict: bool = False,
         allowed_modules: Sequence[str] = (),
         auto_load: bool | None = None,
+        weights: Mapping[str, int] | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -99,6 +106,8 @@ class Worker:
         self._block_conn: Any = None
         self._block_pending = False
         self._wake_keys = [q.keys.wake for q in self.queues]
+        self._weights = self._check_weights(weights)
+        self._turns = dict.fromkeys(self._weights, 0)
         self._next_renewal = 0.0
         self._disconnected_since: float | None = None
         self._library_missing_since: float | None = None
@@ -199,7 +208,7 @@ class Worker:
         """Lease up to len(idle) jobs, queues in order; returns the leases and the wait hint."""
         took: list[calls.Lease] = []
         soonest = -1
-        for queue in self.queues:
+        for queue in self._queue_order():
             want = len(idle) - len(took)
             if want <= 0:
                 break
@@ -212,6 +221,33 @@ class Worker:
         if took:
             self._next_renewal = min(self._next_renewal, time.monotonic() + self.lease_ms / 3000)
         return took, soonest
+
+    def _check_weights(self, weights: Mapping[str, int] | None) -> dict[str, int]:
+        if not weights:
+            return {}
+        names = {q.name for q in self.queues}
+        for name, weight in weights.items():
+            if name not in names:
+                raise ValueError(f"weight given for {name!r}, which this worker does not take")
+            if isinstance(weight, bool) or not isinstance(weight, int) or weight < 1:
+                raise ValueError(f"the weight of {name!r} must be a positive integer")
+        return {q.name: weights.get(q.name, 1) for q in self.queues}
+
+    def _queue_order(self) -> list[Queue]:
+        """The queues in the order to ask them this turn (see the class docstring)."""
+        if not self._weights:
+            return self.queues
+        total = sum(self._weights.values())
+        for name, weight in self._weights.items():
+            self._turns[name] += weight
+        first = max(self.queues, key=lambda q: self._turns[q.name])
+        self._turns[first.name] -= total
+        rest = sorted(
+            (q for q in self.queues if q is not first),
+            key=lambda q: self._turns[q.name],
+            reverse=True,
+        )
+        return [first, *rest]
 
     def _start_run(self, queue: Queue, lease: calls.Lease, executor: Executor) -> None:
         record = parse_record(lease.record)
