@@ -40,6 +40,7 @@ import ctypes
 import logging
 import math
 import os
+import random
 import re
 import select
 import signal
@@ -625,7 +626,8 @@ class Pool:
                 else:
                     self._scale(now)
                     self._fill(now)
-                self._sleep(self.config.check_interval)
+                # Jittered, so that the looks at the queues do not lock onto a periodic load.
+                self._sleep(self.config.check_interval * random.uniform(0.8, 1.2))
         finally:
             if any(g.processes for g in self.groups):  # an error in the pool itself
                 for process in [p for g in self.groups for p in g.processes]:
