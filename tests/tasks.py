@@ -133,3 +133,19 @@ async def async_add(a: int, b: int) -> int:
     """An `async def` handler: the executor runs it to completion in an event loop."""
     await asyncio.sleep(0.01)
     return a + b
+
+
+async def async_stuck(seconds: float) -> str:
+    """An `async def` handler that blocks its event loop (sync sleep inside a coroutine)."""
+    time.sleep(seconds)
+    return "woke"
+
+
+async def async_span(url: str, key: str, seconds: float) -> int:
+    """Like `span`, as a coroutine."""
+    conn = client(url)
+    start = server_time_us(conn)
+    await asyncio.sleep(seconds)
+    end = server_time_us(conn)
+    conn.rpush(key, json.dumps({"pid": os.getpid(), "start": start, "end": end}))
+    return os.getpid()

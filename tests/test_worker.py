@@ -142,6 +142,33 @@ def test_async_handler_runs(conn: redis.Redis, workers: Any) -> None:
     assert (info.status, info.result, info.error) == (Status.COMPLETE, 42, None)
 
 
+def test_async_handler_that_blocks_its_loop_is_stopped_by_the_timeout(
+    conn: redis.Redis, workers: Any
+) -> None:
+    queue = Queue("fast", connection=conn)
+    proc, _ = start_worker(workers, "fast")
+    job = queue.enqueue("tasks:async_stuck", 60, timeout=0.5)
+    info = wait_status(queue, job.id, Status.FAILED, Status.COMPLETE)
+    assert (info.status, info.record["failure"]) == (Status.FAILED, "timeout")
+    assert queue.enqueue("tasks:async_add", 1, 1).wait(10) == 2
+    assert proc.poll() is None
+
+
+def test_sync_and_async_handlers_run_at_once_in_one_worker(
+    conn: redis.Redis, redis_url: str, workers: Any
+) -> None:
+    queue = Queue("fast", connection=conn)
+    start_worker(workers, "fast", concurrency=2)
+    jobs = [
+        queue.enqueue("tasks:span", redis_url, "spans", 0.5),
+        queue.enqueue("tasks:async_span", redis_url, "spans", 0.5),
+    ]
+    for job in jobs:
+        job.wait(10)
+    a, b = (json.loads(span) for span in conn.lrange("spans", 0, -1))
+    assert a["start"] < b["end"] and b["start"] < a["end"]  # the two runs overlapped
+
+
 def test_hard_timeout_stops_code_stuck_in_c(conn: redis.Redis, workers: Any) -> None:
     queue = Queue("fast", connection=conn)
     proc, _ = start_worker(workers, "fast")
