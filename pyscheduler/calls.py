@@ -183,30 +183,35 @@ class PopResult:
     wait_ms: int  # -1: nothing scheduled; else ms until the next due job or lease deadline
 
 
-def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> PopResult:
-    reply = _fcall(
-        conn,
-        "psq_pop",
-        [
-            keys.jobs,
-            keys.payloads,
-            keys.errors,
-            keys.ready,
-            keys.delayed,
-            keys.active,
-            keys.failed,
-            keys.seq,
-            keys.stats,
-            keys.wake,
-            keys.results,
-            keys.finished,
-            keys.checkpoints,
-            keys.notices,
-            keys.config,
-            keys.starts,
-        ],
-        [max_jobs, lease_ms, worker],
-    )
+POP_NUMKEYS = 16
+
+
+def pop_args(keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> list[Any]:
+    """The keys and arguments of one `psq_pop` call, for a client or a pipeline."""
+    return [
+        keys.jobs,
+        keys.payloads,
+        keys.errors,
+        keys.ready,
+        keys.delayed,
+        keys.active,
+        keys.failed,
+        keys.seq,
+        keys.stats,
+        keys.wake,
+        keys.results,
+        keys.finished,
+        keys.checkpoints,
+        keys.notices,
+        keys.config,
+        keys.starts,
+        max_jobs,
+        lease_ms,
+        worker,
+    ]
+
+
+def parse_pop_reply(keys: QueueKeys, reply: Sequence[Any]) -> PopResult:
     leases = [
         Lease(
             keys.queue,
@@ -220,6 +225,12 @@ def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker
         for i in range(2, len(reply), 6)
     ]
     return PopResult(leases, int(reply[0]))
+
+
+def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> PopResult:
+    call = pop_args(keys, max_jobs, lease_ms, worker)
+    reply = _fcall(conn, "psq_pop", call[:POP_NUMKEYS], call[POP_NUMKEYS:])
+    return parse_pop_reply(keys, reply)
 
 
 def renew(

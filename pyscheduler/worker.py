@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from . import calls, splitting
-from .exceptions import LeaseLost, LibraryError
+from .exceptions import LeaseLost, LibraryError, PySchedulerError
 from .executor import LOST, SUSPENDED, Executor
 from .handlers import HandlerPolicy
 from .job import parse_record
@@ -101,6 +101,8 @@ class Worker:
         self._executors: list[Executor] = []
         self._runs: dict[int, Run] = {}  # id(executor) -> run
         self._outbox: list[Callable[[], None]] = []  # reports to retry after a lost connection
+        # Results not yet reported: sent with the next pop, or before the worker waits.
+        self._completions: list[tuple[Run, str]] = []
         self._stopping = False
         self._aborting = False
         self._block_conn: Any = None
@@ -167,6 +169,7 @@ class Worker:
             return False
         self._flush_outbox()
         if self._stopping and not self._runs:
+            self._send_completions()
             return False
         if self._stopping and not self._pause_requested:
             self._pause_requested = True  # checkpointing jobs pause so the worker exits soon
@@ -186,6 +189,8 @@ class Worker:
                 return True  # full: go straight to waiting on the runs
             if burst and not took and not self._runs and wait_ms != 0:
                 return False
+        if self._completions:
+            self._send_completions()
         timeout = self._next_renewal - now
         if self._runs:
             timeout = min(timeout, min(r.timeout_at for r in self._runs.values()) - now)
@@ -212,7 +217,10 @@ class Worker:
             want = len(idle) - len(took)
             if want <= 0:
                 break
-            result = calls.pop(self.connection, queue.keys, want, self.lease_ms, self.name)
+            if self._completions:  # report results and take the next jobs in one round trip
+                result = self._send_completions(queue, want)
+            else:
+                result = calls.pop(self.connection, queue.keys, want, self.lease_ms, self.name)
             for lease in result.leases:
                 self._start_run(queue, lease, idle[len(took)])
                 took.append(lease)
@@ -282,7 +290,9 @@ class Worker:
             self._report_failure(
                 run, FailKind.ERROR, f"the process running the job died (exit code {code})"
             )
-        elif outcome.get("ok"):
+        elif outcome.get("ok") and not isinstance(run.record.get("parent"), dict):
+            self._completions.append((run, str(outcome["result"])))
+        elif outcome.get("ok"):  # a subtask: its parent is told right after
             result = str(outcome["result"])
 
             def send_result() -> None:
@@ -292,6 +302,37 @@ class Worker:
             self._report(send_result, run, "result")
         else:
             self._report_failure(run, FailKind(outcome["kind"]), str(outcome["error"]))
+
+    def _send_completions(self, pop_from: Queue | None = None, want: int = 0) -> calls.PopResult:
+        """Report finished runs' results in one round trip, with the next pop when asked."""
+        done, self._completions = self._completions, []
+        pipe = self.connection.pipeline(transaction=False)
+        for run, result in done:
+            lease = run.lease
+            call = calls.complete_args(run.queue.keys, lease.id, lease.token, result)
+            pipe.fcall("psq_complete", calls.COMPLETE_NUMKEYS, *call)
+        if pop_from is not None:
+            call = calls.pop_args(pop_from.keys, want, self.lease_ms, self.name)
+            pipe.fcall("psq_pop", calls.POP_NUMKEYS, *call)
+        try:
+            replies = pipe.execute(raise_on_error=False)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self._completions = done + self._completions  # sent again once Redis is back
+            raise
+        for (run, _), reply in zip(done, replies, strict=False):
+            if isinstance(reply, redis.ResponseError):
+                try:
+                    calls.raise_mapped(reply)
+                except LeaseLost as exc:
+                    log.warning("late result of job %s refused: %s", run.lease.id, exc)
+                except (PySchedulerError, redis.ResponseError) as exc:
+                    log.error("result of job %s not stored: %s", run.lease.id, exc)
+        if pop_from is None:
+            return calls.PopResult([], -1)
+        popped = replies[-1]
+        if isinstance(popped, redis.ResponseError):
+            calls.raise_mapped(popped)
+        return calls.parse_pop_reply(pop_from.keys, popped)
 
     def _report_failure(self, run: Run, kind: FailKind, error: str) -> None:
         lease = run.lease
