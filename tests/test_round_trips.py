@@ -1,0 +1,161 @@
+"""How much Redis work a job costs: round trips and library calls, counted (never timed).
+
+A regression that adds a round trip to enqueue, pop or complete fails here. Commands are
+counted on the client (a redis-py connection class that records every command it packs and
+every write it sends: one write of packed commands is one round trip) and, for the worker, also
+on the server (`INFO commandstats`, which sees the worker's child processes too).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from pyscheduler import Queue, Worker, calls
+from pyscheduler.protocol import ENQUEUE_BATCH_MAX
+
+
+@dataclass
+class Traffic:
+    """What a client sent: each command's name (with the function of an FCALL) and writes."""
+
+    commands: list[str] = field(default_factory=list)
+    round_trips: int = 0
+
+    def reset(self) -> None:
+        self.commands.clear()
+        self.round_trips = 0
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.commands)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _name(args: Sequence[Any]) -> str:
+    name = _text(args[0]).upper()
+    if name in ("FCALL", "FCALL_RO") and len(args) > 1:
+        return f"{name} {_text(args[1])}"
+    return name
+
+
+def counting_client(url: str) -> tuple[redis.Redis, Traffic]:
+    """A client whose connections record their traffic, with its connection already open."""
+    traffic = Traffic()
+
+    class CountingConnection(redis.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            traffic.round_trips += 1
+            super().send_packed_command(command, check_health)
+
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            traffic.commands.append(_name(args))
+            super().send_command(*args, **kwargs)
+
+        def pack_commands(self, commands: Iterable[Sequence[Any]]) -> Any:
+            commands = list(commands)
+            traffic.commands.extend(_name(c) for c in commands)
+            return super().pack_commands(commands)
+
+    pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    client.ping()  # the connection's handshake is not what the tests count
+    traffic.reset()
+    return client, traffic
+
+
+def fcalls_on_server(conn: redis.Redis) -> int:
+    stats = conn.info("commandstats")
+    return sum(int(stats.get(k, {}).get("calls", 0)) for k in ("cmdstat_fcall", "cmdstat_fcall_ro"))
+
+
+def test_enqueue_is_one_round_trip_in_the_steady_state(redis_url: str, conn: redis.Redis) -> None:
+    client, traffic = counting_client(redis_url)
+    queue = Queue("rt", connection=client)
+
+    queue.enqueue("tasks:noop")  # the first call checks the library and registers the queue
+    first = traffic.commands[:]
+    first_trips = traffic.round_trips
+    traffic.reset()
+    queue.enqueue("tasks:noop")
+
+    assert first == ["FCALL_RO psq_version", "SADD", "FCALL psq_enqueue"]
+    assert first_trips == 2
+    assert traffic.commands == ["FCALL psq_enqueue"]
+    assert traffic.round_trips == 1
+
+
+def test_enqueue_many_of_5000_is_one_round_trip(redis_url: str, conn: redis.Redis) -> None:
+    client, traffic = counting_client(redis_url)
+    queue = Queue("rt", connection=client)
+    queue.enqueue("tasks:noop")
+    traffic.reset()
+
+    jobs = queue.enqueue_many([queue.prepare("tasks:noop", [n]) for n in range(5000)])
+
+    assert len(jobs) == 5000
+    assert traffic.round_trips == 1
+    assert traffic.commands == ["FCALL psq_enqueue"] * (5000 // ENQUEUE_BATCH_MAX)
+    assert len(queue) == 5001
+
+
+def test_pop_and_complete_are_one_library_call_each(redis_url: str, conn: redis.Redis) -> None:
+    Queue("rt", connection=conn).enqueue("tasks:noop")
+    client, traffic = counting_client(redis_url)
+    keys = Queue("rt", connection=client).keys
+
+    (lease,) = calls.pop(client, keys, 1, 10_000, "rt-worker").leases
+    assert traffic.commands == ["FCALL psq_pop"]
+    assert traffic.round_trips == 1
+
+    traffic.reset()
+    calls.complete(client, keys, lease.id, lease.token, "null")
+    assert traffic.commands == ["FCALL psq_complete"]
+    assert traffic.round_trips == 1
+
+
+# The worker's whole conversation with Redis while it drains a queue with one executor: per job,
+# a pop that leases it and a complete that reports it, sent together (the result goes with the
+# next pop) in one round trip; per drain, a few more (the library check, the subtask-notice
+# re-drive, the pop that finds the queue empty, a lease renewal on a slow machine). A change
+# that adds a call or a round trip per job breaks these bounds.
+JOBS = 200
+MAX_FCALLS_PER_JOB = 2.05
+MAX_ROUND_TRIPS_PER_JOB = 1.05
+
+
+def test_worker_drain_costs_two_calls_and_one_round_trip_per_job(
+    redis_url: str, conn: redis.Redis
+) -> None:
+    setup = Queue("rt", connection=conn)
+    setup.enqueue_many([setup.prepare("tasks:noop") for _ in range(JOBS)])
+    client, traffic = counting_client(redis_url)
+    queue = Queue("rt", connection=client)
+    server_before = fcalls_on_server(conn)
+
+    processed = Worker([queue]).work(burst=True)
+
+    server_fcalls = fcalls_on_server(conn) - server_before
+    counts = traffic.counts()
+    fcalls = sum(n for name, n in counts.items() if name.startswith("FCALL"))
+    print(
+        f"\nworker drain of {JOBS} jobs: {traffic.round_trips} round trips"
+        f" ({traffic.round_trips / JOBS:.3f} per job), {fcalls} FCALLs"
+        f" ({fcalls / JOBS:.3f} per job), server saw {server_fcalls} FCALLs; {dict(counts)}"
+    )
+    assert processed == JOBS
+    assert counts["FCALL psq_complete"] == JOBS
+    # One pop per job (each leases one job: one executor is idle at a time) and the last one,
+    # which finds the queue empty and ends the burst.
+    assert counts["FCALL psq_pop"] == JOBS + 1
+    assert fcalls <= MAX_FCALLS_PER_JOB * JOBS
+    assert traffic.round_trips <= MAX_ROUND_TRIPS_PER_JOB * JOBS
+    # The server's count includes the executors (child processes): they add no calls of their
+    # own for a plain job.
+    assert fcalls <= server_fcalls <= MAX_FCALLS_PER_JOB * JOBS
