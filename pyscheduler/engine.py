@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import importlib.util
 import os
 import re
@@ -59,6 +60,16 @@ _RESTART_BIND_RETRY = 5.0
 _LOG_TAIL_LINES = 30
 _VERSION_RE = re.compile(r"^\s*(\w+)\s+server\s+v=(\S+)", re.IGNORECASE)
 _PROCESS_ID_RE = re.compile(rb"^process_id:(\d+)\s*$", re.MULTILINE)
+
+
+def _stop_with_parent() -> None:
+    """In the server's child process: ask Linux for SIGTERM when its parent dies, so a test
+    session that is killed outright leaves no server behind (atexit does not run then)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: atexit cleanup still applies
+        pass
 
 
 class EngineNotFound(RuntimeError):
@@ -473,6 +484,7 @@ class Engine:
                 cwd=self._dir,
                 start_new_session=True,
                 close_fds=True,
+                preexec_fn=_stop_with_parent,
             )
         self._proc = proc
         self._paused = False
