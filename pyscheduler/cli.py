@@ -938,15 +938,11 @@ def limit(
 @click.option("--url", envvar="REDIS_URL", help="Use this Redis instead of a private engine.")
 @click.option("--jobs", "fast_jobs", default=60, show_default=True, help="Fast jobs to enqueue.")
 def demo(url: str | None, fast_jobs: int) -> None:
-    """Show a fast and a slow worker: short jobs stay fast while long ones run."""
+    """Show how long jobs and short ones share workers: separate queues, splits, time slices."""
     from .demo import run_demo
 
     click.get_current_context().meta[_URL_META] = url
     sys.exit(run_demo(url, fast_jobs))
-
-
-def run() -> Any:  # pragma: no cover - console entry
-    return main()
 
 
 if __name__ == "__main__":  # pragma: no cover
