@@ -501,6 +501,25 @@ def checkpoint(
     )
 
 
+def split_keys(keys: QueueKeys, job_id: str) -> list[str]:
+    """The keys `psq_split` takes, in its header's order."""
+    return [
+        keys.jobs,
+        keys.checkpoints,
+        keys.ready,
+        keys.active,
+        keys.waiting,
+        keys.failed,
+        keys.errors,
+        keys.seq,
+        keys.stats,
+        keys.wake,
+        keys.subtasks(job_id),
+        keys.notices,
+        keys.config,
+    ]
+
+
 def split(
     conn: redis.Redis,
     keys: QueueKeys,
@@ -517,21 +536,7 @@ def split(
         _fcall(
             conn,
             "psq_split",
-            [
-                keys.jobs,
-                keys.checkpoints,
-                keys.ready,
-                keys.active,
-                keys.waiting,
-                keys.failed,
-                keys.errors,
-                keys.seq,
-                keys.stats,
-                keys.wake,
-                keys.subtasks(job_id),
-                keys.notices,
-                keys.config,
-            ],
+            split_keys(keys, job_id),
             [
                 job_id,
                 token,

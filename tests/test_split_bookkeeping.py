@@ -898,20 +898,7 @@ def test_split_with_malformed_groups_changes_nothing(conn: redis.Redis, main: Qu
     job = main.enqueue(part, 0)
     lease = pop_one(conn, "main")
     keys = main.keys
-    split_keys = [
-        keys.jobs,
-        keys.checkpoints,
-        keys.ready,
-        keys.active,
-        keys.waiting,
-        keys.failed,
-        keys.errors,
-        keys.seq,
-        keys.stats,
-        keys.wake,
-        keys.subtasks(job.id),
-        keys.notices,
-    ]
+    split_keys = calls.split_keys(keys, job.id)
     with pytest.raises(redis.ResponseError, match="PSQ_BAD_ARGUMENT"):
         conn.fcall(
             "psq_split", len(split_keys), *split_keys, job.id, lease.token, 1, 1, "[[", "0", '"x"'
