@@ -7,6 +7,10 @@ finished records whose result TTL has passed. It enforces the queue's settings a
 workers: a paused queue leases nothing; at most `concurrency` jobs are active at once; at most
 `rate` jobs start per `period_ms`.
 
+Each leased job's record keeps its ready-set score as the string field `rank` (the text Redis
+gave, exact; cjson would round it) and the queue's `aging_base` it was computed under as
+`rank_base`, so psq_release can put a job it never started back exactly where it was.
+
 KEYS[1]  jobs         HASH    job id -> job record (JSON)
 KEYS[2]  payloads     HASH    job id -> call payload (JSON text)
 KEYS[3]  errors       HASH    job id -> error text
@@ -27,6 +31,11 @@ KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within
 ARGV[1] max_jobs   integer  >= 1, most jobs to lease in this call
 ARGV[2] lease_ms   integer  > 0, lease length; the worker renews before it runs out
 ARGV[3] worker     string   name of the worker taking the jobs (for inspection)
+ARGV[4] extra      integer  >= 0, optional (absent: 0): up to this many more jobs beyond max_jobs,
+                            which the worker holds before it can start them (prefetch). Only when
+                            the queue has no concurrency and no rate limit: with a limit it is
+                            ignored, so one worker cannot hoard limited slots with jobs it has not
+                            started. A paused queue still leases nothing.
 
 Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadline_ms,
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
@@ -92,8 +101,13 @@ local function pop(KEYS, ARGV)
   local max_jobs = tonumber(ARGV[1])
   local lease_ms = tonumber(ARGV[2])
   local worker = ARGV[3]
+  local extra = 0
+  if ARGV[4] ~= nil then extra = tonumber(ARGV[4]) end
   if not max_jobs or max_jobs < 1 or not lease_ms or lease_ms <= 0 then
     return error_reply(ERR.BAD_ARGUMENT, 'max_jobs and lease_ms must be positive')
+  end
+  if not extra or extra < 0 or extra ~= math.floor(extra) or extra == math.huge then
+    return error_reply(ERR.BAD_ARGUMENT, 'extra must be a non-negative integer')
   end
   local now = now_ms()
 
@@ -104,9 +118,14 @@ local function pop(KEYS, ARGV)
   local leased = 0
   local deadline = now + lease_ms
   local limit_wait
-  local settings = redis.call('HMGET', Q.config, 'paused', 'concurrency', 'rate', 'period_ms')
+  local settings = redis.call('HMGET', Q.config, 'paused', 'concurrency', 'rate', 'period_ms', 'aging_base')
   local concurrency, rate, period = tonumber(settings[2]), tonumber(settings[3]), tonumber(settings[4])
-  if settings[1] == '1' then max_jobs = 0 end
+  local rank_base = settings[5] or nil
+  if settings[1] == '1' then
+    max_jobs = 0
+  elseif not concurrency and not (rate and period) then
+    max_jobs = max_jobs + extra
+  end
   if concurrency then
     max_jobs = math.min(max_jobs, concurrency - redis.call('ZCARD', Q.active))
   end
@@ -121,7 +140,7 @@ local function pop(KEYS, ARGV)
   local popped = {}
   if max_jobs > 0 then popped = redis.call('ZPOPMIN', Q.ready, max_jobs) end
   for i = 1, #popped, 2 do
-    local id = popped[i]
+    local id, rank = popped[i], popped[i + 1]
     local job = decode_job(redis.call('HGET', Q.jobs, id))
     local payload = redis.call('HGET', Q.payloads, id)
     if not job then
@@ -136,6 +155,8 @@ local function pop(KEYS, ARGV)
       job.started = now
       job.worker = worker
       job.paused = nil
+      job.rank = rank
+      job.rank_base = rank_base
       local record = cjson.encode(job)
       redis.call('HSET', Q.jobs, id, record)
       redis.call('ZADD', Q.active, int(deadline), id)

@@ -186,8 +186,14 @@ class PopResult:
 POP_NUMKEYS = 16
 
 
-def pop_args(keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> list[Any]:
-    """The keys and arguments of one `psq_pop` call, for a client or a pipeline."""
+def pop_args(
+    keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str, extra: int = 0
+) -> list[Any]:
+    """The keys and arguments of one `psq_pop` call, for a client or a pipeline.
+
+    `extra`: up to this many jobs more than `max_jobs` (prefetch), only leased when the queue
+    has no concurrency or rate limit; hand back the ones never started with `release`.
+    """
     return [
         keys.jobs,
         keys.payloads,
@@ -208,6 +214,7 @@ def pop_args(keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> list
         max_jobs,
         lease_ms,
         worker,
+        extra,
     ]
 
 
@@ -227,8 +234,15 @@ def parse_pop_reply(keys: QueueKeys, reply: Sequence[Any]) -> PopResult:
     return PopResult(leases, int(reply[0]))
 
 
-def pop(conn: redis.Redis, keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str) -> PopResult:
-    call = pop_args(keys, max_jobs, lease_ms, worker)
+def pop(
+    conn: redis.Redis,
+    keys: QueueKeys,
+    max_jobs: int,
+    lease_ms: int,
+    worker: str,
+    extra: int = 0,
+) -> PopResult:
+    call = pop_args(keys, max_jobs, lease_ms, worker, extra)
     reply = _fcall(conn, "psq_pop", call[:POP_NUMKEYS], call[POP_NUMKEYS:])
     return parse_pop_reply(keys, reply)
 
@@ -241,6 +255,24 @@ def renew(
     for job_id, token in held:
         args += (job_id, token)
     return [int(x) for x in _fcall(conn, "psq_renew", [keys.jobs, keys.active], args)]
+
+
+def release_keys(keys: QueueKeys) -> list[str]:
+    """The keys `psq_release` takes, in its header's order."""
+    return [keys.jobs, keys.ready, keys.active, keys.seq, keys.wake, keys.config, keys.starts]
+
+
+def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, int]]) -> int:
+    """Hand back leased jobs that were never started: each (id, token) whose token still holds
+    the lease goes back to `ready` where it was, its attempt and rate-limit start undone; the
+    others are skipped. Returns how many were released. At most `RELEASE_BATCH_MAX` pairs per
+    call (more raises InvalidOption, nothing released)."""
+    if not held:
+        return 0
+    args: list[Any] = []
+    for job_id, token in held:
+        args += (job_id, token)
+    return int(_fcall(conn, "psq_release", release_keys(keys), args))
 
 
 COMPLETE_NUMKEYS = 12

@@ -24,6 +24,7 @@ OPERATION_FILES = (
     "enqueue.lua",
     "pop.lua",
     "renew.lua",
+    "release.lua",
     "complete.lua",
     "fail.lua",
     "cancel.lua",

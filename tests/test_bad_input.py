@@ -33,6 +33,7 @@ from pyscheduler import (
     library,
 )
 from pyscheduler.keys import QueueKeys
+from pyscheduler.protocol import RELEASE_BATCH_MAX
 
 
 def add(a: Any = 0, b: Any = 0) -> Any:
@@ -369,6 +370,60 @@ def test_invalid_listing_page_is_refused(queue: Queue, offset: int, limit: int) 
 def test_pop_of_zero_jobs_is_refused(conn: redis.Redis, queue: Queue, before: Snapshot) -> None:
     with pytest.raises(InvalidOption, match="max_jobs"):
         calls.pop(conn, queue.keys, 0, 1000, "w")
+    assert_nothing_written(conn, before)
+
+
+@pytest.mark.parametrize("extra", [-1, 1.5, "abc", "inf", "nan"])
+def test_pop_with_a_bad_extra_is_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, extra: Any
+) -> None:
+    with pytest.raises(InvalidOption, match="extra must be a non-negative integer"):
+        calls.pop(conn, queue.keys, 1, 1000, "w", extra=extra)
+    assert_nothing_written(conn, before)
+
+
+@pytest.fixture
+def leased(conn: redis.Redis, queue: Queue) -> calls.Lease:
+    """The queue's one job, leased, so a bad release has a lease it could spoil."""
+    (lease,) = calls.pop(conn, queue.keys, 1, 10_000, "w").leases
+    return lease
+
+
+@pytest.mark.parametrize(
+    ("tail", "message"),
+    [
+        (["odd"], "pairs"),
+        (["other", "not-a-token"], "token must be a non-negative integer"),
+        (["other", "-3"], "token must be a non-negative integer"),
+    ],
+    ids=["odd", "text-token", "negative-token"],
+)
+def test_release_with_bad_arguments_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease, tail: list[str], message: str
+) -> None:
+    before = snapshot(conn)
+    with pytest.raises(InvalidOption, match=message):
+        try:
+            conn.fcall(
+                "psq_release",
+                len(calls.release_keys(queue.keys)),
+                *calls.release_keys(queue.keys),
+                leased.id,
+                leased.token,
+                *tail,
+            )
+        except redis.ResponseError as exc:
+            calls.raise_mapped(exc)
+    assert_nothing_written(conn, before)
+
+
+def test_release_of_more_pairs_than_the_batch_limit_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    held = [(leased.id, leased.token)] + [("other", 1)] * RELEASE_BATCH_MAX
+    with pytest.raises(InvalidOption, match="id/token pairs"):
+        calls.release(conn, queue.keys, held)
     assert_nothing_written(conn, before)
 
 

@@ -103,6 +103,15 @@ def test_pop_returns_the_record_and_payload(queue: Queue) -> None:
     assert json.loads(lease.payload) == {"args": [1], "kwargs": {"b": 2}}
 
 
+def test_pop_records_the_ready_score_as_rank_text(conn: redis.Redis, queue: Queue) -> None:
+    # The lowest priority has the largest scores: too many digits for cjson's numbers.
+    job = queue.enqueue(add, 1, priority=-1000)
+    score = conn.zscore(queue.keys.ready, job.id)
+    rank = json.loads(lease_one(queue).record)["rank"]
+    assert isinstance(rank, str)
+    assert float(rank) == score
+
+
 def test_pop_moves_the_job_to_active(queue: Queue) -> None:
     job = queue.enqueue(add, 1)
     lease_one(queue)

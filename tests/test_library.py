@@ -191,6 +191,8 @@ def test_python_wrappers_pass_the_keys_each_header_declares(
     calls.configure(conn, keys, {"paused": ""})
     calls.retry(conn, keys, [second.id])
     calls.purge(conn, keys, "complete")
+    fifth = calls.pop(conn, keys, 1, 10_000, "w", extra=1).leases[0]
+    calls.release(conn, keys, [(fifth.id, fifth.token)])
     library.deployed_version(conn)
     expected = {function_of(name): len(declared_keys(name)) for name in library.OPERATION_FILES}
     expected["psq_cancel"] += 1  # one subtasks key per cancelled job id

@@ -1,0 +1,72 @@
+--[[ psq_release: hand back jobs a worker leased but never started, many in one call.
+
+A worker that leased more jobs than it could start (prefetch: psq_pop's `extra`) gives back
+the ones still waiting, at shutdown or when the job ahead of them turned out slow. Each goes
+back to `ready` at the score it was popped with (the record's `rank`), so it keeps its place
+ahead of the jobs of its priority that came after it; its attempt and its rate-limit start are
+undone, since it never ran. A record without a usable `rank` (none, or computed under another
+aging base) goes to the back of its priority instead.
+
+KEYS[1] jobs    HASH    job id -> job record (JSON)
+KEYS[2] ready   ZSET    job id -> priority/FIFO score
+KEYS[3] active  ZSET    job id -> lease deadline (ms)
+KEYS[4] seq     STRING  sequence counter (only for a record without a usable rank)
+KEYS[5] wake    LIST    wake-up tokens for idle workers
+KEYS[6] config  HASH    queue settings (aging_base: is the rank still comparable?)
+KEYS[7] starts  ZSET    token -> start time (ms) of the jobs leased within the rate period
+
+ARGV[1] id     string   job id
+ARGV[2] token  integer  fencing token of the lease
+then more id/token pairs in ARGV[3], ARGV[4], ... at most RELEASE_BATCH_MAX pairs.
+
+Returns: the number of jobs released. A pair whose token no longer holds the lease (the job
+  was reclaimed, cancelled, finished or already released) is skipped.
+Errors: BAD_ARGUMENT (nothing is changed): not id/token pairs, a token that is not an integer,
+  or more than RELEASE_BATCH_MAX pairs.
+]]
+
+local function release(KEYS, ARGV)
+  local Q = { jobs = KEYS[1], ready = KEYS[2], active = KEYS[3], seq = KEYS[4], wake = KEYS[5],
+    config = KEYS[6], starts = KEYS[7] }
+  if #ARGV % 2 ~= 0 then return error_reply(ERR.BAD_ARGUMENT, 'pass id/token pairs') end
+  if #ARGV / 2 > RELEASE_BATCH_MAX then
+    return error_reply(ERR.BAD_ARGUMENT, 'at most ' .. RELEASE_BATCH_MAX .. ' id/token pairs per call')
+  end
+  for i = 2, #ARGV, 2 do
+    if not string.match(ARGV[i], '^%d+$') then
+      return error_reply(ERR.BAD_ARGUMENT, 'token must be a non-negative integer, got ' .. ARGV[i])
+    end
+  end
+
+  local aging_base = redis.call('HGET', Q.config, 'aging_base') or nil
+  local released = 0
+  local now
+  for i = 1, #ARGV, 2 do
+    local id, token = ARGV[i], ARGV[i + 1]
+    local job = job_under_lease(Q.jobs, id, token)
+    if job then
+      redis.call('ZREM', Q.active, id)
+      redis.call('ZREM', Q.starts, token)
+      job.attempts = math.max(0, (job.attempts or 1) - 1)
+      job.token = nil
+      job.started = nil
+      job.worker = nil
+      local score = type(job.rank) == 'string' and tonumber(job.rank)
+      if score and score == score and job.rank_base == aging_base then
+        job.status = STATUS.QUEUED
+        redis.call('HSET', Q.jobs, id, cjson.encode(job))
+        redis.call('ZADD', Q.ready, job.rank, id)
+      else
+        now = now or now_ms()
+        job.rank = nil
+        job.rank_base = nil
+        push_ready(Q, id, job, now)
+      end
+      released = released + 1
+    end
+  end
+  wake_workers(Q.wake, released)
+  return released
+end
+
+redis.register_function('psq_release', release)
