@@ -28,7 +28,8 @@ KEYS[14] notices      ZSET    subtask id -> time it ended (its parent is told)
 KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_ms, aging
 KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
 
-ARGV[1] max_jobs   integer  >= 1, most jobs to lease in this call
+ARGV[1] max_jobs   integer  >= 0, most jobs to lease in this call (0: only `extra`, for a busy
+                            worker topping up its prefetched jobs); max_jobs + extra >= 1
 ARGV[2] lease_ms   integer  > 0, lease length; the worker renews before it runs out
 ARGV[3] worker     string   name of the worker taking the jobs (for inspection)
 ARGV[4] extra      integer  >= 0, optional (absent: 0): up to this many more jobs beyond max_jobs,
@@ -103,11 +104,12 @@ local function pop(KEYS, ARGV)
   local worker = ARGV[3]
   local extra = 0
   if ARGV[4] ~= nil then extra = tonumber(ARGV[4]) end
-  if not max_jobs or max_jobs < 1 or not lease_ms or lease_ms <= 0 then
-    return error_reply(ERR.BAD_ARGUMENT, 'max_jobs and lease_ms must be positive')
-  end
   if not extra or extra < 0 or extra ~= math.floor(extra) or extra == math.huge then
     return error_reply(ERR.BAD_ARGUMENT, 'extra must be a non-negative integer')
+  end
+  if not max_jobs or max_jobs < 0 or max_jobs + extra < 1 or not lease_ms or lease_ms <= 0 then
+    return error_reply(ERR.BAD_ARGUMENT,
+      'max_jobs must be >= 0 with max_jobs + extra >= 1, and lease_ms positive')
   end
   local now = now_ms()
 

@@ -1,11 +1,14 @@
 """Child processes that run handlers, so a stuck handler can be stopped by killing its process.
 
 The worker's main process talks to each child over a pipe, with JSON messages (no pickle):
-  to the child:   {"queue", "id", "token", "record", "payload", "checkpoint", "lease_ms"}
-  from the child: {"ok": true, "result": "<json>"}     or
+  to the child:   a list of requests, run in order, each
+                  {"seq", "queue", "id", "token", "record", "payload", "checkpoint", "lease_ms"}
+  from the child, one message per request run, with its "seq" and "seconds" (run time):
+                  {"ok": true, "result": "<json>"}     or
                   {"ok": false, "kind": "error" | "refused", "error": "<text with traceback>"} or
                   {"ok": false, "kind": "suspended"}  the job paused or split: already recorded
                   {"ok": false, "kind": "lost"}       the lease was lost: nothing to report
+A request the worker took back (`Executor.take_back`) is skipped without a message.
 
 A child runs the handler with the job's context at hand (`pyscheduler.current_job()`); it uses
 the worker's Redis client (redis-py opens fresh connections after the fork) for checkpoints
@@ -21,11 +24,15 @@ import inspect
 import json
 import multiprocessing
 import os
+import queue
 import signal
 import sys
+import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Lock
 from typing import Any
 
 import redis
@@ -111,7 +118,12 @@ def _request_pause(signum: int, frame: object) -> None:
 
 
 def _child_main(
-    conn: Connection, parent_pid: int, policy: HandlerPolicy, connection: redis.Redis
+    conn: Connection,
+    parent_pid: int,
+    policy: HandlerPolicy,
+    connection: redis.Redis,
+    lock: Lock,
+    progress: Any,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when runs stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -120,25 +132,74 @@ def _child_main(
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     _die_with_parent(parent_pid)
+    # A reader thread takes requests off the pipe as they come, so the worker never blocks
+    # sending a batch while this process blocks sending it an outcome.
+    inbox: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
+
+    def read_requests() -> None:
+        while True:
+            try:
+                inbox.put(json.loads(conn.recv_bytes()))
+            except (EOFError, OSError):
+                inbox.put(None)
+                return
+
+    threading.Thread(target=read_requests, name="requests", daemon=True).start()
     while True:
-        try:
-            request = json.loads(conn.recv_bytes())
-        except (EOFError, OSError):
+        batch = inbox.get()
+        if batch is None:
             return
-        outcome = run_call(policy, connection, request)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        conn.send_bytes(json.dumps(outcome).encode())
+        for request in batch:
+            seq = int(request["seq"])
+            with lock:
+                taken_back = progress[_SKIP_FROM] <= seq < progress[_SKIP_TO]
+                if not taken_back:
+                    progress[_STARTED_AT] = time.monotonic()
+                    progress[_STARTED] = seq
+            if taken_back:
+                continue
+            began = time.monotonic()
+            outcome = run_call(policy, connection, request)
+            outcome["seq"] = seq
+            outcome["seconds"] = time.monotonic() - began
+            sys.stdout.flush()
+            sys.stderr.flush()
+            conn.send_bytes(json.dumps(outcome).encode())
+
+
+# The slots of an executor's shared progress record (doubles; a seq fits exactly).
+_STARTED, _STARTED_AT, _SKIP_FROM, _SKIP_TO = range(4)
+# How long the worker waits for the progress lock before it calls the child stuck (a child
+# killed while it held the lock never gives it back).
+_LOCK_TIMEOUT = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Which request the child started last, and when (time.monotonic(), system-wide)."""
+
+    started_seq: int
+    started_at: float
 
 
 @dataclass
 class Executor:
-    """One child process and the pipe to it."""
+    """One child process that runs the requests sent to it in order, one at a time.
+
+    Requests are numbered (`seq`, increasing) as they are sent, so the worker can send several
+    at once (prefetched jobs) and the child works through them. A shared progress record says
+    which one the child started last and when; under its lock the worker can take back the
+    ones not started yet (`take_back`), so a job never starts after the worker has handed it
+    back to its queue.
+    """
 
     policy: HandlerPolicy
     connection: redis.Redis
     process: multiprocessing.process.BaseProcess = field(init=False)
     conn: Connection = field(init=False)
+    next_seq: int = field(init=False, default=0)
+    _lock: Lock = field(init=False)
+    _progress: Any = field(init=False)
 
     def __post_init__(self) -> None:
         self.start()
@@ -146,9 +207,23 @@ class Executor:
     def start(self) -> None:
         context = multiprocessing.get_context("fork")
         parent_end, child_end = context.Pipe(duplex=True)
+        self._lock = context.Lock()
+        self._progress = context.RawArray("d", 4)
+        self._progress[_STARTED] = -1.0
+        self._progress[_STARTED_AT] = 0.0
+        self._progress[_SKIP_FROM] = 0.0
+        self._progress[_SKIP_TO] = 0.0
+        self.next_seq = 0
         self.process = context.Process(
             target=_child_main,
-            args=(child_end, os.getpid(), self.policy, self.connection),
+            args=(
+                child_end,
+                os.getpid(),
+                self.policy,
+                self.connection,
+                self._lock,
+                self._progress,
+            ),
             daemon=True,
         )
         # Until the child has its SIGUSR1 handler, that signal's default action would kill it
@@ -161,16 +236,62 @@ class Executor:
         child_end.close()
         self.conn = parent_end
 
-    def submit(self, request: dict[str, Any]) -> None:
-        self.conn.send_bytes(json.dumps(request).encode())
+    def submit(self, requests: list[dict[str, Any]]) -> list[int]:
+        """Send requests to run in order; returns the seq given to each."""
+        seqs = list(range(self.next_seq, self.next_seq + len(requests)))
+        for request, seq in zip(requests, seqs, strict=True):
+            request["seq"] = seq
+        self.next_seq += len(requests)
+        self.conn.send_bytes(json.dumps(requests).encode())
+        return seqs
+
+    def progress(self) -> Progress | None:
+        """What the child started last; None when its lock stays taken (the child is stuck)."""
+        if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
+            return None
+        try:
+            return Progress(int(self._progress[_STARTED]), float(self._progress[_STARTED_AT]))
+        finally:
+            self._lock.release()
+
+    def take_back(self) -> int | None:
+        """Stop the child from starting any request sent so far that it has not started.
+
+        Returns the seq it started last (every request after it is taken back), or None when
+        the lock stays taken (the child is stuck: kill it).
+        """
+        if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
+            return None
+        try:
+            started = int(self._progress[_STARTED])
+            if self._progress[_SKIP_TO] <= started + 1:  # no earlier take-back still ahead
+                self._progress[_SKIP_FROM] = started + 1
+            self._progress[_SKIP_TO] = self.next_seq
+            return started
+        finally:
+            self._lock.release()
+
+    def started_seq_after_exit(self) -> int:
+        """The seq the child started last, read once it is dead (its lock may be lost)."""
+        return int(self._progress[_STARTED])
 
     def request_pause(self) -> None:
         """Ask the running job to pause at its next checkpoint."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid or 0, signal.SIGUSR1)
 
+    def outcomes(self) -> list[dict[str, Any]] | None:
+        """The outcomes the child has sent so far (without waiting); None when it died."""
+        received: list[dict[str, Any]] = []
+        try:
+            while self.conn.poll(0):
+                received.append(json.loads(self.conn.recv_bytes()))
+        except (EOFError, OSError):
+            return received or None
+        return received
+
     def receive(self) -> dict[str, Any] | None:
-        """The outcome of the current run, or None when the child died."""
+        """Wait for the next outcome; None when the child died."""
         try:
             message: dict[str, Any] = json.loads(self.conn.recv_bytes())
             return message

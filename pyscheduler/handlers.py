@@ -141,6 +141,7 @@ class HandlerPolicy:
     def __init__(self, *, strict: bool = False, allowed_modules: Iterable[str] = ()) -> None:
         self.strict = strict
         self.allowed_modules = tuple(allowed_modules)
+        self._resolved: dict[str, Callable[..., Any]] = {}  # checked once per reference
         for module in self.allowed_modules:
             importlib.import_module(module)
 
@@ -163,7 +164,7 @@ class HandlerPolicy:
 
     def resolve(self, ref: str) -> Callable[..., Any]:
         """The function a job names, or HandlerRefused saying why it may not run."""
-        found = _registry.get(ref)
+        found = _registry.get(ref) or self._resolved.get(ref)
         if found is not None:
             return found
         module_name, qualname = self.check_reference(ref)
@@ -178,4 +179,5 @@ class HandlerPolicy:
             return registered
         if not inspect.isfunction(target):
             raise HandlerRefused(f"handler {ref!r} is not a plain function")
+        self._resolved[ref] = target
         return target

@@ -5,6 +5,11 @@ child, renews the leases while the children work, stops a child that passes its 
 timeout, and reports outcomes (`psq_complete` / `psq_fail`). When it has room for work and
 nothing is ready, it blocks inside Redis (BLPOP on the queues' wake lists) and, for the next
 delayed job or lease deadline, on its own precise timer: no polling loop.
+
+While jobs are short and the queue deep, a child gets several at once (prefetch, leased like
+any other): the worker then looks at it once a tick, reports the results in one round trip
+with the next pop, and gives back (`psq_release`) the jobs queued behind one that turns out
+slow, so prefetch never makes a short job wait behind a long one for more than a tick or two.
 """
 
 from __future__ import annotations
@@ -17,8 +22,9 @@ import signal
 import socket
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_ready
 from types import FrameType
 from typing import Any
@@ -27,7 +33,7 @@ import redis
 
 from . import calls, splitting
 from .exceptions import LeaseLost, LibraryError, PySchedulerError
-from .executor import LOST, SUSPENDED, Executor
+from .executor import LOST, SUSPENDED, Executor, Progress
 from .handlers import HandlerPolicy
 from .job import parse_record
 from .library import auto_load_requested, ensure_loaded, load
@@ -41,22 +47,53 @@ BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF_MAX = 5.0
 # How often a worker looks for subtask outcomes that a crashed worker left undelivered.
 REDRIVE_SECONDS = 5.0
+# Prefetch: while jobs are short and the queue deep, a child gets up to PREFETCH_MAX jobs at
+# once, about PREFETCH_SECONDS of work at its measured pace. The worker looks at a busy child
+# every TICK_SECONDS (not after every job) and hands back the jobs queued behind one that has
+# run for SLOW_SECONDS, so a long job holds up no other job for longer than that.
+PREFETCH_MAX = 64
+PREFETCH_SECONDS = 0.02
+TICK_SECONDS = 0.004
+SLOW_SECONDS = 0.004
+# Weight of the newest job in the running average of job durations.
+PACE_SMOOTHING = 0.2
 
 
-@dataclass
+@dataclass(eq=False)
 class Run:
-    """A job leased to this worker and running in an executor."""
+    """A job leased to this worker and sent to an executor, which may not have started it."""
 
     lease: calls.Lease
     queue: Queue
     timeout_s: float
-    started: float  # monotonic
     executor: Executor
     record: dict[str, Any]
+    seq: int = -1
+    started: float | None = None  # monotonic, once the child started it
 
     @property
     def timeout_at(self) -> float:
-        return self.started + self.timeout_s
+        return (self.started or time.monotonic()) + self.timeout_s
+
+
+@dataclass(eq=False)
+class Slot:
+    """An executor and the runs sent to it, in the order it takes them."""
+
+    executor: Executor
+    runs: deque[Run] = field(default_factory=deque)
+    pace: float | None = None  # running average of this child's job durations (s)
+    reported: bool = False  # outcomes came in during this turn of the loop
+
+    def target(self) -> int:
+        """How many jobs to keep queued at this child: one, unless jobs are short."""
+        if self.pace is None:
+            return 1
+        return max(1, min(PREFETCH_MAX, int(PREFETCH_SECONDS / max(self.pace, 1e-6))))
+
+    def running(self) -> Run | None:
+        run = self.runs[0] if self.runs else None
+        return run if run is not None and run.started is not None else None
 
 
 class Worker:
@@ -80,6 +117,7 @@ class Worker:
         allowed_modules: Sequence[str] = (),
         auto_load: bool | None = None,
         weights: Mapping[str, int] | None = None,
+        prefetch: bool = True,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -97,9 +135,9 @@ class Worker:
         self.lease_ms = int(lease_seconds * 1000)
         self.policy = HandlerPolicy(strict=strict, allowed_modules=allowed_modules)
         self.auto_load = auto_load if auto_load is not None else self.queues[0].auto_load
+        self.prefetch = prefetch
         self.processed = 0
-        self._executors: list[Executor] = []
-        self._runs: dict[int, Run] = {}  # id(executor) -> run
+        self._slots: list[Slot] = []
         self._outbox: list[Callable[[], None]] = []  # reports to retry after a lost connection
         # Results not yet reported: sent with the next pop, or before the worker waits.
         self._completions: list[tuple[Run, str]] = []
@@ -130,7 +168,9 @@ class Worker:
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         previous_wakeup = self._set_wakeup_fd(wake_write)
-        self._executors = [Executor(self.policy, self.connection) for _ in range(self.concurrency)]
+        self._slots = [
+            Slot(Executor(self.policy, self.connection)) for _ in range(self.concurrency)
+        ]
         log.info(
             "worker %s started on %s (concurrency %d)",
             self.name,
@@ -148,8 +188,8 @@ class Worker:
                 except LibraryError as exc:  # e.g. Redis restarted empty
                     self._library_missing(exc)
         finally:
-            for executor in self._executors:
-                executor.kill()
+            for slot in self._slots:
+                slot.executor.kill()
             self._close_block_conn()
             self._set_wakeup_fd(previous_wakeup)
             os.close(wake_read)
@@ -162,73 +202,146 @@ class Worker:
         """Stop taking jobs; running ones finish (the first SIGTERM does this)."""
         self._stopping = True
 
+    def _holds_runs(self) -> bool:
+        return any(slot.runs for slot in self._slots)
+
     def _step(self, burst: bool, wake_fd: int) -> bool:
         """One turn of the main loop; False when the worker should exit."""
         if self._aborting:  # before the outbox: Redis may be gone, and it would raise again
-            log.warning("stopping now: %d running jobs return via their leases", len(self._runs))
+            held = sum(len(slot.runs) for slot in self._slots)
+            log.warning("stopping now: %d held jobs return via their leases", held)
             return False
         self._flush_outbox()
-        if self._stopping and not self._runs:
-            self._send_completions()
-            return False
         if self._stopping and not self._pause_requested:
             self._pause_requested = True  # checkpointing jobs pause so the worker exits soon
-            for run in self._runs.values():
-                run.executor.request_pause()
+            self._hand_back_unstarted()
+            for slot in self._slots:
+                if slot.runs:
+                    slot.executor.request_pause()
+        if self._stopping and not self._holds_runs():
+            self._send_completions()
+            return False
         now = time.monotonic()
         if now >= self._next_redrive:
             self._redrive_notices()
+        for slot in self._slots:
+            if slot.runs:
+                self._collect(slot)
+        now = time.monotonic()
         self._enforce_timeouts(now)
+        self._hand_back_behind_slow_jobs(now)
         if now >= self._next_renewal:
             self._renew_leases()
         wait_ms = -1
-        idle = self._idle_executors()
-        if idle and not self._stopping:
-            took, wait_ms = self._take_jobs(idle)
-            if took and len(took) == len(idle):
-                return True  # full: go straight to waiting on the runs
-            if burst and not took and not self._runs and wait_ms != 0:
+        if not self._stopping:
+            took, wait_ms = self._take_jobs()
+            if burst and not took and not self._holds_runs() and wait_ms != 0:
                 return False
+        for slot in self._slots:
+            slot.reported = False
         if self._completions:
             self._send_completions()
-        timeout = self._next_renewal - now
-        if self._runs:
-            timeout = min(timeout, min(r.timeout_at for r in self._runs.values()) - now)
-        listen_for_jobs = bool(self._idle_executors()) and not self._stopping
-        if listen_for_jobs:
-            if wait_ms == 0:
-                return True
-            if wait_ms > 0:
-                timeout = min(timeout, wait_ms / 1000)
-            self._ensure_block_pending()
-        self._wait(max(0.0, timeout), listen_for_jobs, wake_fd)
+        self._wait_for_news(wait_ms, wake_fd)
         return True
 
     # -- taking and running jobs --------------------------------------------------------------
 
-    def _idle_executors(self) -> list[Executor]:
-        return [e for e in self._executors if id(e) not in self._runs]
+    def _wants(self) -> tuple[list[Slot], dict[int, int]]:
+        """Slots with nothing to do, and how many more jobs each slot would queue up."""
+        idle = [slot for slot in self._slots if not slot.runs]
+        extra: dict[int, int] = {}
+        if not self.prefetch:
+            return idle, extra
+        now = time.monotonic()
+        for slot in self._slots:
+            target = slot.target()
+            if target <= 1:
+                continue
+            if not slot.runs:
+                extra[id(slot)] = target - 1
+                continue
+            running = slot.running()
+            # Top up a child that is working through short jobs as it reports; never behind a
+            # job that may be long (one that has run for a while).
+            young = running is None or now - (running.started or now) < SLOW_SECONDS
+            if slot.reported and young and len(slot.runs) < target:
+                extra[id(slot)] = target - len(slot.runs)
+        return idle, extra
 
-    def _take_jobs(self, idle: list[Executor]) -> tuple[list[calls.Lease], int]:
-        """Lease up to len(idle) jobs, queues in order; returns the leases and the wait hint."""
+    def _take_jobs(self) -> tuple[list[calls.Lease], int]:
+        """Lease jobs for idle slots (and prefetch), queues in order; leases and wait hint."""
+        idle, extra = self._wants()
         took: list[calls.Lease] = []
         soonest = -1
+        if not idle and not extra:
+            return took, soonest
         for queue in self._queue_order():
-            want = len(idle) - len(took)
-            if want <= 0:
+            starts = len(idle)
+            more = sum(extra.values())
+            if starts + more <= 0:
                 break
             if self._completions:  # report results and take the next jobs in one round trip
-                result = self._send_completions(queue, want)
+                result = self._send_completions(queue, starts, more)
             else:
-                result = calls.pop(self.connection, queue.keys, want, self.lease_ms, self.name)
-            for lease in result.leases:
-                self._start_run(queue, lease, idle[len(took)])
-                took.append(lease)
+                result = calls.pop(
+                    self.connection, queue.keys, starts, self.lease_ms, self.name, more
+                )
+            self._hand_out(queue, result.leases, idle, extra)
+            took += result.leases
             if result.wait_ms >= 0 and (soonest < 0 or result.wait_ms < soonest):
                 soonest = result.wait_ms
         if took:
             self._next_renewal = min(self._next_renewal, time.monotonic() + self.lease_ms / 3000)
         return took, soonest
+
+    def _hand_out(
+        self, queue: Queue, leases: list[calls.Lease], idle: list[Slot], extra: dict[int, int]
+    ) -> None:
+        """Send leased jobs to slots: one to each idle slot first, then prefetch."""
+        batches: dict[int, list[Run]] = {}
+        by_id = {id(slot): slot for slot in self._slots}
+        pending = list(leases)
+        while pending and idle:
+            slot = idle.pop(0)
+            batches.setdefault(id(slot), []).append(self._make_run(queue, pending.pop(0), slot))
+        for slot_id, count in list(extra.items()):
+            take = min(count, len(pending))
+            if take:
+                slot = by_id[slot_id]
+                batches.setdefault(slot_id, []).extend(
+                    self._make_run(queue, lease, slot) for lease in pending[:take]
+                )
+                del pending[:take]
+            if count - take > 0:
+                extra[slot_id] = count - take
+            else:
+                del extra[slot_id]
+        for slot_id, runs in batches.items():
+            slot = by_id[slot_id]
+            seqs = slot.executor.submit([self._request(queue, run) for run in runs])
+            for run, seq in zip(runs, seqs, strict=True):
+                run.seq = seq
+            slot.runs.extend(runs)
+            if self._stopping:
+                slot.executor.request_pause()
+        assert not pending, "the library leased more jobs than asked for"
+
+    def _make_run(self, queue: Queue, lease: calls.Lease, slot: Slot) -> Run:
+        record = parse_record(lease.record)
+        timeout = float(record.get("timeout") or queue.default_timeout)
+        return Run(lease, queue, timeout, slot.executor, record)
+
+    def _request(self, queue: Queue, run: Run) -> dict[str, Any]:
+        lease = run.lease
+        return {
+            "queue": queue.name,
+            "id": lease.id,
+            "token": lease.token,
+            "record": lease.record,
+            "payload": lease.payload,
+            "checkpoint": lease.checkpoint,
+            "lease_ms": self.lease_ms,
+        }
 
     def _check_weights(self, weights: Mapping[str, int] | None) -> dict[str, int]:
         if not weights:
@@ -257,40 +370,119 @@ class Worker:
         )
         return [first, *rest]
 
-    def _start_run(self, queue: Queue, lease: calls.Lease, executor: Executor) -> None:
-        record = parse_record(lease.record)
-        timeout = float(record.get("timeout") or queue.default_timeout)
-        run = Run(lease, queue, timeout, time.monotonic(), executor, record)
-        self._runs[id(executor)] = run
-        executor.submit(
-            {
-                "queue": queue.name,
-                "id": lease.id,
-                "token": lease.token,
-                "record": lease.record,
-                "payload": lease.payload,
-                "checkpoint": lease.checkpoint,
-                "lease_ms": self.lease_ms,
-            }
-        )
-        if self._stopping:
-            executor.request_pause()
+    # -- following the children ---------------------------------------------------------------
 
-    def _finish(self, run: Run, outcome: dict[str, Any] | None) -> None:
-        del self._runs[id(run.executor)]
+    def _collect(self, slot: Slot) -> None:
+        """Take in a child's outcomes and note which job it runs now."""
+        progress = slot.executor.progress()  # before the outcomes: see `_note_start`
+        outcomes = slot.executor.outcomes()
+        if outcomes is None:
+            self._child_died(slot)
+            return
+        for outcome in outcomes:
+            self._take_outcome(slot, outcome)
+        if progress is None:
+            self._child_stuck(slot)
+        elif slot.runs:
+            self._note_start(slot, progress)
+
+    @staticmethod
+    def _note_start(slot: Slot, progress: Progress) -> None:
+        # The child sends a job's outcome before it starts the next, so once the outcomes
+        # read after `progress` are taken in, the first run is the one started, if any.
+        first = slot.runs[0]
+        if first.started is None and first.seq == progress.started_seq:
+            first.started = progress.started_at
+
+    def _take_outcome(self, slot: Slot, outcome: dict[str, Any]) -> None:
+        seq = int(outcome["seq"])
+        while slot.runs and slot.runs[0].seq < seq:
+            slot.runs.popleft()  # taken back before the child reached it
+        if not slot.runs or slot.runs[0].seq != seq:
+            return
+        run = slot.runs.popleft()
+        seconds = float(outcome.get("seconds", 0.0))
+        slot.pace = (
+            seconds if slot.pace is None else slot.pace + PACE_SMOOTHING * (seconds - slot.pace)
+        )
+        slot.reported = True
+        self._finish(run, outcome)
+
+    def _child_died(self, slot: Slot) -> None:
+        code = slot.executor.exit_code()
+        running = slot.runs[0] if slot.runs else None
+        started = slot.executor.started_seq_after_exit()
+        unstarted = [run for run in slot.runs if run.seq > started]
+        slot.runs.clear()
+        slot.executor.restart()
+        self._hand_back(unstarted)
+        if running is not None and running.seq == started:
+            self.processed += 1
+            self._report_failure(
+                running, FailKind.ERROR, f"the process running the job died (exit code {code})"
+            )
+
+    def _child_stuck(self, slot: Slot) -> None:
+        log.warning("an executor process stopped answering: restarting it")
+        self._stop_child(slot)
+
+    def _stop_child(self, slot: Slot) -> Run | None:
+        """Kill a slot's child; hand back the runs it had not started; return the one it ran."""
+        slot.executor.kill()
+        started = slot.executor.started_seq_after_exit()
+        running = next((run for run in slot.runs if run.seq == started), None)
+        unstarted = [run for run in slot.runs if run.seq > started]
+        slot.runs.clear()
+        slot.executor.start()
+        self._hand_back(unstarted)
+        return running
+
+    def _take_back(self, slot: Slot) -> list[Run]:
+        """Runs of a slot that its child will now never start (they are no longer held)."""
+        if len(slot.runs) <= 1 and slot.running() is not None:
+            return []
+        started = slot.executor.take_back()
+        if started is None:
+            self._child_stuck(slot)
+            return []
+        taken = [run for run in slot.runs if run.seq > started]
+        for _ in taken:
+            slot.runs.pop()
+        return taken
+
+    def _hand_back(self, runs: Sequence[Run]) -> None:
+        """Give leased jobs that never started back to their queues, in their places."""
+        by_queue: dict[str, list[Run]] = {}
+        for run in runs:
+            by_queue.setdefault(run.queue.name, []).append(run)
+        for group in by_queue.values():
+            held = [(run.lease.id, run.lease.token) for run in group]
+            calls.release(self.connection, group[0].queue.keys, held)
+
+    def _hand_back_unstarted(self) -> None:
+        for slot in self._slots:
+            if slot.runs:
+                self._collect(slot)
+                self._hand_back(self._take_back(slot))
+
+    def _hand_back_behind_slow_jobs(self, now: float) -> None:
+        for slot in self._slots:
+            running = slot.running()
+            if (
+                running is not None
+                and len(slot.runs) > 1
+                and now - (running.started or now) >= SLOW_SECONDS
+            ):
+                self._hand_back(self._take_back(slot))
+
+    def _finish(self, run: Run, outcome: dict[str, Any]) -> None:
         lease = run.lease
-        if outcome is not None and outcome.get("kind") in (SUSPENDED, LOST):
+        if outcome.get("kind") in (SUSPENDED, LOST):
             what = "paused or split" if outcome["kind"] == SUSPENDED else "lost its lease"
             log.info("job %s %s", lease.id, what)
             return
         self.processed += 1
-        if outcome is None:
-            code = run.executor.exit_code()
-            run.executor.restart()
-            self._report_failure(
-                run, FailKind.ERROR, f"the process running the job died (exit code {code})"
-            )
-        elif outcome.get("ok") and not isinstance(run.record.get("parent"), dict):
+        if outcome.get("ok") and not isinstance(run.record.get("parent"), dict):
             self._completions.append((run, str(outcome["result"])))
         elif outcome.get("ok"):  # a subtask: its parent is told right after
             result = str(outcome["result"])
@@ -303,7 +495,9 @@ class Worker:
         else:
             self._report_failure(run, FailKind(outcome["kind"]), str(outcome["error"]))
 
-    def _send_completions(self, pop_from: Queue | None = None, want: int = 0) -> calls.PopResult:
+    def _send_completions(
+        self, pop_from: Queue | None = None, want: int = 0, extra: int = 0
+    ) -> calls.PopResult:
         """Report finished runs' results in one round trip, with the next pop when asked."""
         done, self._completions = self._completions, []
         pipe = self.connection.pipeline(transaction=False)
@@ -312,7 +506,7 @@ class Worker:
             call = calls.complete_args(run.queue.keys, lease.id, lease.token, result)
             pipe.fcall("psq_complete", calls.COMPLETE_NUMKEYS, *call)
         if pop_from is not None:
-            call = calls.pop_args(pop_from.keys, want, self.lease_ms, self.name)
+            call = calls.pop_args(pop_from.keys, want, self.lease_ms, self.name, extra)
             pipe.fcall("psq_pop", calls.POP_NUMKEYS, *call)
         try:
             replies = pipe.execute(raise_on_error=False)
@@ -381,30 +575,52 @@ class Worker:
             self._outbox.pop(0)
 
     def _enforce_timeouts(self, now: float) -> None:
-        for run in [r for r in self._runs.values() if now >= r.timeout_at]:
-            log.warning("job %s passed its %s s timeout: stopping it", run.lease.id, run.timeout_s)
-            run.executor.restart()
-            del self._runs[id(run.executor)]
+        for slot in self._slots:
+            running = slot.running()
+            if running is None or now < running.timeout_at:
+                continue
+            # Make sure the child starts nothing else, then see whether the job just ended.
+            self._hand_back(self._take_back(slot))
+            self._collect(slot)
+            if slot.running() is not running:
+                continue
+            log.warning(
+                "job %s passed its %s s timeout: stopping it", running.lease.id, running.timeout_s
+            )
+            self._stop_child(slot)
             self.processed += 1
             self._report_failure(
-                run, FailKind.TIMEOUT, f"JobTimeout: the run passed its {run.timeout_s} s timeout"
+                running,
+                FailKind.TIMEOUT,
+                f"JobTimeout: the run passed its {running.timeout_s} s timeout",
             )
 
     def _renew_leases(self) -> None:
         self._next_renewal = time.monotonic() + self.lease_ms / 3000
         for queue in self.queues:
-            runs = [r for r in self._runs.values() if r.queue is queue]
+            runs = [run for slot in self._slots for run in slot.runs if run.queue is queue]
             if not runs:
                 continue
             held = [(r.lease.id, r.lease.token) for r in runs]
             deadlines = calls.renew(self.connection, queue.keys, self.lease_ms, held)
             for run, deadline in zip(runs, deadlines, strict=True):
                 if deadline == 0:
-                    log.warning(
-                        "job %s lost its lease (cancelled or reclaimed): stopping it", run.lease.id
-                    )
-                    run.executor.restart()
-                    del self._runs[id(run.executor)]
+                    self._lease_lost(run)
+
+    def _lease_lost(self, run: Run) -> None:
+        slot = next((s for s in self._slots if run in s.runs), None)
+        if slot is None:
+            return
+        log.warning("job %s lost its lease (cancelled or reclaimed): stopping it", run.lease.id)
+        if run.started is None:
+            # Not started: take back everything queued at that child (the lost one is refused
+            # by the library, the others go back to their places).
+            self._hand_back(self._take_back(slot))
+            return
+        self._hand_back(self._take_back(slot))
+        self._collect(slot)
+        if slot.running() is run:
+            self._stop_child(slot)
 
     # -- waiting --------------------------------------------------------------------------------
 
@@ -423,9 +639,34 @@ class Worker:
             self._block_conn = None
         self._block_pending = False
 
-    def _wait(self, timeout: float, listen_for_jobs: bool, wake_fd: int) -> None:
-        by_conn: dict[object, Run] = {run.executor.conn: run for run in self._runs.values()}
-        sources: list[Any] = [*by_conn, wake_fd]
+    def _wait_for_news(self, wait_ms: int, wake_fd: int) -> None:
+        """Sleep until a child reports, a job may be ready, or something falls due."""
+        now = time.monotonic()
+        timeout = self._next_renewal - now
+        watched: dict[object, Slot] = {}
+        for slot in self._slots:
+            if not slot.runs:
+                continue
+            if len(slot.runs) > 1:
+                # A child working through queued jobs reports many times a tick: look at it
+                # once a tick instead of waking up for each job.
+                timeout = min(timeout, TICK_SECONDS)
+            else:
+                watched[slot.executor.conn] = slot
+            timeout = min(timeout, slot.runs[0].timeout_at - now)
+        listen_for_jobs = not self._stopping and any(not slot.runs for slot in self._slots)
+        if listen_for_jobs:
+            if wait_ms == 0:
+                return
+            if wait_ms > 0:
+                timeout = min(timeout, wait_ms / 1000)
+            self._ensure_block_pending()
+        self._wait(max(0.0, timeout), listen_for_jobs, wake_fd, watched)
+
+    def _wait(
+        self, timeout: float, listen_for_jobs: bool, wake_fd: int, watched: dict[object, Slot]
+    ) -> None:
+        sources: list[Any] = [*watched, wake_fd]
         block_sock = self._block_conn._sock if self._block_pending and self._block_conn else None
         if block_sock is not None:
             sources.append(block_sock)
@@ -440,8 +681,7 @@ class Worker:
                     # Pass the wake-up on to another worker: this one has no room now.
                     self.connection.lpush(token[0], token[1])
             else:
-                run = by_conn[ready]
-                self._finish(run, run.executor.receive())
+                self._collect(watched[ready])
 
     # -- signals and connection loss ------------------------------------------------------------
 

@@ -258,8 +258,10 @@ def test_an_executor_asked_to_pause_as_it_starts_lives_and_runs_its_job() -> Non
         executor = Executor(HandlerPolicy(), redis.Redis())
         try:
             executor.request_pause()  # at once, before the child had time to set up
-            executor.submit(request)
-            assert executor.receive() == {"ok": True, "result": "5"}
+            executor.submit([dict(request)])
+            outcome = executor.receive()
+            assert outcome is not None
+            assert (outcome["ok"], outcome["result"]) == (True, "5")
             assert executor.process.is_alive()
         finally:
             executor.kill()

@@ -120,42 +120,62 @@ def test_pop_and_complete_are_one_library_call_each(redis_url: str, conn: redis.
     assert traffic.round_trips == 1
 
 
-# The worker's whole conversation with Redis while it drains a queue with one executor: per job,
-# a pop that leases it and a complete that reports it, sent together (the result goes with the
-# next pop) in one round trip; per drain, a few more (the library check, the subtask-notice
-# re-drive, the pop that finds the queue empty, a lease renewal on a slow machine). A change
-# that adds a call or a round trip per job breaks these bounds.
+# The worker's whole conversation with Redis while it drains a queue with one executor. Without
+# prefetch, per job: a pop that leases it and a complete that reports it, sent together (the
+# result goes with the next pop) in one round trip; per drain, a few more (the library check,
+# the subtask-notice re-drive, the pop that finds the queue empty, a lease renewal on a slow
+# machine). With prefetch (the default), a child gets many short jobs per pop and their
+# results go back in one pipeline: a fraction of a round trip per job. A change that adds a
+# call or a round trip per job breaks these bounds.
 JOBS = 200
 MAX_FCALLS_PER_JOB = 2.05
 MAX_ROUND_TRIPS_PER_JOB = 1.05
+# Prefetch holds about 10 ms of work per child: no-op jobs take ~0.1-0.5 ms, so even a slow
+# machine gets several jobs per pop.
+MAX_ROUND_TRIPS_PER_JOB_PREFETCHED = 0.5
 
 
-def test_worker_drain_costs_two_calls_and_one_round_trip_per_job(
-    redis_url: str, conn: redis.Redis
-) -> None:
+def drain(redis_url: str, conn: redis.Redis, prefetch: bool) -> tuple[Traffic, int]:
     setup = Queue("rt", connection=conn)
     setup.enqueue_many([setup.prepare("tasks:noop") for _ in range(JOBS)])
     client, traffic = counting_client(redis_url)
     queue = Queue("rt", connection=client)
     server_before = fcalls_on_server(conn)
 
-    processed = Worker([queue]).work(burst=True)
+    processed = Worker([queue], prefetch=prefetch).work(burst=True)
 
     server_fcalls = fcalls_on_server(conn) - server_before
     counts = traffic.counts()
     fcalls = sum(n for name, n in counts.items() if name.startswith("FCALL"))
     print(
-        f"\nworker drain of {JOBS} jobs: {traffic.round_trips} round trips"
-        f" ({traffic.round_trips / JOBS:.3f} per job), {fcalls} FCALLs"
+        f"\nworker drain of {JOBS} jobs (prefetch {prefetch}): {traffic.round_trips} round"
+        f" trips ({traffic.round_trips / JOBS:.3f} per job), {fcalls} FCALLs"
         f" ({fcalls / JOBS:.3f} per job), server saw {server_fcalls} FCALLs; {dict(counts)}"
     )
     assert processed == JOBS
     assert counts["FCALL psq_complete"] == JOBS
-    # One pop per job (each leases one job: one executor is idle at a time) and the last one,
-    # which finds the queue empty and ends the burst.
-    assert counts["FCALL psq_pop"] == JOBS + 1
-    assert fcalls <= MAX_FCALLS_PER_JOB * JOBS
-    assert traffic.round_trips <= MAX_ROUND_TRIPS_PER_JOB * JOBS
     # The server's count includes the executors (child processes): they add no calls of their
     # own for a plain job.
     assert fcalls <= server_fcalls <= MAX_FCALLS_PER_JOB * JOBS
+    return traffic, fcalls
+
+
+def test_worker_drain_without_prefetch_costs_two_calls_and_one_round_trip_per_job(
+    redis_url: str, conn: redis.Redis
+) -> None:
+    traffic, fcalls = drain(redis_url, conn, prefetch=False)
+
+    # One pop per job (each leases one job: one executor is idle at a time) and the last one,
+    # which finds the queue empty and ends the burst.
+    assert traffic.counts()["FCALL psq_pop"] == JOBS + 1
+    assert fcalls <= MAX_FCALLS_PER_JOB * JOBS
+    assert traffic.round_trips <= MAX_ROUND_TRIPS_PER_JOB * JOBS
+
+
+def test_worker_drain_with_prefetch_takes_many_jobs_per_round_trip(
+    redis_url: str, conn: redis.Redis
+) -> None:
+    traffic, _ = drain(redis_url, conn, prefetch=True)
+
+    assert traffic.counts()["FCALL psq_pop"] <= JOBS * MAX_ROUND_TRIPS_PER_JOB_PREFETCHED
+    assert traffic.round_trips <= MAX_ROUND_TRIPS_PER_JOB_PREFETCHED * JOBS
