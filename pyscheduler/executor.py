@@ -236,14 +236,17 @@ class Executor:
         child_end.close()
         self.conn = parent_end
 
-    def submit(self, requests: list[dict[str, Any]]) -> list[int]:
-        """Send requests to run in order; returns the seq given to each."""
+    def number(self, requests: list[dict[str, Any]]) -> list[int]:
+        """Give each request its seq (the order the child takes them in); returns them."""
         seqs = list(range(self.next_seq, self.next_seq + len(requests)))
         for request, seq in zip(requests, seqs, strict=True):
             request["seq"] = seq
         self.next_seq += len(requests)
-        self.conn.send_bytes(json.dumps(requests).encode())
         return seqs
+
+    def submit(self, requests: list[dict[str, Any]]) -> None:
+        """Send numbered requests to run in order (OSError when the child is gone)."""
+        self.conn.send_bytes(json.dumps(requests).encode())
 
     def progress(self) -> Progress | None:
         """What the child started last; None when its lock stays taken (the child is stuck)."""

@@ -137,6 +137,7 @@ class Worker:
         self.auto_load = auto_load if auto_load is not None else self.queues[0].auto_load
         self.prefetch = prefetch
         self.processed = 0
+        self.handed_back = 0  # prefetched jobs given back unstarted (see `_hand_back`)
         self._slots: list[Slot] = []
         self._outbox: list[Callable[[], None]] = []  # reports to retry after a lost connection
         # Results not yet reported: sent with the next pop, or before the worker waits.
@@ -318,10 +319,15 @@ class Worker:
                 del extra[slot_id]
         for slot_id, runs in batches.items():
             slot = by_id[slot_id]
-            seqs = slot.executor.submit([self._request(queue, run) for run in runs])
-            for run, seq in zip(runs, seqs, strict=True):
+            requests = [self._request(queue, run) for run in runs]
+            for run, seq in zip(runs, slot.executor.number(requests), strict=True):
                 run.seq = seq
             slot.runs.extend(runs)
+            try:
+                slot.executor.submit(requests)
+            except OSError:  # the child died since it last reported
+                self._child_died(slot)
+                continue
             if self._stopping:
                 slot.executor.request_pause()
         assert not pending, "the library leased more jobs than asked for"
@@ -457,7 +463,7 @@ class Worker:
             by_queue.setdefault(run.queue.name, []).append(run)
         for group in by_queue.values():
             held = [(run.lease.id, run.lease.token) for run in group]
-            calls.release(self.connection, group[0].queue.keys, held)
+            self.handed_back += calls.release(self.connection, group[0].queue.keys, held)
 
     def _hand_back_unstarted(self) -> None:
         for slot in self._slots:

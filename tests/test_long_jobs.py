@@ -258,7 +258,9 @@ def test_an_executor_asked_to_pause_as_it_starts_lives_and_runs_its_job() -> Non
         executor = Executor(HandlerPolicy(), redis.Redis())
         try:
             executor.request_pause()  # at once, before the child had time to set up
-            executor.submit([dict(request)])
+            requests = [dict(request)]
+            executor.number(requests)
+            executor.submit(requests)
             outcome = executor.receive()
             assert outcome is not None
             assert (outcome["ok"], outcome["result"]) == (True, "5")
