@@ -27,6 +27,7 @@ local RECLAIM_BATCH = {{ RECLAIM_BATCH }}
 local SWEEP_BATCH = {{ SWEEP_BATCH }}
 local ENQUEUE_BATCH_MAX = {{ ENQUEUE_BATCH_MAX }}
 local RELEASE_BATCH_MAX = {{ RELEASE_BATCH_MAX }}
+local COMPLETE_BATCH_MAX = {{ COMPLETE_BATCH_MAX }}
 local WAKE_TOKENS_MAX = {{ WAKE_TOKENS_MAX }}
 local PAST_TOLERANCE_MS = {{ PAST_TOLERANCE_MS }}
 local MAX_LOST_LEASES = {{ MAX_LOST_LEASES }}
@@ -131,10 +132,11 @@ local function fail_corrupt(Q, id, now)
   incr_stat(Q.stats, 'failed')
 end
 
--- Drop the records of finished jobs whose result TTL has passed, a bounded batch per call
--- (uses Q.finished, Q.jobs, Q.payloads, Q.results, Q.errors, Q.checkpoints).
-local function sweep_finished(Q, now)
-  local expired = redis.call('ZRANGEBYSCORE', Q.finished, '-inf', int(now), 'LIMIT', 0, SWEEP_BATCH)
+-- Drop the records of finished jobs whose result TTL has passed, a bounded batch per call:
+-- SWEEP_BATCH, or `limit` when given (uses Q.finished, Q.jobs, Q.payloads, Q.results, Q.errors,
+-- Q.checkpoints).
+local function sweep_finished(Q, now, limit)
+  local expired = redis.call('ZRANGEBYSCORE', Q.finished, '-inf', int(now), 'LIMIT', 0, limit or SWEEP_BATCH)
   if #expired == 0 then return end
   redis.call('ZREM', Q.finished, unpack(expired))
   for _, key in ipairs({ Q.jobs, Q.payloads, Q.results, Q.errors, Q.checkpoints }) do
@@ -150,10 +152,12 @@ local function keep_finished(finished_key, subtasks_key, id, job, now)
   if job.split then redis.call('PEXPIRE', subtasks_key, math.max(1, ttl_ms)) end
 end
 
--- A job left `active` under a concurrency limit: wake a worker for the freed slot
--- (uses Q.config, Q.wake).
-local function slot_freed(Q)
-  if redis.call('HEXISTS', Q.config, 'concurrency') == 1 then wake_workers(Q.wake, 1) end
+-- Jobs left `active` under a concurrency limit: wake a worker per freed slot, `freed` of them
+-- (default 1) (uses Q.config, Q.wake).
+local function slot_freed(Q, freed)
+  freed = freed or 1
+  if freed <= 0 then return end
+  if redis.call('HEXISTS', Q.config, 'concurrency') == 1 then wake_workers(Q.wake, freed) end
 end
 
 -- The job when `token` is the fencing token of its current lease; otherwise nil, an error
@@ -167,4 +171,20 @@ local function job_under_lease(jobs_key, id, token)
     return nil, ERR.STALE_TOKEN, 'job ' .. id .. ': token ' .. token .. ' does not hold the lease'
   end
   return job
+end
+
+-- Finish a job whose lease the caller checked (job_under_lease): store its result, move it from
+-- `active` to `finished` and note a subtask's end; returns its run time in ms (lease start to
+-- `now`). `subtasks_key` is the job's own subtask outcomes (may not exist). The caller does the
+-- once-per-call work: count it in stats, sweep_finished and slot_freed (uses Q.jobs, Q.results,
+-- Q.active, Q.finished, Q.notices).
+local function complete_leased(Q, subtasks_key, id, job, result, now)
+  job.status = STATUS.COMPLETE
+  job.ended = now
+  redis.call('HSET', Q.jobs, id, cjson.encode(job))
+  redis.call('HSET', Q.results, id, result)
+  redis.call('ZREM', Q.active, id)
+  keep_finished(Q.finished, subtasks_key, id, job, now)
+  note_subtask_end(Q, id, job, now)
+  return now - (job.started or now)
 end

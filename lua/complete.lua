@@ -30,17 +30,11 @@ local function complete(KEYS, ARGV)
   local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
   local now = now_ms()
-  job.status = STATUS.COMPLETE
-  job.ended = now
-  redis.call('HSET', Q.jobs, id, cjson.encode(job))
-  redis.call('HSET', Q.results, id, result)
-  redis.call('ZREM', Q.active, id)
-  keep_finished(Q.finished, Q.subtasks, id, job, now)
+  local run_ms = complete_leased(Q, Q.subtasks, id, job, result, now)
   incr_stat(Q.stats, 'completed')
-  note_subtask_end(Q, id, job, now)
   sweep_finished(Q, now)
   slot_freed(Q)
-  return now - (job.started or now)
+  return run_ms
 end
 
 redis.register_function('psq_complete', complete)

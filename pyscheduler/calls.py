@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 import redis
 
-from .exceptions import LibraryError, error_from_reply
+from .exceptions import LibraryError, PySchedulerError, error_from_reply
 from .keys import QueueKeys
 from .library import DEPLOY_HINT
 from .protocol import FailKind
@@ -303,6 +303,64 @@ def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: int, result
     """Store the result; returns the run time in ms. Raises LeaseLost on a stale token."""
     call = complete_args(keys, job_id, token, result)
     return int(_fcall(conn, "psq_complete", call[:COMPLETE_NUMKEYS], call[COMPLETE_NUMKEYS:]))
+
+
+COMPLETE_MANY_FIXED_KEYS = 11
+
+
+def complete_many_args(
+    keys: QueueKeys, items: Sequence[tuple[str, int, str]]
+) -> tuple[int, list[Any]]:
+    """The number of keys and the keys and arguments of one `psq_complete_many` call, for a
+    client or a pipeline: `pipe.fcall("psq_complete_many", numkeys, *flat)`."""
+    flat: list[Any] = [
+        keys.jobs,
+        keys.payloads,
+        keys.results,
+        keys.errors,
+        keys.active,
+        keys.finished,
+        keys.stats,
+        keys.checkpoints,
+        keys.notices,
+        keys.config,
+        keys.wake,
+    ]
+    flat += (keys.subtasks(job_id) for job_id, _, _ in items)
+    numkeys = len(flat)
+    for job_id, token, result in items:
+        flat += (job_id, token, result)
+    return numkeys, flat
+
+
+def parse_complete_many_reply(reply: Sequence[Any]) -> list[int | PySchedulerError]:
+    """Per job, in order: its run time in ms, or the exception psq_complete would have raised
+    (LeaseLost for a stale token, JobNotFound)."""
+    outcomes: list[int | PySchedulerError] = []
+    for entry in reply:
+        if isinstance(entry, int):
+            outcomes.append(entry)
+            continue
+        text = _text(entry)
+        mapped = error_from_reply(text)
+        if mapped is None:
+            raise LibraryError(f"unexpected entry in the reply of psq_complete_many: {text!r}")
+        outcomes.append(mapped)
+    return outcomes
+
+
+def complete_many(
+    conn: redis.Redis, keys: QueueKeys, items: Sequence[tuple[str, int, str]]
+) -> list[int | PySchedulerError]:
+    """Complete many leased jobs of one queue in one call: `items` are (id, token, result JSON).
+    Returns, per item, the run time in ms, or the exception instance (not raised) when that job
+    was skipped (LeaseLost, JobNotFound); the others are completed anyway. At most
+    `COMPLETE_BATCH_MAX` items per call (more raises InvalidOption, nothing completed)."""
+    if not items:
+        return []
+    numkeys, flat = complete_many_args(keys, items)
+    reply = _fcall(conn, "psq_complete_many", flat[:numkeys], flat[numkeys:])
+    return parse_complete_many_reply(reply)
 
 
 def fail(

@@ -26,6 +26,7 @@ OPERATION_FILES = (
     "renew.lua",
     "release.lua",
     "complete.lua",
+    "complete_many.lua",
     "fail.lua",
     "cancel.lua",
     "fetch.lua",

@@ -69,6 +69,8 @@ SWEEP_BATCH: Final = 100
 ENQUEUE_BATCH_MAX: Final = 1000
 # Most (id, token) pairs one psq_release call takes (a worker hands back its prefetched jobs).
 RELEASE_BATCH_MAX: Final = 1000
+# Most (id, token, result) triples one psq_complete_many call takes (a worker's batch of results).
+COMPLETE_BATCH_MAX: Final = 1000
 # Wake-up tokens kept for idle workers; bounded so a burst of enqueues cannot grow the list.
 WAKE_TOKENS_MAX: Final = 64
 # A job whose lease expired this many times (its worker died each time) fails for good:
@@ -105,6 +107,7 @@ def template_context() -> dict[str, object]:
         "SWEEP_BATCH": SWEEP_BATCH,
         "ENQUEUE_BATCH_MAX": ENQUEUE_BATCH_MAX,
         "RELEASE_BATCH_MAX": RELEASE_BATCH_MAX,
+        "COMPLETE_BATCH_MAX": COMPLETE_BATCH_MAX,
         "WAKE_TOKENS_MAX": WAKE_TOKENS_MAX,
         "PAST_TOLERANCE_MS": PAST_TOLERANCE_MS,
         "MAX_LOST_LEASES": MAX_LOST_LEASES,

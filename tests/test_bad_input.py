@@ -33,7 +33,7 @@ from pyscheduler import (
     library,
 )
 from pyscheduler.keys import QueueKeys
-from pyscheduler.protocol import RELEASE_BATCH_MAX
+from pyscheduler.protocol import COMPLETE_BATCH_MAX, RELEASE_BATCH_MAX
 
 
 def add(a: Any = 0, b: Any = 0) -> Any:
@@ -424,6 +424,68 @@ def test_release_of_more_pairs_than_the_batch_limit_is_refused(
     held = [(leased.id, leased.token)] + [("other", 1)] * RELEASE_BATCH_MAX
     with pytest.raises(InvalidOption, match="id/token pairs"):
         calls.release(conn, queue.keys, held)
+    assert_nothing_written(conn, before)
+
+
+def _complete_many_raw(conn: redis.Redis, keys: list[str], args: list[Any]) -> None:
+    """psq_complete_many as sent, so only the library's own checks stand before Redis."""
+    try:
+        conn.fcall("psq_complete_many", len(keys), *keys, *args)
+    except redis.ResponseError as exc:
+        calls.raise_mapped(exc)
+
+
+@pytest.mark.parametrize(
+    ("drop_keys", "tail", "message"),
+    [
+        (1, [], "one subtasks key per job"),
+        (0, ["other"], "triples"),
+        (0, ["other", "1"], "triples"),
+        (-1, ["other", "not-a-token", "1"], "token must be a non-negative integer"),
+        (-1, ["other", "-3", "1"], "token must be a non-negative integer"),
+        (-1, ["other", "1.5", "1"], "token must be a non-negative integer"),
+    ],
+    ids=["missing-key", "one-extra-arg", "two-extra-args", "text-token", "negative", "fraction"],
+)
+def test_complete_many_with_bad_arguments_is_refused(
+    conn: redis.Redis,
+    queue: Queue,
+    leased: calls.Lease,
+    drop_keys: int,
+    tail: list[str],
+    message: str,
+) -> None:
+    """The good triple first: nothing of it may be written when a later part is bad."""
+    before = snapshot(conn)
+    numkeys, flat = calls.complete_many_args(queue.keys, [(leased.id, leased.token, "1")])
+    keys, args = flat[:numkeys], flat[numkeys:] + tail
+    if drop_keys > 0:
+        keys = keys[:-drop_keys]
+    elif drop_keys < 0:  # a whole bad triple: its subtasks key too
+        keys = [*keys, queue.keys.subtasks("other")]
+    with pytest.raises(InvalidOption, match=message):
+        _complete_many_raw(conn, keys, args)
+    assert_nothing_written(conn, before)
+
+
+def test_complete_many_with_an_extra_key_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    numkeys, flat = calls.complete_many_args(queue.keys, [(leased.id, leased.token, "1")])
+    keys = [*flat[:numkeys], queue.keys.subtasks("other")]
+    with pytest.raises(InvalidOption, match="one subtasks key per job"):
+        _complete_many_raw(conn, keys, flat[numkeys:])
+    assert_nothing_written(conn, before)
+
+
+def test_complete_many_of_more_than_the_batch_limit_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    items = [(leased.id, leased.token, "1")] + [("other", 1, "1")] * COMPLETE_BATCH_MAX
+    with pytest.raises(InvalidOption, match="triples per call"):
+        calls.complete_many(conn, queue.keys, items)
     assert_nothing_written(conn, before)
 
 

@@ -152,7 +152,7 @@ def test_operation_file_registers_the_function_of_its_header(name: str) -> None:
     assert [a or b for a, b in registered] == [function_of(name)]
 
 
-def test_python_wrappers_pass_the_keys_each_header_declares(
+def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     conn: redis.Redis, monkeypatch: Any
 ) -> None:
     queue = Queue("work", connection=conn)
@@ -163,6 +163,8 @@ def test_python_wrappers_pass_the_keys_each_header_declares(
 
         def call(function: str, numkeys: int, *rest: Any) -> Any:
             used[function] = numkeys
+            for key in rest[:numkeys]:  # one queue's keys: one slot on a Redis Cluster
+                assert re.findall(r"\{[^}]*\}", key) == ["{work}"], (function, key)
             return real(function, numkeys, *rest)
 
         monkeypatch.setattr(conn, method, call)
@@ -193,9 +195,13 @@ def test_python_wrappers_pass_the_keys_each_header_declares(
     calls.purge(conn, keys, "complete")
     fifth = calls.pop(conn, keys, 1, 10_000, "w", extra=1).leases[0]
     calls.release(conn, keys, [(fifth.id, fifth.token)])
+    calls.enqueue(conn, keys, [queue.prepare(add, (6,)), queue.prepare(add, (7,))], 1000)
+    batch = calls.pop(conn, keys, 2, 10_000, "w").leases
+    calls.complete_many(conn, keys, [(x.id, x.token, "1") for x in batch])
     library.deployed_version(conn)
     expected = {function_of(name): len(declared_keys(name)) for name in library.OPERATION_FILES}
     expected["psq_cancel"] += 1  # one subtasks key per cancelled job id
+    expected["psq_complete_many"] += 2  # one subtasks key per completed job
     assert used == expected
     assert expected["psq_enqueue"] == calls.ENQUEUE_NUMKEYS
 
