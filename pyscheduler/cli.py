@@ -356,6 +356,12 @@ def load_scripts(url: str | None, check: bool, print_code: bool) -> None:
     help="Module to import and allow handlers from (repeatable).",
 )
 @click.option("--auto-load", is_flag=True, help="Load the Lua library if missing (development).")
+@click.option(
+    "--prefetch/--no-prefetch",
+    default=True,
+    show_default=True,
+    help="Lease several short jobs at once while the queue is deep.",
+)
 def worker(
     queues: tuple[str, ...],
     url: str | None,
@@ -365,6 +371,7 @@ def worker(
     strict: bool,
     imports: tuple[str, ...],
     auto_load: bool,
+    prefetch: bool,
 ) -> None:
     """Run a worker on QUEUES, taken in the order given, or by weight (`fast:3 slow:1`).
 
@@ -395,6 +402,7 @@ def worker(
             strict=strict,
             allowed_modules=imports,
             auto_load=auto_load or None,
+            prefetch=prefetch,
         )
         w.work(burst=burst)
     except (ValueError, ImportError) as exc:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar, Token
 from typing import Any, NoReturn
 
 import redis
@@ -146,19 +147,36 @@ class JobContext:
         return list(self.iter_subtask_results())
 
 
-_current: JobContext | None = None
+# The running job's context. A ContextVar, so each job on an event loop (one asyncio task
+# each) sees its own; `_running` lists them all, for a pause asked of the whole process.
+_current: ContextVar[JobContext | None] = ContextVar("pyscheduler_current_job", default=None)
+_running: set[JobContext] = set()
 
 
 def current_job() -> JobContext:
     """The context of the job this handler runs; RuntimeError outside a worker's handler."""
-    if _current is None:
+    context = _current.get()
+    if context is None:
         raise RuntimeError("current_job() is only available inside a handler run by a worker")
-    return _current
+    return context
 
 
-def set_current(context: JobContext | None) -> None:
-    global _current
-    _current = context
+def set_current(context: JobContext) -> Token[JobContext | None]:
+    """Make `context` the current job's; pass the result to `reset_current` when it ends."""
+    _running.add(context)
+    return _current.set(context)
+
+
+def reset_current(token: Token[JobContext | None]) -> None:
+    context = _current.get()
+    if context is not None:
+        _running.discard(context)
+    _current.reset(token)
+
+
+def running_contexts() -> list[JobContext]:
+    """Every job this process is running now."""
+    return list(_running)
 
 
 __all__ = ["JobContext", "JobSuspended", "LeaseLost", "current_job"]

@@ -30,7 +30,8 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Lock
 from typing import Any
@@ -46,11 +47,13 @@ from .serialization import decode_payload, encode_result
 
 SUSPENDED = "suspended"
 LOST = "lost"
+# The handler is `async def` and the worker's event loop process has room: run it there.
+DEFER = "defer"
 
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Ask Linux to SIGKILL this child when the worker dies, so no run outlives its lease."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -59,10 +62,20 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def run_call(
+@dataclass
+class Call:
+    """A job ready to run: its context, its handler and the handler's arguments."""
+
+    context: job_context.JobContext
+    handler: Callable[..., Any]
+    args: list[Any]
+    kwargs: dict[str, Any]
+
+
+def prepare_call(
     policy: HandlerPolicy, connection: redis.Redis, request: dict[str, Any]
-) -> dict[str, Any]:
-    """Run one job and describe its outcome as the message the worker expects."""
+) -> Call | dict[str, Any]:
+    """The call a request asks for, or the outcome refusing it."""
     record = parse_record(request["record"])
     context = job_context.JobContext(
         connection,
@@ -81,27 +94,46 @@ def run_call(
             raise HandlerRefused(f"job payload is malformed: {exc}") from None
     except HandlerRefused as exc:
         return {"ok": False, "kind": FailKind.REFUSED.value, "error": str(exc)}
-    job_context.set_current(context)
+    return Call(context, handler, list(args), dict(kwargs))
+
+
+def outcome_of(error: BaseException) -> dict[str, Any]:
+    """The outcome message for a handler that raised `error` (call from its except block)."""
+    if isinstance(error, job_context.JobSuspended):
+        return {"ok": False, "kind": SUSPENDED}
+    if isinstance(error, LeaseLost):
+        return {"ok": False, "kind": LOST}
+    if isinstance(error, PayloadNotJSON):
+        return {"ok": False, "kind": FailKind.ERROR.value, "error": str(error)}
+    return {"ok": False, "kind": FailKind.ERROR.value, "error": traceback.format_exc()}
+
+
+def run_call(
+    policy: HandlerPolicy, connection: redis.Redis, request: dict[str, Any]
+) -> dict[str, Any]:
+    """Run one job and describe its outcome as the message the worker expects."""
+    call = prepare_call(policy, connection, request)
+    if isinstance(call, dict):
+        return call
+    if request.get("may_defer") and inspect.iscoroutinefunction(call.handler):
+        return {"ok": False, "kind": DEFER}
+    context = call.context
+    reset = job_context.set_current(context)
     # A pause asked for before the handler was at hand (while its module was imported, say)
     # holds for this run too; read after set_current, so a signal in between is not lost.
     context.shutdown_requested = context.shutdown_requested or _pause_requested
     try:
-        if record.get("results_arg"):  # a group's continuation gets the subtasks' results
+        args = call.args
+        if context.record.get("results_arg"):  # a group's continuation gets the results
             args = [context.subtask_results(), *args]
-        value = handler(*args, **kwargs)
-        if inspect.iscoroutine(value):  # an `async def` handler
+        value = call.handler(*args, **call.kwargs)
+        if inspect.iscoroutine(value):  # an `async def` handler, with no event loop free
             value = asyncio.run(value)
         return {"ok": True, "result": encode_result(value)}
-    except job_context.JobSuspended:
-        return {"ok": False, "kind": SUSPENDED}
-    except LeaseLost:
-        return {"ok": False, "kind": LOST}
-    except PayloadNotJSON as exc:
-        return {"ok": False, "kind": FailKind.ERROR.value, "error": str(exc)}
-    except BaseException:
-        return {"ok": False, "kind": FailKind.ERROR.value, "error": traceback.format_exc()}
+    except BaseException as error:
+        return outcome_of(error)
     finally:
-        job_context.set_current(None)
+        job_context.reset_current(reset)
 
 
 # Set by SIGUSR1: the worker is shutting down, so every run of this process from now on
@@ -112,8 +144,7 @@ _pause_requested = False
 def _request_pause(signum: int, frame: object) -> None:
     global _pause_requested
     _pause_requested = True
-    running = job_context._current
-    if running is not None:
+    for running in job_context.running_contexts():
         running.shutdown_requested = True
 
 
@@ -131,7 +162,7 @@ def _child_main(
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked by start()
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     # A reader thread takes requests off the pipe as they come, so the worker never blocks
     # sending a batch while this process blocks sending it an outcome.
     inbox: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
@@ -182,48 +213,27 @@ class Progress:
     started_at: float
 
 
-@dataclass
-class Executor:
-    """One child process that runs the requests sent to it in order, one at a time.
+class ChildProcess:
+    """A forked child process of the worker and the pipe to it (JSON messages both ways)."""
 
-    Requests are numbered (`seq`, increasing) as they are sent, so the worker can send several
-    at once (prefetched jobs) and the child works through them. A shared progress record says
-    which one the child started last and when; under its lock the worker can take back the
-    ones not started yet (`take_back`), so a job never starts after the worker has handed it
-    back to its queue.
-    """
-
-    policy: HandlerPolicy
-    connection: redis.Redis
-    process: multiprocessing.process.BaseProcess = field(init=False)
-    conn: Connection = field(init=False)
-    next_seq: int = field(init=False, default=0)
-    _lock: Lock = field(init=False)
-    _progress: Any = field(init=False)
-
-    def __post_init__(self) -> None:
+    def __init__(self, policy: HandlerPolicy, connection: redis.Redis) -> None:
+        self.policy = policy
+        self.connection = connection
+        self.next_seq = 0
         self.start()
+
+    def _child_target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        """The child's main function and its arguments after (pipe, parent pid, policy, conn)."""
+        raise NotImplementedError
 
     def start(self) -> None:
         context = multiprocessing.get_context("fork")
         parent_end, child_end = context.Pipe(duplex=True)
-        self._lock = context.Lock()
-        self._progress = context.RawArray("d", 4)
-        self._progress[_STARTED] = -1.0
-        self._progress[_STARTED_AT] = 0.0
-        self._progress[_SKIP_FROM] = 0.0
-        self._progress[_SKIP_TO] = 0.0
+        target, extra_args = self._child_target()
         self.next_seq = 0
         self.process = context.Process(
-            target=_child_main,
-            args=(
-                child_end,
-                os.getpid(),
-                self.policy,
-                self.connection,
-                self._lock,
-                self._progress,
-            ),
+            target=target,
+            args=(child_end, os.getpid(), self.policy, self.connection, *extra_args),
             daemon=True,
         )
         # Until the child has its SIGUSR1 handler, that signal's default action would kill it
@@ -234,7 +244,7 @@ class Executor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child_end.close()
-        self.conn = parent_end
+        self.conn: Connection = parent_end
 
     def number(self, requests: list[dict[str, Any]]) -> list[int]:
         """Give each request its seq (the order the child takes them in); returns them."""
@@ -245,41 +255,11 @@ class Executor:
         return seqs
 
     def submit(self, requests: list[dict[str, Any]]) -> None:
-        """Send numbered requests to run in order (OSError when the child is gone)."""
+        """Send numbered requests (OSError when the child is gone)."""
         self.conn.send_bytes(json.dumps(requests).encode())
 
-    def progress(self) -> Progress | None:
-        """What the child started last; None when its lock stays taken (the child is stuck)."""
-        if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
-            return None
-        try:
-            return Progress(int(self._progress[_STARTED]), float(self._progress[_STARTED_AT]))
-        finally:
-            self._lock.release()
-
-    def take_back(self) -> int | None:
-        """Stop the child from starting any request sent so far that it has not started.
-
-        Returns the seq it started last (every request after it is taken back), or None when
-        the lock stays taken (the child is stuck: kill it).
-        """
-        if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
-            return None
-        try:
-            started = int(self._progress[_STARTED])
-            if self._progress[_SKIP_TO] <= started + 1:  # no earlier take-back still ahead
-                self._progress[_SKIP_FROM] = started + 1
-            self._progress[_SKIP_TO] = self.next_seq
-            return started
-        finally:
-            self._lock.release()
-
-    def started_seq_after_exit(self) -> int:
-        """The seq the child started last, read once it is dead (its lock may be lost)."""
-        return int(self._progress[_STARTED])
-
     def request_pause(self) -> None:
-        """Ask the running job to pause at its next checkpoint."""
+        """Ask the running jobs to pause at their next checkpoint."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid or 0, signal.SIGUSR1)
 
@@ -315,3 +295,51 @@ class Executor:
     def exit_code(self) -> int | None:
         self.process.join(timeout=1)
         return self.process.exitcode
+
+
+class Executor(ChildProcess):
+    """A child process that runs the requests sent to it in order, one at a time.
+
+    Requests are numbered (`seq`, increasing) as they are sent, so the worker can send several
+    at once (prefetched jobs) and the child works through them. A shared progress record says
+    which one the child started last and when; under its lock the worker can take back the
+    ones not started yet (`take_back`), so a job never starts after the worker has handed it
+    back to its queue.
+    """
+
+    def _child_target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        context = multiprocessing.get_context("fork")
+        self._lock = context.Lock()
+        self._progress: Any = context.RawArray("d", 4)
+        self._progress[_STARTED] = -1.0
+        return _child_main, (self._lock, self._progress)
+
+    def progress(self) -> Progress | None:
+        """What the child started last; None when its lock stays taken (the child is stuck)."""
+        if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
+            return None
+        try:
+            return Progress(int(self._progress[_STARTED]), float(self._progress[_STARTED_AT]))
+        finally:
+            self._lock.release()
+
+    def take_back(self) -> int | None:
+        """Stop the child from starting any request sent so far that it has not started.
+
+        Returns the seq it started last (every request after it is taken back), or None when
+        the lock stays taken (the child is stuck: kill it).
+        """
+        if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
+            return None
+        try:
+            started = int(self._progress[_STARTED])
+            if self._progress[_SKIP_TO] <= started + 1:  # no earlier take-back still ahead
+                self._progress[_SKIP_FROM] = started + 1
+            self._progress[_SKIP_TO] = self.next_seq
+            return started
+        finally:
+            self._lock.release()
+
+    def started_seq_after_exit(self) -> int:
+        """The seq the child started last, read once it is dead (its lock may be lost)."""
+        return int(self._progress[_STARTED])

@@ -32,12 +32,13 @@ from typing import Any
 import redis
 
 from . import calls, splitting
+from .async_executor import BLOCKED_LOOP_GRACE_SECONDS, AsyncExecutor
 from .exceptions import LeaseLost, LibraryError, PySchedulerError
-from .executor import LOST, SUSPENDED, Executor, Progress
+from .executor import DEFER, LOST, SUSPENDED, Executor, Progress
 from .handlers import HandlerPolicy
 from .job import parse_record
 from .library import auto_load_requested, ensure_loaded, load
-from .protocol import FailKind, Status
+from .protocol import COMPLETE_BATCH_MAX, FailKind, Status
 from .queue import Queue
 
 log = logging.getLogger("pyscheduler.worker")
@@ -66,7 +67,6 @@ class Run:
     lease: calls.Lease
     queue: Queue
     timeout_s: float
-    executor: Executor
     record: dict[str, Any]
     seq: int = -1
     started: float | None = None  # monotonic, once the child started it
@@ -96,8 +96,24 @@ class Slot:
         return run if run is not None and run.started is not None else None
 
 
+@dataclass(eq=False)
+class LoopSlot:
+    """The event-loop process and the `async def` jobs running on it (by seq)."""
+
+    executor: AsyncExecutor
+    capacity: int
+    runs: dict[int, Run] = field(default_factory=dict)
+
+    def room(self) -> int:
+        return self.capacity - len(self.runs)
+
+
 class Worker:
     """Runs jobs from `queues`, `concurrency` at a time.
+
+    `async def` handlers run on one event-loop process, up to `concurrency` of them at once,
+    beside the sync ones (each sync run has a process of its own). When the loop is full, an
+    async job runs in a free process with an event loop of its own.
 
     Queues are taken in the order given: a queue is asked only when the ones before it had
     nothing ready. With `weights` ({queue name: weight}), the order changes each turn by smooth
@@ -139,6 +155,8 @@ class Worker:
         self.processed = 0
         self.handed_back = 0  # prefetched jobs given back unstarted (see `_hand_back`)
         self._slots: list[Slot] = []
+        self._loop: LoopSlot | None = None  # started for the first `async def` job
+        self._async_funcs: set[str] = set()  # handlers known to be `async def`
         self._outbox: list[Callable[[], None]] = []  # reports to retry after a lost connection
         # Results not yet reported: sent with the next pop, or before the worker waits.
         self._completions: list[tuple[Run, str]] = []
@@ -191,6 +209,8 @@ class Worker:
         finally:
             for slot in self._slots:
                 slot.executor.kill()
+            if self._loop is not None:
+                self._loop.executor.kill()
             self._close_block_conn()
             self._set_wakeup_fd(previous_wakeup)
             os.close(wake_read)
@@ -204,12 +224,13 @@ class Worker:
         self._stopping = True
 
     def _holds_runs(self) -> bool:
-        return any(slot.runs for slot in self._slots)
+        return any(slot.runs for slot in self._slots) or bool(self._loop and self._loop.runs)
 
     def _step(self, burst: bool, wake_fd: int) -> bool:
         """One turn of the main loop; False when the worker should exit."""
         if self._aborting:  # before the outbox: Redis may be gone, and it would raise again
             held = sum(len(slot.runs) for slot in self._slots)
+            held += len(self._loop.runs) if self._loop else 0
             log.warning("stopping now: %d held jobs return via their leases", held)
             return False
         self._flush_outbox()
@@ -219,6 +240,8 @@ class Worker:
             for slot in self._slots:
                 if slot.runs:
                     slot.executor.request_pause()
+            if self._loop is not None and self._loop.runs:
+                self._loop.executor.request_pause()
         if self._stopping and not self._holds_runs():
             self._send_completions()
             return False
@@ -228,8 +251,11 @@ class Worker:
         for slot in self._slots:
             if slot.runs:
                 self._collect(slot)
+        if self._loop is not None and self._loop.runs:
+            self._collect_loop(self._loop)
         now = time.monotonic()
         self._enforce_timeouts(now)
+        self._enforce_loop_timeouts(now)
         self._hand_back_behind_slow_jobs(now)
         if now >= self._next_renewal:
             self._renew_leases()
@@ -276,11 +302,15 @@ class Worker:
         soonest = -1
         if not idle and not extra:
             return took, soonest
+        wanted = sum(extra.values())
+        total_weight = sum(self._weights.values())
         for queue in self._queue_order():
             starts = len(idle)
             more = sum(extra.values())
+            if self._weights:  # prefetch too is shared by weight
+                more = min(more, -(-wanted * self._weights[queue.name] // total_weight))
             if starts + more <= 0:
-                break
+                continue
             if self._completions:  # report results and take the next jobs in one round trip
                 result = self._send_completions(queue, starts, more)
             else:
@@ -301,16 +331,16 @@ class Worker:
         """Send leased jobs to slots: one to each idle slot first, then prefetch."""
         batches: dict[int, list[Run]] = {}
         by_id = {id(slot): slot for slot in self._slots}
-        pending = list(leases)
+        pending = self._send_to_loop(queue, leases)
         while pending and idle:
             slot = idle.pop(0)
-            batches.setdefault(id(slot), []).append(self._make_run(queue, pending.pop(0), slot))
+            batches.setdefault(id(slot), []).append(self._make_run(queue, pending.pop(0)))
         for slot_id, count in list(extra.items()):
             take = min(count, len(pending))
             if take:
                 slot = by_id[slot_id]
                 batches.setdefault(slot_id, []).extend(
-                    self._make_run(queue, lease, slot) for lease in pending[:take]
+                    self._make_run(queue, lease) for lease in pending[:take]
                 )
                 del pending[:take]
             if count - take > 0:
@@ -332,10 +362,10 @@ class Worker:
                 slot.executor.request_pause()
         assert not pending, "the library leased more jobs than asked for"
 
-    def _make_run(self, queue: Queue, lease: calls.Lease, slot: Slot) -> Run:
+    def _make_run(self, queue: Queue, lease: calls.Lease) -> Run:
         record = parse_record(lease.record)
         timeout = float(record.get("timeout") or queue.default_timeout)
-        return Run(lease, queue, timeout, slot.executor, record)
+        return Run(lease, queue, timeout, record)
 
     def _request(self, queue: Queue, run: Run) -> dict[str, Any]:
         lease = run.lease
@@ -347,7 +377,107 @@ class Worker:
             "payload": lease.payload,
             "checkpoint": lease.checkpoint,
             "lease_ms": self.lease_ms,
+            "timeout": run.timeout_s,
+            # A sync process hands an `async def` job back when the event loop has room.
+            "may_defer": self._loop_room() > 0,
         }
+
+    # -- the event loop for `async def` handlers ----------------------------------------------
+
+    def _loop_room(self) -> int:
+        return self.concurrency if self._loop is None else self._loop.room()
+
+    def _event_loop(self) -> LoopSlot:
+        if self._loop is None:
+            executor = AsyncExecutor(self.policy, self.connection)
+            self._loop = LoopSlot(executor, self.concurrency)
+        return self._loop
+
+    def _send_to_loop(self, queue: Queue, leases: list[calls.Lease]) -> list[calls.Lease]:
+        """Start the jobs of known `async def` handlers on the loop, while it has room;
+        returns the other leases."""
+        if not self._async_funcs:
+            return list(leases)
+        rest: list[calls.Lease] = []
+        runs: list[Run] = []
+        room = self._loop_room()
+        for lease in leases:
+            run = self._make_run(queue, lease)
+            if len(runs) < room and run.record.get("func") in self._async_funcs:
+                runs.append(run)
+            else:
+                rest.append(lease)
+        if runs:
+            self._start_on_loop(runs)
+        return rest
+
+    def _start_on_loop(self, runs: list[Run]) -> None:
+        loop = self._event_loop()
+        requests = [self._request(run.queue, run) for run in runs]
+        now = time.monotonic()
+        for run, seq in zip(runs, loop.executor.number(requests), strict=True):
+            run.seq, run.started = seq, now
+            loop.runs[seq] = run
+        try:
+            loop.executor.submit(requests)
+        except OSError:  # it died since it last reported
+            self._loop_died(loop)
+            return
+        if self._stopping:
+            loop.executor.request_pause()
+
+    def _deferred(self, slot: Slot, run: Run) -> None:
+        """A sync process found an `async def` handler: run it on the loop, or back there."""
+        self._async_funcs.add(str(run.record.get("func")))
+        if self._loop_room() > 0:
+            self._start_on_loop([run])
+            return
+        request = self._request(run.queue, run)
+        request["may_defer"] = False
+        run.started = None
+        [run.seq] = slot.executor.number([request])
+        slot.runs.append(run)
+        try:
+            slot.executor.submit([request])
+        except OSError:
+            self._child_died(slot)
+
+    def _collect_loop(self, loop: LoopSlot) -> None:
+        outcomes = loop.executor.outcomes()
+        if outcomes is None:
+            self._loop_died(loop)
+            return
+        for outcome in outcomes:
+            run = loop.runs.pop(int(outcome["seq"]), None)
+            if run is not None:  # else its lease was lost meanwhile
+                self._finish(run, outcome)
+
+    def _loop_died(self, loop: LoopSlot, blocker: Run | None = None) -> None:
+        """The loop process died or was killed (`blocker` blocked it): fail its runs."""
+        code = loop.executor.exit_code() if blocker is None else None
+        runs = list(loop.runs.values())
+        loop.runs.clear()
+        loop.executor.restart()
+        for run in runs:
+            self.processed += 1
+            if run is blocker:
+                self._report_failure(
+                    run,
+                    FailKind.TIMEOUT,
+                    f"JobTimeout: the run passed its {run.timeout_s} s timeout and blocked"
+                    " its event loop",
+                )
+            elif blocker is not None:
+                self._report_failure(
+                    run,
+                    FailKind.ERROR,
+                    f"stopped with the event loop process, which job {blocker.lease.id}"
+                    " blocked past its timeout",
+                )
+            else:
+                self._report_failure(
+                    run, FailKind.ERROR, f"the event loop process died (exit code {code})"
+                )
 
     def _check_weights(self, weights: Mapping[str, int] | None) -> dict[str, int]:
         if not weights:
@@ -402,11 +532,12 @@ class Worker:
 
     def _take_outcome(self, slot: Slot, outcome: dict[str, Any]) -> None:
         seq = int(outcome["seq"])
-        while slot.runs and slot.runs[0].seq < seq:
-            slot.runs.popleft()  # taken back before the child reached it
         if not slot.runs or slot.runs[0].seq != seq:
-            return
+            return  # its lease was lost meanwhile
         run = slot.runs.popleft()
+        if outcome.get("kind") == DEFER:
+            self._deferred(slot, run)
+            return
         seconds = float(outcome.get("seconds", 0.0))
         slot.pace = (
             seconds if slot.pace is None else slot.pace + PACE_SMOOTHING * (seconds - slot.pace)
@@ -506,11 +637,19 @@ class Worker:
     ) -> calls.PopResult:
         """Report finished runs' results in one round trip, with the next pop when asked."""
         done, self._completions = self._completions, []
-        pipe = self.connection.pipeline(transaction=False)
+        batches: dict[str, list[tuple[Run, str]]] = {}
         for run, result in done:
-            lease = run.lease
-            call = calls.complete_args(run.queue.keys, lease.id, lease.token, result)
-            pipe.fcall("psq_complete", calls.COMPLETE_NUMKEYS, *call)
+            batches.setdefault(run.queue.name, []).append((run, result))
+        chunks = [
+            batch[i : i + COMPLETE_BATCH_MAX]
+            for batch in batches.values()
+            for i in range(0, len(batch), COMPLETE_BATCH_MAX)
+        ]
+        pipe = self.connection.pipeline(transaction=False)
+        for chunk in chunks:
+            items = [(run.lease.id, run.lease.token, result) for run, result in chunk]
+            numkeys, call = calls.complete_many_args(chunk[0][0].queue.keys, items)
+            pipe.fcall("psq_complete_many", numkeys, *call)
         if pop_from is not None:
             call = calls.pop_args(pop_from.keys, want, self.lease_ms, self.name, extra)
             pipe.fcall("psq_pop", calls.POP_NUMKEYS, *call)
@@ -519,20 +658,30 @@ class Worker:
         except (redis.ConnectionError, redis.TimeoutError):
             self._completions = done + self._completions  # sent again once Redis is back
             raise
-        for (run, _), reply in zip(done, replies, strict=False):
-            if isinstance(reply, redis.ResponseError):
-                try:
-                    calls.raise_mapped(reply)
-                except LeaseLost as exc:
-                    log.warning("late result of job %s refused: %s", run.lease.id, exc)
-                except (PySchedulerError, redis.ResponseError) as exc:
-                    log.error("result of job %s not stored: %s", run.lease.id, exc)
+        for chunk, reply in zip(chunks, replies, strict=False):
+            self._check_completions(chunk, reply)
         if pop_from is None:
             return calls.PopResult([], -1)
         popped = replies[-1]
         if isinstance(popped, redis.ResponseError):
             calls.raise_mapped(popped)
         return calls.parse_pop_reply(pop_from.keys, popped)
+
+    @staticmethod
+    def _check_completions(chunk: list[tuple[Run, str]], reply: Any) -> None:
+        """Log the results the library did not store (their lease was lost, say)."""
+        try:
+            if isinstance(reply, redis.ResponseError):
+                calls.raise_mapped(reply)
+            outcomes = calls.parse_complete_many_reply(reply)
+        except (PySchedulerError, redis.ResponseError) as exc:
+            log.error("results of %d jobs not stored: %s", len(chunk), exc)
+            return
+        for (run, _), outcome in zip(chunk, outcomes, strict=False):
+            if isinstance(outcome, LeaseLost):
+                log.warning("late result of job %s refused: %s", run.lease.id, outcome)
+            elif isinstance(outcome, PySchedulerError):
+                log.error("result of job %s not stored: %s", run.lease.id, outcome)
 
     def _report_failure(self, run: Run, kind: FailKind, error: str) -> None:
         lease = run.lease
@@ -601,10 +750,28 @@ class Worker:
                 f"JobTimeout: the run passed its {running.timeout_s} s timeout",
             )
 
+    def _enforce_loop_timeouts(self, now: float) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        for run in loop.runs.values():
+            if now >= run.timeout_at + BLOCKED_LOOP_GRACE_SECONDS:
+                self._collect_loop(loop)  # its cancellation may have just come in
+                if run in loop.runs.values():
+                    log.warning(
+                        "job %s blocks the event loop past its %s s timeout: stopping the loop",
+                        run.lease.id,
+                        run.timeout_s,
+                    )
+                    self._loop_died(loop, blocker=run)
+                return
+
     def _renew_leases(self) -> None:
         self._next_renewal = time.monotonic() + self.lease_ms / 3000
         for queue in self.queues:
             runs = [run for slot in self._slots for run in slot.runs if run.queue is queue]
+            if self._loop is not None:
+                runs += [run for run in self._loop.runs.values() if run.queue is queue]
             if not runs:
                 continue
             held = [(r.lease.id, r.lease.token) for r in runs]
@@ -614,6 +781,12 @@ class Worker:
                     self._lease_lost(run)
 
     def _lease_lost(self, run: Run) -> None:
+        if self._loop is not None and self._loop.runs.get(run.seq) is run:
+            # A task cannot be stopped from here; its late outcome is ignored (and its
+            # results and checkpoints are refused: the token no longer holds).
+            log.warning("job %s lost its lease (cancelled or reclaimed)", run.lease.id)
+            del self._loop.runs[run.seq]
+            return
         slot = next((s for s in self._slots if run in s.runs), None)
         if slot is None:
             return
@@ -649,7 +822,7 @@ class Worker:
         """Sleep until a child reports, a job may be ready, or something falls due."""
         now = time.monotonic()
         timeout = self._next_renewal - now
-        watched: dict[object, Slot] = {}
+        watched: dict[object, Slot | LoopSlot] = {}
         for slot in self._slots:
             if not slot.runs:
                 continue
@@ -660,6 +833,10 @@ class Worker:
             else:
                 watched[slot.executor.conn] = slot
             timeout = min(timeout, slot.runs[0].timeout_at - now)
+        if self._loop is not None and self._loop.runs:
+            watched[self._loop.executor.conn] = self._loop
+            soonest = min(run.timeout_at for run in self._loop.runs.values())
+            timeout = min(timeout, soonest + BLOCKED_LOOP_GRACE_SECONDS - now)
         listen_for_jobs = not self._stopping and any(not slot.runs for slot in self._slots)
         if listen_for_jobs:
             if wait_ms == 0:
@@ -670,7 +847,11 @@ class Worker:
         self._wait(max(0.0, timeout), listen_for_jobs, wake_fd, watched)
 
     def _wait(
-        self, timeout: float, listen_for_jobs: bool, wake_fd: int, watched: dict[object, Slot]
+        self,
+        timeout: float,
+        listen_for_jobs: bool,
+        wake_fd: int,
+        watched: dict[object, Slot | LoopSlot],
     ) -> None:
         sources: list[Any] = [*watched, wake_fd]
         block_sock = self._block_conn._sock if self._block_pending and self._block_conn else None
@@ -687,7 +868,11 @@ class Worker:
                     # Pass the wake-up on to another worker: this one has no room now.
                     self.connection.lpush(token[0], token[1])
             else:
-                self._collect(watched[ready])
+                source = watched[ready]
+                if isinstance(source, LoopSlot):
+                    self._collect_loop(source)
+                else:
+                    self._collect(source)
 
     # -- signals and connection loss ------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from pyscheduler import task
+from pyscheduler import current_job, task
 
 _clients: dict[tuple[int, str], redis.Redis] = {}
 
@@ -149,3 +149,15 @@ async def async_span(url: str, key: str, seconds: float) -> int:
     end = server_time_us(conn)
     conn.rpush(key, json.dumps({"pid": os.getpid(), "start": start, "end": end}))
     return os.getpid()
+
+
+async def async_sleep(seconds: float) -> str:
+    """Awaits (the event loop stays free) for `seconds`."""
+    await asyncio.sleep(seconds)
+    return "slept"
+
+
+async def async_own_id(seconds: float) -> str:
+    """The id `current_job()` gives after an await, while other jobs share the loop."""
+    await asyncio.sleep(seconds)
+    return current_job().id

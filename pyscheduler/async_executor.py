@@ -1,0 +1,130 @@
+"""The worker's event-loop process: runs many `async def` handlers at once on one asyncio loop.
+
+It speaks the executors' protocol (see executor.py): lists of numbered requests in, one
+outcome per request out, but it starts every request as soon as it arrives, as a task on its
+loop, up to the worker's `concurrency` at once (the worker never sends more). Each task has
+its own `current_job()` (a ContextVar). A job's timeout cancels its task at the deadline,
+which works while handlers await; a handler that blocks the loop (sync code inside a
+coroutine) cannot be cancelled, so the worker kills this process when a job is well past its
+deadline: the blocking job fails with a timeout, the others of this process fail with a
+reason naming it (their retries apply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import redis
+
+from . import context as job_context
+from .executor import ChildProcess, die_with_parent, outcome_of, prepare_call
+from .handlers import HandlerPolicy
+from .protocol import FailKind
+from .serialization import encode_result
+
+# How long past its deadline a job on the loop may run before the worker kills the process
+# (the loop is blocked: the job's cancellation could not take effect).
+BLOCKED_LOOP_GRACE_SECONDS = 1.0
+
+_pause_requested = False
+
+
+def _request_pause(signum: int, frame: object) -> None:
+    global _pause_requested
+    _pause_requested = True
+    for running in job_context.running_contexts():
+        running.shutdown_requested = True
+
+
+async def run_call_async(
+    policy: HandlerPolicy, connection: redis.Redis, request: dict[str, Any]
+) -> dict[str, Any]:
+    """Run one job as a task of this loop; its outcome as the message the worker expects."""
+    call = prepare_call(policy, connection, request)
+    if isinstance(call, dict):
+        return call
+    context = call.context
+    reset = job_context.set_current(context)
+    context.shutdown_requested = context.shutdown_requested or _pause_requested
+    timeout_s = float(request["timeout"])
+    deadline = asyncio.timeout(timeout_s)
+    try:
+        async with deadline:
+            args = call.args
+            if context.record.get("results_arg"):
+                args = [context.subtask_results(), *args]
+            value = call.handler(*args, **call.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+        return {"ok": True, "result": encode_result(value)}
+    except TimeoutError as error:
+        if not deadline.expired():
+            return outcome_of(error)  # the handler's own TimeoutError
+        return {
+            "ok": False,
+            "kind": FailKind.TIMEOUT.value,
+            "error": f"JobTimeout: the run passed its {timeout_s} s timeout (cancelled)",
+        }
+    except BaseException as error:
+        return outcome_of(error)
+    finally:
+        job_context.reset_current(reset)
+
+
+async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redis) -> None:
+    loop = asyncio.get_running_loop()
+    closed = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(request: dict[str, Any]) -> None:
+        began = time.monotonic()
+        outcome = await run_call_async(policy, connection, request)
+        outcome["seq"] = request["seq"]
+        outcome["seconds"] = time.monotonic() - began
+        sys.stdout.flush()
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):  # the worker is gone: PDEATHSIG follows
+            conn.send_bytes(json.dumps(outcome).encode())
+
+    def take_requests() -> None:
+        try:
+            while conn.poll(0):
+                for request in json.loads(conn.recv_bytes()):
+                    task = loop.create_task(run(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            closed.set()
+
+    loop.add_reader(conn.fileno(), take_requests)
+    await closed.wait()
+
+
+def _loop_main(
+    conn: Connection, parent_pid: int, policy: HandlerPolicy, connection: redis.Redis
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when runs stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, _request_pause)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked by start()
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    die_with_parent(parent_pid)
+    asyncio.run(_serve(conn, policy, connection))
+
+
+class AsyncExecutor(ChildProcess):
+    """The worker's event-loop process (see the module docstring)."""
+
+    def _child_target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
+        return _loop_main, ()
