@@ -50,6 +50,61 @@ local function error_reply(code, message)
   return redis.error_reply(code .. ' ' .. message)
 end
 
+-- Many jobs' reads and writes of one key go in one command, so a call handling many jobs pays
+-- Redis's per-command cost once, not once per job. unpack() handles only a few thousand
+-- values, so long argument lists are sent in chunks of CALL_CHUNK values (even: whole pairs).
+local CALL_CHUNK = 1000
+
+-- HMGET of any number of fields: the values in the order of `fields`, false where missing.
+local function hmget_many(key, fields)
+  local values = {}
+  for first = 1, #fields, CALL_CHUNK do
+    local chunk = redis.call('HMGET', key, unpack(fields, first, math.min(first + CALL_CHUNK - 1, #fields)))
+    for i = 1, #chunk do values[first + i - 1] = chunk[i] end
+  end
+  return values
+end
+
+-- A batch of writes (HSET field value, ZADD score member, ZREM member, ...: one value or one
+-- pair per write, no options) gathered job by job and sent with one command per command and
+-- key by flush_writes, each in the order the writes were queued.
+local function new_writes()
+  return { order = {}, by_key = {} }
+end
+
+-- Write `command key a [b]` now, or with a batch `W`, queue it for flush_writes.
+local function write(W, command, key, a, b)
+  if not W then
+    if b == nil then return redis.call(command, key, a) end
+    return redis.call(command, key, a, b)
+  end
+  local commands = W.by_key[key]
+  if not commands then
+    commands = {}
+    W.by_key[key] = commands
+  end
+  local args = commands[command]
+  if not args then
+    args = {}
+    commands[command] = args
+    W.order[#W.order + 1] = { command, key, args }
+  end
+  args[#args + 1] = a
+  if b ~= nil then args[#args + 1] = b end
+end
+
+-- Send a batch's writes (nothing when none was queued) and empty it.
+local function flush_writes(W)
+  for _, entry in ipairs(W.order) do
+    local command, key, args = entry[1], entry[2], entry[3]
+    for first = 1, #args, CALL_CHUNK do
+      redis.call(command, key, unpack(args, first, math.min(first + CALL_CHUNK - 1, #args)))
+    end
+  end
+  W.order = {}
+  W.by_key = {}
+end
+
 -- Without aging: higher priority first, FIFO within a priority. With aging (priority levels
 -- gained per second of waiting), a job's effective priority is priority + aging * waited, so
 -- it ranks as if queued priority / aging seconds earlier: the score is that virtual queue time
@@ -109,8 +164,9 @@ end
 
 -- A subtask's end is noted in its own queue until its parent's queue has recorded it
 -- (Q.notices); the worker delivers it, and psq_stale_notices re-drives it after a crash.
-local function note_subtask_end(Q, id, job, now)
-  if job.parent then redis.call('ZADD', Q.notices, int(now), id) end
+-- With a batch `W` (new_writes) the write is queued there.
+local function note_subtask_end(Q, id, job, now, W)
+  if job.parent then write(W, 'ZADD', Q.notices, int(now), id) end
 end
 
 -- The failed set keeps the job for inspection; the record stays until purged
@@ -145,10 +201,11 @@ local function sweep_finished(Q, now, limit)
 end
 
 -- Keep a finished job (complete or cancelled) until its result TTL passes; its subtask
--- outcomes (`subtasks_key`, may not exist) expire with it.
-local function keep_finished(finished_key, subtasks_key, id, job, now)
+-- outcomes (`subtasks_key`, may not exist) expire with it. With a batch `W` (new_writes) the
+-- ZADD is queued there (the PEXPIRE, one key per job, is done at once).
+local function keep_finished(finished_key, subtasks_key, id, job, now, W)
   local ttl_ms = math.floor((job.result_ttl or 0) * 1000)
-  redis.call('ZADD', finished_key, int(now + ttl_ms), id)
+  write(W, 'ZADD', finished_key, int(now + ttl_ms), id)
   if job.split then redis.call('PEXPIRE', subtasks_key, math.max(1, ttl_ms)) end
 end
 
@@ -160,11 +217,11 @@ local function slot_freed(Q, freed)
   if redis.call('HEXISTS', Q.config, 'concurrency') == 1 then wake_workers(Q.wake, freed) end
 end
 
--- The job when `token` is the fencing token of its current lease; otherwise nil, an error
--- code and a message. A job that was reclaimed, finished or cancelled is no longer active,
--- so its old token is refused even before the next pop issues a new one.
-local function job_under_lease(jobs_key, id, token)
-  local raw = redis.call('HGET', jobs_key, id)
+-- The job when `token` is the fencing token of its current lease, given its record as stored
+-- (`raw`: false or nil when there is none); otherwise nil, an error code and a message. A job
+-- that was reclaimed, finished or cancelled is no longer active, so its old token is refused
+-- even before the next pop issues a new one.
+local function check_lease(raw, id, token)
   if not raw then return nil, ERR.NOT_FOUND, 'job ' .. id .. ' does not exist' end
   local job = decode_job(raw)
   if not job or job.status ~= STATUS.ACTIVE or int(job.token) ~= token then
@@ -173,18 +230,25 @@ local function job_under_lease(jobs_key, id, token)
   return job
 end
 
--- Finish a job whose lease the caller checked (job_under_lease): store its result, move it from
+-- check_lease on the record in `jobs_key`.
+local function job_under_lease(jobs_key, id, token)
+  return check_lease(redis.call('HGET', jobs_key, id), id, token)
+end
+
+-- Finish a job whose lease the caller checked (check_lease): store its result, move it from
 -- `active` to `finished` and note a subtask's end; returns its run time in ms (lease start to
--- `now`). `subtasks_key` is the job's own subtask outcomes (may not exist). The caller does the
--- once-per-call work: count it in stats, sweep_finished and slot_freed (uses Q.jobs, Q.results,
--- Q.active, Q.finished, Q.notices).
-local function complete_leased(Q, subtasks_key, id, job, result, now)
+-- `now`) and its new record. `subtasks_key` is the job's own subtask outcomes (may not exist).
+-- With a batch `W` (new_writes) the writes are queued there for the caller's flush_writes. The
+-- caller does the once-per-call work: count it in stats, sweep_finished (after the flush) and
+-- slot_freed (uses Q.jobs, Q.results, Q.active, Q.finished, Q.notices).
+local function complete_leased(Q, subtasks_key, id, job, result, now, W)
   job.status = STATUS.COMPLETE
   job.ended = now
-  redis.call('HSET', Q.jobs, id, cjson.encode(job))
-  redis.call('HSET', Q.results, id, result)
-  redis.call('ZREM', Q.active, id)
-  keep_finished(Q.finished, subtasks_key, id, job, now)
-  note_subtask_end(Q, id, job, now)
-  return now - (job.started or now)
+  local record = cjson.encode(job)
+  write(W, 'HSET', Q.jobs, id, record)
+  write(W, 'HSET', Q.results, id, result)
+  write(W, 'ZREM', Q.active, id)
+  keep_finished(Q.finished, subtasks_key, id, job, now, W)
+  note_subtask_end(Q, id, job, now, W)
+  return now - (job.started or now), record
 end

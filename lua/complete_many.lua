@@ -2,7 +2,9 @@
 
 A worker that ran many short jobs reports their results in one call: each job is completed as
 psq_complete would, while the work done once per call (the clock, the stats counter, the sweep
-of expired finished records, the freed-slot wake-ups) is done once for the whole batch.
+of expired finished records, the freed-slot wake-ups) is done once for the whole batch, and the
+jobs' reads and writes of each key are one command for the whole batch (HMGET jobs, HSET jobs,
+HSET results, ZREM active, ZADD finished, ZADD notices).
 
 KEYS[1]  jobs         HASH  job id -> job record (JSON)
 KEYS[2]  payloads     HASH  job id -> call payload (JSON text)
@@ -54,19 +56,28 @@ local function complete_many(KEYS, ARGV)
   end
 
   local now = now_ms()
+  local ids = {}
+  for n = 1, count do ids[n] = ARGV[3 * n - 2] end
+  local stored = hmget_many(Q.jobs, ids)
+  -- Each job's record as this call left it, so a job given twice is completed once (the
+  -- second time its token no longer holds the lease).
+  local records = {}
+  for n = 1, count do records[ids[n]] = stored[n] end
+  local writes = new_writes()
   local replies = {}
   local completed = 0
   for n = 1, count do
     local at = 3 * n - 2
     local id, token, result = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-    local job, code, message = job_under_lease(Q.jobs, id, token)
+    local job, code, message = check_lease(records[id], id, token)
     if job then
-      replies[n] = complete_leased(Q, KEYS[fixed_keys + n], id, job, result, now)
+      replies[n], records[id] = complete_leased(Q, KEYS[fixed_keys + n], id, job, result, now, writes)
       completed = completed + 1
     else
       replies[n] = code .. ' ' .. message
     end
   end
+  flush_writes(writes)
   if completed > 0 then
     incr_stat(Q.stats, 'completed', completed)
     -- At least as many as this call added to `finished`, so the sweep keeps up with the batches.

@@ -52,8 +52,9 @@ local function promote_due(Q, now)
   local due = redis.call('ZRANGEBYSCORE', Q.delayed, '-inf', int(now), 'LIMIT', 0, PROMOTE_BATCH)
   if #due == 0 then return end
   redis.call('ZREM', Q.delayed, unpack(due))
-  for _, id in ipairs(due) do
-    local job = decode_job(redis.call('HGET', Q.jobs, id))
+  local records = hmget_many(Q.jobs, due)
+  for n, id in ipairs(due) do
+    local job = decode_job(records[n])
     if job then
       push_ready(Q, id, job)
     else
@@ -66,8 +67,9 @@ local function reclaim_expired(Q, now)
   local expired = redis.call('ZRANGEBYSCORE', Q.active, '-inf', int(now), 'LIMIT', 0, RECLAIM_BATCH)
   if #expired == 0 then return end
   redis.call('ZREM', Q.active, unpack(expired))
-  for _, id in ipairs(expired) do
-    local job = decode_job(redis.call('HGET', Q.jobs, id))
+  local records = hmget_many(Q.jobs, expired)
+  for n, id in ipairs(expired) do
+    local job = decode_job(records[n])
     if not job then
       fail_corrupt(Q, id, now)
     else
@@ -138,40 +140,61 @@ local function pop(KEYS, ARGV)
     max_jobs = math.min(max_jobs, room)
   end
 
-  -- Corrupt records are failed and skipped, so fewer than popped may be leased.
+  -- Corrupt records are failed and skipped, so fewer than popped may be leased. The popped
+  -- jobs' reads and writes of each key are one command for all of them.
   local popped = {}
   if max_jobs > 0 then popped = redis.call('ZPOPMIN', Q.ready, max_jobs) end
+  local ids, ranks = {}, {}
   for i = 1, #popped, 2 do
-    local id, rank = popped[i], popped[i + 1]
-    local job = decode_job(redis.call('HGET', Q.jobs, id))
-    local payload = redis.call('HGET', Q.payloads, id)
+    ids[#ids + 1] = popped[i]
+    ranks[#ranks + 1] = popped[i + 1]
+  end
+  local records = hmget_many(Q.jobs, ids)
+  local payloads = hmget_many(Q.payloads, ids)
+  local jobs = {}
+  for n, id in ipairs(ids) do
+    local job = decode_job(records[n])
     if not job then
       fail_corrupt(Q, id, now)
-    elseif not payload then
+    elseif not payloads[n] then
       fail_for_good(Q, id, job, now, 'job payload is missing')
     else
-      local token = redis.call('INCR', Q.seq)
-      job.status = STATUS.ACTIVE
-      job.attempts = (job.attempts or 0) + 1
-      job.token = token
-      job.started = now
-      job.worker = worker
-      job.paused = nil
-      job.rank = rank
-      job.rank_base = rank_base
-      local record = cjson.encode(job)
-      redis.call('HSET', Q.jobs, id, record)
-      redis.call('ZADD', Q.active, int(deadline), id)
+      jobs[n] = job
       leased = leased + 1
-      local at = #reply
-      reply[at + 1] = id
-      reply[at + 2] = token
-      reply[at + 3] = deadline
-      reply[at + 4] = record
-      reply[at + 5] = payload
-      reply[at + 6] = redis.call('HGET', Q.checkpoints, id)
-      if rate and period then redis.call('ZADD', Q.starts, int(now), token) end
     end
+  end
+  if leased > 0 then
+    -- The tokens the leased jobs would get from one INCR each, in order.
+    local token = redis.call('INCRBY', Q.seq, leased) - leased
+    local checkpoints = hmget_many(Q.checkpoints, ids)
+    local writes = new_writes()
+    local deadline_score, start_score = int(deadline), int(now)
+    for n, id in ipairs(ids) do
+      local job = jobs[n]
+      if job then
+        token = token + 1
+        job.status = STATUS.ACTIVE
+        job.attempts = (job.attempts or 0) + 1
+        job.token = token
+        job.started = now
+        job.worker = worker
+        job.paused = nil
+        job.rank = ranks[n]
+        job.rank_base = rank_base
+        local record = cjson.encode(job)
+        write(writes, 'HSET', Q.jobs, id, record)
+        write(writes, 'ZADD', Q.active, deadline_score, id)
+        local at = #reply
+        reply[at + 1] = id
+        reply[at + 2] = token
+        reply[at + 3] = deadline
+        reply[at + 4] = record
+        reply[at + 5] = payloads[n]
+        reply[at + 6] = checkpoints[n]
+        if rate and period then write(writes, 'ZADD', Q.starts, start_score, token) end
+      end
+    end
+    flush_writes(writes)
   end
   reply[2] = leased
 

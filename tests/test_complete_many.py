@@ -15,6 +15,7 @@ import redis
 
 from pyscheduler import JobNotFound, LeaseLost, Queue, calls, splitting
 from pyscheduler.keys import QueueKeys
+from pyscheduler.protocol import COMPLETE_BATCH_MAX
 from pyscheduler.splitting import Subtask
 
 
@@ -79,6 +80,24 @@ def test_completes_several_jobs_in_one_call(conn: redis.Redis, queue: Queue) -> 
     assert set(queue.job_ids("complete")) == {x.id for x in leases}
     assert conn.zcard(queue.keys.active) == 0
     assert queue.counts().stats["completed"] == 5
+
+
+def test_a_full_batch_completes_every_job(conn: redis.Redis, queue: Queue) -> None:
+    """Its writes of each key are one command, sent in chunks of 1,000 values: several here."""
+    n = COMPLETE_BATCH_MAX
+    queue.enqueue_many([queue.prepare(add, (i,)) for i in range(n)])
+    leases = pop(conn, queue.keys, n)
+
+    outcomes = calls.complete_many(conn, queue.keys, items(leases))
+
+    assert len(outcomes) == n
+    assert all(isinstance(x, int) and x >= 0 for x in outcomes)
+    for i, lease in enumerate(leases):
+        assert record(conn, queue.keys, lease.id)["status"] == "complete"
+        assert conn.hget(queue.keys.results, lease.id) == str(i).encode()
+    assert conn.zcard(queue.keys.active) == 0
+    assert conn.zcard(queue.keys.finished) == n
+    assert queue.counts().stats["completed"] == n
 
 
 def test_run_time_is_from_lease_start_to_now(conn: redis.Redis, queue: Queue) -> None:

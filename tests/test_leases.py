@@ -127,6 +127,34 @@ def test_each_lease_gets_a_distinct_token(queue: Queue) -> None:
     assert len(set(tokens)) == 5
 
 
+def test_a_pop_of_more_jobs_than_one_command_chunk_leases_each_in_full(
+    conn: redis.Redis, queue: Queue
+) -> None:
+    """Pop reads and writes its jobs with one command per key, sent in chunks of 1,000 values."""
+    n = 1_200
+    jobs = queue.enqueue_many([queue.prepare(add, (i,)) for i in range(n)])
+    with_checkpoint = {job.id: json.dumps({"done": i}) for i, job in enumerate(jobs) if i % 3 == 0}
+    conn.hset(queue.keys.checkpoints, mapping=with_checkpoint)
+
+    leases = pop(queue, max_jobs=n).leases
+
+    assert [x.id for x in leases] == [job.id for job in jobs]
+    first = leases[0].token
+    assert [x.token for x in leases] == list(range(first, first + n))
+    deadline = leases[0].deadline_ms
+    for i, lease in enumerate(leases):
+        assert lease.deadline_ms == deadline
+        assert json.loads(lease.payload)["args"] == [i]
+        assert lease.checkpoint == with_checkpoint.get(lease.id)
+        record = json.loads(lease.record)
+        assert (record["status"], record["token"], record["attempts"]) == ("active", lease.token, 1)
+        assert conn.hget(queue.keys.jobs, lease.id) == lease.record.encode()
+    active = conn.zrange(queue.keys.active, 0, -1, withscores=True)
+    assert len(active) == n
+    assert {score for _, score in active} == {deadline}
+    assert len(queue) == 0
+
+
 def test_pop_leases_at_most_max_jobs(queue: Queue) -> None:
     for i in range(5):
         queue.enqueue(add, i)
