@@ -26,7 +26,7 @@ from typing import Any
 import redis
 
 from . import context as job_context
-from .executor import ChildProcess, die_with_parent, outcome_of, prepare_call
+from .executor import ChildProcess, die_with_parent, outcome_of, prepare_call, send_outcome
 from .handlers import HandlerPolicy
 from .protocol import FailKind
 from .serialization import encode_result
@@ -93,7 +93,7 @@ async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redi
         sys.stdout.flush()
         sys.stderr.flush()
         with contextlib.suppress(OSError):  # the worker is gone: PDEATHSIG follows
-            conn.send_bytes(json.dumps(outcome).encode())
+            send_outcome(conn.fileno(), outcome)
 
     def take_requests() -> None:
         try:

@@ -22,6 +22,7 @@ import json
 import time
 from collections.abc import Iterable, Iterator
 from contextvars import ContextVar, Token
+from functools import cache
 from typing import Any, NoReturn
 
 import redis
@@ -31,6 +32,11 @@ from .exceptions import LeaseLost
 from .keys import QueueKeys
 from .protocol import Status
 from .serialization import encode_result
+
+
+@cache
+def _queue_keys(queue: str) -> QueueKeys:
+    return QueueKeys(queue)  # immutable: one per queue serves every job of this process
 
 
 class JobSuspended(BaseException):
@@ -56,7 +62,7 @@ class JobContext:
         self.token = token
         self.record = record
         self.lease_ms = lease_ms
-        self.keys = QueueKeys(queue)
+        self.keys = _queue_keys(queue)
         self.started = time.monotonic()
         self.time_slice: float | None = record.get("time_slice") or None
         self.shutdown_requested = False

@@ -1,13 +1,15 @@
 """Child processes that run handlers, so a stuck handler can be stopped by killing its process.
 
 The worker's main process talks to each child over a pipe, with JSON messages (no pickle):
-  to the child:   a list of requests, run in order, each
-                  {"seq", "queue", "id", "token", "record", "payload", "checkpoint", "lease_ms"}
-  from the child, one message per request run, with its "seq" and "seconds" (run time):
+  to the child:   a list of requests, run in order, each {"seq", "queue", "id", "token",
+                  "record", "payload", "checkpoint", "lease_ms", "timeout", "may_defer"}
+  from the child, one line of JSON per request run, with its "seq" and "seconds" (run time)
+  (lines, so the worker reads the outcomes of many short jobs in one system call):
                   {"ok": true, "result": "<json>"}     or
                   {"ok": false, "kind": "error" | "refused", "error": "<text with traceback>"} or
                   {"ok": false, "kind": "suspended"}  the job paused or split: already recorded
                   {"ok": false, "kind": "lost"}       the lease was lost: nothing to report
+                  {"ok": false, "kind": "defer"}      an `async def` handler, for the event loop
 A request the worker took back (`Executor.take_back`) is skipped without a message.
 
 A child runs the handler with the job's context at hand (`pyscheduler.current_job()`); it uses
@@ -26,6 +28,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import socket
 import sys
 import threading
 import time
@@ -33,6 +36,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.synchronize import Lock
 from typing import Any
 
@@ -195,7 +199,14 @@ def _child_main(
             outcome["seconds"] = time.monotonic() - began
             sys.stdout.flush()
             sys.stderr.flush()
-            conn.send_bytes(json.dumps(outcome).encode())
+            send_outcome(conn.fileno(), outcome)
+
+
+def send_outcome(fd: int, outcome: dict[str, Any]) -> None:
+    """Write one outcome to the worker as a line of JSON (JSON text has no raw newline)."""
+    data = (json.dumps(outcome) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data) :]
 
 
 # The slots of an executor's shared progress record (doubles; a seq fits exactly).
@@ -245,6 +256,11 @@ class ChildProcess:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child_end.close()
         self.conn: Connection = parent_end
+        # Outcomes come as lines of JSON, read many per system call without blocking (a
+        # duplicate socket object, so the pipe's own blocking mode stays as it is).
+        self._outcome_socket = socket.socket(fileno=os.dup(parent_end.fileno()))
+        self._outcome_buffer = b""
+        self._child_gone = False
 
     def number(self, requests: list[dict[str, Any]]) -> list[int]:
         """Give each request its seq (the order the child takes them in); returns them."""
@@ -265,21 +281,37 @@ class ChildProcess:
 
     def outcomes(self) -> list[dict[str, Any]] | None:
         """The outcomes the child has sent so far (without waiting); None when it died."""
-        received: list[dict[str, Any]] = []
-        try:
-            while self.conn.poll(0):
-                received.append(json.loads(self.conn.recv_bytes()))
-        except (EOFError, OSError):
-            return received or None
-        return received
+        while not self._child_gone:
+            try:
+                chunk = self._outcome_socket.recv(1 << 16, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self._child_gone = True
+                break
+            self._outcome_buffer += chunk
+        *lines, self._outcome_buffer = self._outcome_buffer.split(b"\n")
+        if not lines and self._child_gone:
+            return None
+        return [json.loads(line) for line in lines]
 
     def receive(self) -> dict[str, Any] | None:
         """Wait for the next outcome; None when the child died."""
-        try:
-            message: dict[str, Any] = json.loads(self.conn.recv_bytes())
-            return message
-        except (EOFError, OSError):
+        while b"\n" not in self._outcome_buffer and not self._child_gone:
+            wait_for_ready([self.conn])
+            if self._child_gone:
+                break
+            chunk = self._outcome_socket.recv(1 << 16)
+            if not chunk:
+                self._child_gone = True
+            self._outcome_buffer += chunk
+        line, newline, self._outcome_buffer = self._outcome_buffer.partition(b"\n")
+        if not newline:
             return None
+        message: dict[str, Any] = json.loads(line)
+        return message
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -287,6 +319,7 @@ class ChildProcess:
                 os.kill(self.process.pid or 0, signal.SIGKILL)
         self.process.join(timeout=5)
         self.conn.close()
+        self._outcome_socket.close()
 
     def restart(self) -> None:
         self.kill()
@@ -323,20 +356,22 @@ class Executor(ChildProcess):
         finally:
             self._lock.release()
 
-    def take_back(self) -> int | None:
-        """Stop the child from starting any request sent so far that it has not started.
+    def take_back(self, keep_through: int = -1) -> int | None:
+        """Stop the child from starting any request sent so far that it has not started,
+        except those numbered up to `keep_through`.
 
-        Returns the seq it started last (every request after it is taken back), or None when
-        the lock stays taken (the child is stuck: kill it).
+        Returns the seq after which every request is taken back (the one the child started
+        last, or `keep_through` if later), or None when the lock stays taken (the child is
+        stuck: kill it).
         """
         if not self._lock.acquire(timeout=_LOCK_TIMEOUT):
             return None
         try:
-            started = int(self._progress[_STARTED])
-            if self._progress[_SKIP_TO] <= started + 1:  # no earlier take-back still ahead
-                self._progress[_SKIP_FROM] = started + 1
+            kept = max(int(self._progress[_STARTED]), keep_through)
+            if self._progress[_SKIP_TO] <= kept + 1:  # no earlier take-back still ahead
+                self._progress[_SKIP_FROM] = kept + 1
             self._progress[_SKIP_TO] = self.next_seq
-            return started
+            return kept
         finally:
             self._lock.release()
 

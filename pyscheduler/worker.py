@@ -574,15 +574,20 @@ class Worker:
         self._hand_back(unstarted)
         return running
 
-    def _take_back(self, slot: Slot) -> list[Run]:
-        """Runs of a slot that its child will now never start (they are no longer held)."""
-        if len(slot.runs) <= 1 and slot.running() is not None:
+    def _take_back(self, slot: Slot, keep_first: bool = False) -> list[Run]:
+        """Runs of a slot that its child will now never start (they are no longer held).
+
+        With `keep_first`, the first run stays, started or not (a stopping worker lets the
+        job its child is taking up run, and pause at its first checkpoint).
+        """
+        first = slot.runs[0] if slot.runs else None
+        if first is None or (len(slot.runs) == 1 and (keep_first or first.started is not None)):
             return []
-        started = slot.executor.take_back()
-        if started is None:
+        kept = slot.executor.take_back(first.seq if keep_first else -1)
+        if kept is None:
             self._child_stuck(slot)
             return []
-        taken = [run for run in slot.runs if run.seq > started]
+        taken = [run for run in slot.runs if run.seq > kept]
         for _ in taken:
             slot.runs.pop()
         return taken
@@ -600,7 +605,7 @@ class Worker:
         for slot in self._slots:
             if slot.runs:
                 self._collect(slot)
-                self._hand_back(self._take_back(slot))
+                self._hand_back(self._take_back(slot, keep_first=True))
 
     def _hand_back_behind_slow_jobs(self, now: float) -> None:
         for slot in self._slots:
