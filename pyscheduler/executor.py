@@ -26,11 +26,10 @@ import inspect
 import json
 import multiprocessing
 import os
-import queue
 import signal
 import socket
+import struct
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -167,22 +166,12 @@ def _child_main(
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
     die_with_parent(parent_pid)
-    # A reader thread takes requests off the pipe as they come, so the worker never blocks
-    # sending a batch while this process blocks sending it an outcome.
-    inbox: queue.SimpleQueue[list[dict[str, Any]] | None] = queue.SimpleQueue()
-
-    def read_requests() -> None:
-        while True:
-            try:
-                inbox.put(json.loads(conn.recv_bytes()))
-            except (EOFError, OSError):
-                inbox.put(None)
-                return
-
-    threading.Thread(target=read_requests, name="requests", daemon=True).start()
+    # The worker never blocks sending requests (see `ChildProcess.submit`), so this process
+    # reads them only when it has run out, and its blocking outcome writes cannot deadlock.
     while True:
-        batch = inbox.get()
-        if batch is None:
+        try:
+            batch = json.loads(conn.recv_bytes())
+        except (EOFError, OSError):
             return
         for request in batch:
             seq = int(request["seq"])
@@ -242,6 +231,7 @@ class ChildProcess:
         parent_end, child_end = context.Pipe(duplex=True)
         target, extra_args = self._child_target()
         self.next_seq = 0
+        self._unsent = b""
         self.process = context.Process(
             target=target,
             args=(child_end, os.getpid(), self.policy, self.connection, *extra_args),
@@ -258,8 +248,9 @@ class ChildProcess:
         self.conn: Connection = parent_end
         # Outcomes come as lines of JSON, read many per system call without blocking (a
         # duplicate socket object, so the pipe's own blocking mode stays as it is).
-        self._outcome_socket = socket.socket(fileno=os.dup(parent_end.fileno()))
+        self._socket = socket.socket(fileno=os.dup(parent_end.fileno()))
         self._outcome_buffer = b""
+        self._unsent = b""
         self._child_gone = False
 
     def number(self, requests: list[dict[str, Any]]) -> list[int]:
@@ -271,8 +262,30 @@ class ChildProcess:
         return seqs
 
     def submit(self, requests: list[dict[str, Any]]) -> None:
-        """Send numbered requests (OSError when the child is gone)."""
-        self.conn.send_bytes(json.dumps(requests).encode())
+        """Send numbered requests (OSError when the child is gone).
+
+        Never blocks: what the pipe does not take now (a big batch for a child busy with a
+        long job) waits here for `flush`, so the worker keeps renewing leases and enforcing
+        timeouts meanwhile. The framing is `multiprocessing`'s (a 4-byte length, then the
+        bytes), which the child reads with `Connection.recv_bytes`.
+        """
+        data = json.dumps(requests).encode()
+        self._unsent += struct.pack("!i", len(data)) + data
+        self.flush()
+
+    @property
+    def unsent(self) -> bool:
+        return bool(self._unsent)
+
+    def flush(self) -> bool:
+        """Send what the pipe takes now of the requests not sent yet; True when all are."""
+        while self._unsent:
+            try:
+                sent = self._socket.send(self._unsent, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return False
+            self._unsent = self._unsent[sent:]
+        return True
 
     def request_pause(self) -> None:
         """Ask the running jobs to pause at their next checkpoint."""
@@ -283,7 +296,7 @@ class ChildProcess:
         """The outcomes the child has sent so far (without waiting); None when it died."""
         while not self._child_gone:
             try:
-                chunk = self._outcome_socket.recv(1 << 16, socket.MSG_DONTWAIT)
+                chunk = self._socket.recv(1 << 16, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 break
             except OSError:
@@ -303,7 +316,7 @@ class ChildProcess:
             wait_for_ready([self.conn])
             if self._child_gone:
                 break
-            chunk = self._outcome_socket.recv(1 << 16)
+            chunk = self._socket.recv(1 << 16)
             if not chunk:
                 self._child_gone = True
             self._outcome_buffer += chunk
@@ -319,7 +332,7 @@ class ChildProcess:
                 os.kill(self.process.pid or 0, signal.SIGKILL)
         self.process.join(timeout=5)
         self.conn.close()
-        self._outcome_socket.close()
+        self._socket.close()
 
     def restart(self) -> None:
         self.kill()

@@ -250,8 +250,10 @@ class Worker:
             self._redrive_notices()
         for slot in self._slots:
             if slot.runs:
+                self._flush_requests(slot)
                 self._collect(slot)
         if self._loop is not None and self._loop.runs:
+            self._flush_requests(self._loop)
             self._collect_loop(self._loop)
         now = time.monotonic()
         self._enforce_timeouts(now)
@@ -545,6 +547,11 @@ class Worker:
         slot.reported = True
         self._finish(run, outcome)
 
+    @staticmethod
+    def _flush_requests(slot: Slot | LoopSlot) -> None:
+        with contextlib.suppress(OSError):  # the child is gone: collecting finds out
+            slot.executor.flush()
+
     def _child_died(self, slot: Slot) -> None:
         code = slot.executor.exit_code()
         running = slot.runs[0] if slot.runs else None
@@ -831,9 +838,9 @@ class Worker:
         for slot in self._slots:
             if not slot.runs:
                 continue
-            if len(slot.runs) > 1:
+            if len(slot.runs) > 1 or slot.executor.unsent:
                 # A child working through queued jobs reports many times a tick: look at it
-                # once a tick instead of waking up for each job.
+                # once a tick instead of waking up for each job (and send it what is left).
                 timeout = min(timeout, TICK_SECONDS)
             else:
                 watched[slot.executor.conn] = slot
@@ -842,6 +849,8 @@ class Worker:
             watched[self._loop.executor.conn] = self._loop
             soonest = min(run.timeout_at for run in self._loop.runs.values())
             timeout = min(timeout, soonest + BLOCKED_LOOP_GRACE_SECONDS - now)
+            if self._loop.executor.unsent:
+                timeout = min(timeout, TICK_SECONDS)
         listen_for_jobs = not self._stopping and any(not slot.runs for slot in self._slots)
         if listen_for_jobs:
             if wait_ms == 0:

@@ -161,3 +161,7 @@ async def async_own_id(seconds: float) -> str:
     """The id `current_job()` gives after an await, while other jobs share the loop."""
     await asyncio.sleep(seconds)
     return current_job().id
+
+
+def echo(value: Any) -> Any:
+    return value

@@ -118,3 +118,15 @@ def test_worker_without_prefetch_leases_one_job_per_idle_slot(conn: redis.Redis)
     assert worker.work(burst=True) == 50
     assert worker.handed_back == 0
     assert queue.counts().stats.get("completed") == 50
+
+
+def test_big_prefetched_payloads_and_results_flow_both_ways(conn: redis.Redis) -> None:
+    # Batches and outcomes far bigger than a pipe's buffer: neither side may block the other.
+    queue = Queue("pf", connection=conn)
+    queue.enqueue_many([queue.prepare("tasks:noop") for _ in range(WARM_UP)])
+    blob = "x" * 200_000
+    big = queue.enqueue_many([queue.prepare("tasks:echo", [blob]) for _ in range(40)])
+
+    Worker([queue]).work(burst=True)
+
+    assert all(job.info().result == blob for job in big)
