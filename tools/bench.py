@@ -26,7 +26,8 @@ Workloads (every handler writes one value to Redis; see `bench_handlers.py`):
       (enqueue to start) p50/p99 and the makespan (first enqueue to last end).
   ceiling  the raw rate of the library's psq_enqueue, psq_pop and psq_complete as FCALLs
       pipelined 1,000 deep over a raw socket (no client library in the way), and the server's
-      own microseconds per call (INFO commandstats): what Redis itself allows.
+      own microseconds per call (INFO commandstats): what Redis itself allows; also pops of 64
+      jobs and psq_complete_many of 64, the calls a prefetching worker sends.
 
 Figures are the median of --runs runs (pyscheduler, default 3) with min and max; each peer
 runs --peer-runs times (default 1, which keeps the default run near 10 minutes with six peers).
@@ -66,6 +67,8 @@ import redis  # noqa: E402
 
 from pyscheduler import Queue, calls, library  # noqa: E402
 from pyscheduler.engine import Engine  # noqa: E402
+from pyscheduler.keys import QueueKeys  # noqa: E402
+from pyscheduler.worker import PREFETCH_MAX  # noqa: E402
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "ceiling")
 OUT_KEY = "bench:out"
@@ -111,6 +114,13 @@ def _metrics() -> list[Metric]:
         Metric("c_pop", "psq_pop, 1 job per call", "calls/s", True, "ceiling"),
         Metric("c_complete", "psq_complete", "calls/s", True, "ceiling"),
         Metric("c_drain", "pop + complete per job", "jobs/s", True, "ceiling"),
+        Metric(
+            "c_drain_batch",
+            f"pop + complete_many, {PREFETCH_MAX} jobs per call",
+            "jobs/s",
+            True,
+            "ceiling",
+        ),
         Metric("c_enqueue_us", "psq_enqueue in Redis", "us/call", False, "ceiling"),
         Metric("c_pop_us", "psq_pop in Redis", "us/call", False, "ceiling"),
         Metric("c_complete_us", "psq_complete in Redis", "us/call", False, "ceiling"),
@@ -540,6 +550,28 @@ def fcall_usec(conn: redis.Redis) -> float:
     return float(stats.get("usec_per_call", float("nan")))
 
 
+def batched_drain_rate(url: str, keys: QueueKeys, n: int) -> float:
+    """Jobs/s of what a prefetching worker sends: pops of PREFETCH_MAX jobs, then
+    psq_complete_many of as many (the `n` jobs enqueued just before)."""
+    pop = resp(
+        "FCALL",
+        "psq_pop",
+        calls.POP_NUMKEYS,
+        *calls.pop_args(keys, 1, 60_000, "bench", PREFETCH_MAX - 1),
+    )
+    pop_seconds, replies = pipelined(url, [pop] * -(-n // PREFETCH_MAX))
+    leases = [lease for reply in replies for lease in calls.parse_pop_reply(keys, reply).leases]
+    if len(leases) != n:
+        raise RuntimeError(f"the batched pops leased {len(leases)} of {n} jobs")
+    completes = []
+    for i in range(0, n, PREFETCH_MAX):
+        items = [(lease.id, lease.token, "null") for lease in leases[i : i + PREFETCH_MAX]]
+        numkeys, args = calls.complete_many_args(keys, items)
+        completes.append(resp("FCALL", "psq_complete_many", numkeys, *args))
+    complete_seconds, _ = pipelined(url, completes)
+    return n / (pop_seconds + complete_seconds)
+
+
 def measure_ceiling(url: str, config: Config, results: Results) -> None:
     import bench_tasks
 
@@ -602,6 +634,7 @@ def measure_ceiling(url: str, config: Config, results: Results) -> None:
         ]
         seconds, _ = pipelined(url, batches, depth=10)
         results.add("c_enqueue_batch", "pyscheduler", n / seconds)
+        results.add("c_drain_batch", "pyscheduler", batched_drain_rate(url, keys, n))
         progress(
             f"ceiling run {run + 1}: enqueue {n / enqueue_seconds:,.0f}/s,"
             f" pop {pop_rate:,.0f}/s, complete {complete_rate:,.0f}/s"
@@ -702,6 +735,8 @@ def report(results: Results, systems: list[str], config: Config) -> str:
         ("W1 in bulk ÷ psq_enqueue 1,000-job calls", "w1_bulk", "c_enqueue_batch"),
         ("W2 1 worker ÷ pop + complete ceiling", "w2_1", "c_drain"),
         ("W2 2 workers ÷ pop + complete ceiling", "w2_2", "c_drain"),
+        ("W2 1 worker ÷ batched pop + complete_many ceiling", "w2_1", "c_drain_batch"),
+        ("W2 2 workers ÷ batched pop + complete_many ceiling", "w2_2", "c_drain_batch"),
     ]
     frac_rows = [["pyscheduler as a share of the Redis ceiling", "share"]]
     for label, key, ceiling in fractions:
