@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import signal
 import sys
 import time
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+import orjson
 import redis
 
 from . import context as job_context
@@ -98,7 +98,7 @@ async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redi
     def take_requests() -> None:
         try:
             while conn.poll(0):
-                for request in json.loads(conn.recv_bytes()):
+                for request in orjson.loads(conn.recv_bytes()):
                     task = loop.create_task(run(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)

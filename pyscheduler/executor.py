@@ -1,6 +1,8 @@
 """Child processes that run handlers, so a stuck handler can be stopped by killing its process.
 
-The worker's main process talks to each child over a pipe, with JSON messages (no pickle):
+The worker's main process talks to each child over a pipe, with JSON messages (no pickle;
+orjson, since these envelopes are the library's own data, while users' payloads and results
+keep the standard library's exact JSON, see serialization.py):
   to the child:   a list of requests, run in order, each {"seq", "queue", "id", "token",
                   "record", "payload", "checkpoint", "lease_ms", "timeout", "may_defer"}
   from the child, one line of JSON per request run, with its "seq" and "seconds" (run time)
@@ -23,7 +25,6 @@ import asyncio
 import contextlib
 import ctypes
 import inspect
-import json
 import multiprocessing
 import os
 import signal
@@ -39,6 +40,7 @@ from multiprocessing.connection import wait as wait_for_ready
 from multiprocessing.synchronize import Lock
 from typing import Any
 
+import orjson
 import redis
 
 from . import context as job_context
@@ -170,7 +172,7 @@ def _child_main(
     # reads them only when it has run out, and its blocking outcome writes cannot deadlock.
     while True:
         try:
-            batch = json.loads(conn.recv_bytes())
+            batch = orjson.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         for request in batch:
@@ -193,7 +195,7 @@ def _child_main(
 
 def send_outcome(fd: int, outcome: dict[str, Any]) -> None:
     """Write one outcome to the worker as a line of JSON (JSON text has no raw newline)."""
-    data = (json.dumps(outcome) + "\n").encode()
+    data = orjson.dumps(outcome) + b"\n"
     while data:
         data = data[os.write(fd, data) :]
 
@@ -269,7 +271,7 @@ class ChildProcess:
         timeouts meanwhile. The framing is `multiprocessing`'s (a 4-byte length, then the
         bytes), which the child reads with `Connection.recv_bytes`.
         """
-        data = json.dumps(requests).encode()
+        data = orjson.dumps(requests)
         self._unsent += struct.pack("!i", len(data)) + data
         self.flush()
 
@@ -308,7 +310,7 @@ class ChildProcess:
         *lines, self._outcome_buffer = self._outcome_buffer.split(b"\n")
         if not lines and self._child_gone:
             return None
-        return [json.loads(line) for line in lines]
+        return [orjson.loads(line) for line in lines]
 
     def receive(self) -> dict[str, Any] | None:
         """Wait for the next outcome; None when the child died."""
@@ -323,7 +325,7 @@ class ChildProcess:
         line, newline, self._outcome_buffer = self._outcome_buffer.partition(b"\n")
         if not newline:
             return None
-        message: dict[str, Any] = json.loads(line)
+        message: dict[str, Any] = orjson.loads(line)
         return message
 
     def kill(self) -> None:

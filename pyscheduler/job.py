@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
+import orjson
 import redis
 
 from . import calls, splitting
@@ -71,7 +71,8 @@ def _usable(record: object) -> TypeGuard[dict[str, Any]]:
 def parse_record(text: str | None) -> dict[str, Any]:
     """A job record as a dict; a corrupt one reads as failed with the reason."""
     try:
-        record = json.loads(text) if text else None
+        # orjson: records are the library's own (cjson-made) JSON, parsed once per job or more.
+        record = orjson.loads(text) if text else None
     except ValueError:
         record = None
     if not _usable(record):
