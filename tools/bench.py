@@ -22,8 +22,10 @@ Workloads (every handler writes one value to Redis; see `bench_handlers.py`):
   W4  head-of-line: 2 workers; over 3 s, 9 slow jobs (1 s) and 600 fast ones (1 ms),
       interleaved: (A) one FIFO queue; (B) fast and slow queues with a dedicated worker each;
       (C) one queue, fast jobs at a higher priority; (D) both workers take both queues,
-      fast first, with a global concurrency limit of 1 on the slow queue. Fast-job wait
-      (enqueue to start) p50/p99 and the makespan (first enqueue to last end).
+      fast first, with a global concurrency limit of 1 on the slow queue; (E) one FIFO queue
+      whose slow jobs sleep in 10 ms steps with a checkpoint each and a 50 ms time slice (the
+      long-jobs feature; pyscheduler only). Fast-job wait (enqueue to start) p50/p99 and the
+      makespan (first enqueue to last end).
   ceiling  the raw rate of the library's psq_enqueue, psq_pop and psq_complete as FCALLs
       pipelined 1,000 deep over a raw socket (no client library in the way), and the server's
       own microseconds per call (INFO commandstats): what Redis itself allows; also pops of 64
@@ -133,6 +135,7 @@ VARIANT_TITLES = {
     "B": "fast + slow queues, a worker each",
     "C": "one queue, fast at higher priority",
     "D": "both take fast then slow, slow limit 1",
+    "E": "one FIFO queue, slow jobs in 50 ms time slices",
 }
 METRICS = _metrics()
 
@@ -396,6 +399,11 @@ class Bench:
         name, cfg = system.name, self.config
         spec = VARIANTS[variant]
         missing = [system.unsupported[f] for f in spec["needs"] if f in system.unsupported]
+        missing += [
+            f"no {f.replace('_', ' ')}s (a job paused at a checkpoint and queued again)"
+            for f in spec.get("features", ())
+            if f not in system.features
+        ]
         if missing:
             for suffix in ("p50", "p99", "span"):
                 self.results.na(f"w4{variant}_{suffix}", name, "; ".join(missing))
@@ -410,7 +418,7 @@ class Bench:
         plan = [
             PlannedJob(
                 i * cfg.hol_seconds / total,
-                "sleeper",
+                spec.get("slow_func", "sleeper") if i in slow_at else "sleeper",
                 slow_queue if i in slow_at else fast_queue,
                 slow_priority if i in slow_at else fast_priority,
                 "slow" if i in slow_at else "fast",
@@ -498,6 +506,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "warm": ["fast", "fast"],
         "needs": ("limit",),
         "limit": ("slow", 1),
+    },
+    "E": {
+        "workers": [["bench"], ["bench"]],
+        "fast": ("bench", 0),
+        "slow": ("bench", 0),
+        "warm": ["bench", "bench"],
+        "needs": (),
+        "features": ("time_slice",),
+        "slow_func": "sliced_sleeper",
     },
 }
 

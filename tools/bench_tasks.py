@@ -6,9 +6,11 @@ system of `tools/bench.py` shares.
 
 from __future__ import annotations
 
+import time
+
 import bench_handlers
 
-from pyscheduler import task
+from pyscheduler import current_job, task
 
 
 @task
@@ -24,3 +26,16 @@ def timed(enqueued: float) -> None:
 @task
 def sleeper(kind: str, enqueued: float, seconds: float) -> None:
     bench_handlers.sleeper_body(kind, enqueued, seconds)
+
+
+@task(time_slice=0.05)
+def sliced_sleeper(kind: str, enqueued: float, seconds: float) -> None:
+    """W4 (E): sleeps in 10 ms steps with a checkpoint after each; the 50 ms time slice pauses
+    it (back to its queue) so jobs queued behind it run in between."""
+    job = current_job()
+    state = job.checkpoint or {"start": time.time(), "slept": 0.0}
+    while state["slept"] < seconds - 1e-9:
+        time.sleep(0.01)
+        state["slept"] += 0.01
+        job.save_checkpoint(state, last=state["slept"] >= seconds - 1e-9)
+    bench_handlers.record_sleeper(kind, enqueued, state["start"])

@@ -33,7 +33,7 @@ class PlannedJob:
     """One job of a paced workload: enqueued `offset` seconds after the start."""
 
     offset: float
-    func: str  # "timed" or "sleeper"
+    func: str  # "timed", "sleeper" or "sliced_sleeper"
     queue: str
     priority: int = 0  # higher runs first (adapters translate)
     kind: str = ""  # sleeper: "fast" / "slow" / "warm"
@@ -53,6 +53,9 @@ class System:
     # feature -> why it is missing: "bulk" (a batch enqueue API), "priority" (job priorities
     # across one queue), "limit" (a global per-queue concurrency limit).
     unsupported: ClassVar[dict[str, str]] = {}
+    # Features only some systems have, that a workload may need: "time_slice" (a running job
+    # paused at a checkpoint and queued again, so the jobs behind it run meanwhile).
+    features: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, url: str) -> None:
         self.url = url

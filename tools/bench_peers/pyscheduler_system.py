@@ -18,12 +18,14 @@ FUNCS: dict[str, Callable[..., Any]] = {
     "noop": bench_tasks.noop,
     "timed": bench_tasks.timed,
     "sleeper": bench_tasks.sleeper,
+    "sliced_sleeper": bench_tasks.sliced_sleeper,
 }
 
 
 class PySchedulerSystem(System):
     name = "pyscheduler"
     unsupported: ClassVar[dict[str, str]] = {}
+    features: ClassVar[frozenset[str]] = frozenset({"time_slice"})
 
     def __init__(self, url: str) -> None:
         super().__init__(url)
