@@ -87,7 +87,10 @@ async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redi
 
     async def run(request: dict[str, Any]) -> None:
         began = time.monotonic()
-        outcome = await run_call_async(policy, connection, request)
+        try:
+            outcome = await run_call_async(policy, connection, request)
+        except Exception as error:  # before the handler (a corrupt checkpoint, say)
+            outcome = outcome_of(error)
         outcome["seq"] = request["seq"]
         outcome["seconds"] = time.monotonic() - began
         sys.stdout.flush()

@@ -231,8 +231,9 @@ class ChildProcess:
     def start(self) -> None:
         context = multiprocessing.get_context("fork")
         parent_end, child_end = context.Pipe(duplex=True)
+        if hasattr(self, "conn"):  # a pipe kept open by kill(keep_outcomes=True)
+            self._close_pipe()
         target, extra_args = self._child_target()
-        self.next_seq = 0
         self._unsent = b""
         self.process = context.Process(
             target=target,
@@ -328,13 +329,20 @@ class ChildProcess:
         message: dict[str, Any] = orjson.loads(line)
         return message
 
-    def kill(self) -> None:
+    def kill(self, keep_outcomes: bool = False) -> None:
+        """SIGKILL the child. With `keep_outcomes`, what it sent can still be read (the pipe
+        closes at the next `start`)."""
         if self.process.is_alive():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid or 0, signal.SIGKILL)
         self.process.join(timeout=5)
-        self.conn.close()
-        self._socket.close()
+        if not keep_outcomes:
+            self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        if not self.conn.closed:
+            self.conn.close()
+            self._socket.close()
 
     def restart(self) -> None:
         self.kill()
@@ -385,6 +393,8 @@ class Executor(ChildProcess):
             kept = max(int(self._progress[_STARTED]), keep_through)
             if self._progress[_SKIP_TO] <= kept + 1:  # no earlier take-back still ahead
                 self._progress[_SKIP_FROM] = kept + 1
+            else:  # one still ahead: extend it (down to kept + 1, which may be lower now)
+                self._progress[_SKIP_FROM] = min(self._progress[_SKIP_FROM], kept + 1)
             self._progress[_SKIP_TO] = self.next_seq
             return kept
         finally:

@@ -37,6 +37,7 @@ from .exceptions import LeaseLost, LibraryError, PySchedulerError
 from .executor import DEFER, LOST, SUSPENDED, Executor, Progress
 from .handlers import HandlerPolicy
 from .job import parse_record
+from .keys import QueueKeys
 from .library import auto_load_requested, ensure_loaded, load
 from .protocol import COMPLETE_BATCH_MAX, FailKind, Status
 from .queue import Queue
@@ -70,6 +71,7 @@ class Run:
     record: dict[str, Any]
     seq: int = -1
     started: float | None = None  # monotonic, once the child started it
+    lost: bool = False  # its lease was lost while it ran on the event loop
 
     @property
     def timeout_at(self) -> float:
@@ -236,12 +238,12 @@ class Worker:
         self._flush_outbox()
         if self._stopping and not self._pause_requested:
             self._pause_requested = True  # checkpointing jobs pause so the worker exits soon
-            self._hand_back_unstarted()
             for slot in self._slots:
                 if slot.runs:
                     slot.executor.request_pause()
             if self._loop is not None and self._loop.runs:
                 self._loop.executor.request_pause()
+            self._hand_back_unstarted()
         if self._stopping and not self._holds_runs():
             self._send_completions()
             return False
@@ -428,21 +430,14 @@ class Worker:
         if self._stopping:
             loop.executor.request_pause()
 
-    def _deferred(self, slot: Slot, run: Run) -> None:
-        """A sync process found an `async def` handler: run it on the loop, or back there."""
+    def _deferred(self, run: Run) -> None:
+        """A sync process found an `async def` handler: run it on the loop, or, if the loop
+        filled up meanwhile, give it back to its queue (it never ran; the next pop takes it)."""
         self._async_funcs.add(str(run.record.get("func")))
         if self._loop_room() > 0:
             self._start_on_loop([run])
-            return
-        request = self._request(run.queue, run)
-        request["may_defer"] = False
-        run.started = None
-        [run.seq] = slot.executor.number([request])
-        slot.runs.append(run)
-        try:
-            slot.executor.submit([request])
-        except OSError:
-            self._child_died(slot)
+        else:
+            self._hand_back([run])
 
     def _collect_loop(self, loop: LoopSlot) -> None:
         outcomes = loop.executor.outcomes()
@@ -451,7 +446,7 @@ class Worker:
             return
         for outcome in outcomes:
             run = loop.runs.pop(int(outcome["seq"]), None)
-            if run is not None:  # else its lease was lost meanwhile
+            if run is not None and not run.lost:
                 self._finish(run, outcome)
 
     def _loop_died(self, loop: LoopSlot, blocker: Run | None = None) -> None:
@@ -461,6 +456,8 @@ class Worker:
         loop.runs.clear()
         loop.executor.restart()
         for run in runs:
+            if run.lost:
+                continue
             self.processed += 1
             if run is blocker:
                 self._report_failure(
@@ -538,7 +535,7 @@ class Worker:
             return  # its lease was lost meanwhile
         run = slot.runs.popleft()
         if outcome.get("kind") == DEFER:
-            self._deferred(slot, run)
+            self._deferred(run)
             return
         seconds = float(outcome.get("seconds", 0.0))
         slot.pace = (
@@ -554,13 +551,8 @@ class Worker:
 
     def _child_died(self, slot: Slot) -> None:
         code = slot.executor.exit_code()
-        running = slot.runs[0] if slot.runs else None
-        started = slot.executor.started_seq_after_exit()
-        unstarted = [run for run in slot.runs if run.seq > started]
-        slot.runs.clear()
-        slot.executor.restart()
-        self._hand_back(unstarted)
-        if running is not None and running.seq == started:
+        running = self._stop_child(slot)
+        if running is not None:
             self.processed += 1
             self._report_failure(
                 running, FailKind.ERROR, f"the process running the job died (exit code {code})"
@@ -568,11 +560,19 @@ class Worker:
 
     def _child_stuck(self, slot: Slot) -> None:
         log.warning("an executor process stopped answering: restarting it")
-        self._stop_child(slot)
+        running = self._stop_child(slot)
+        if running is not None:
+            self.processed += 1
+            self._report_failure(
+                running, FailKind.ERROR, "the process running the job stopped answering"
+            )
 
     def _stop_child(self, slot: Slot) -> Run | None:
-        """Kill a slot's child; hand back the runs it had not started; return the one it ran."""
-        slot.executor.kill()
+        """Kill a slot's child; take in the outcomes it sent before; hand back the runs it had
+        not started; return the one it was running, if any (not reported yet)."""
+        slot.executor.kill(keep_outcomes=True)
+        for outcome in slot.executor.outcomes() or []:
+            self._take_outcome(slot, outcome)
         started = slot.executor.started_seq_after_exit()
         running = next((run for run in slot.runs if run.seq == started), None)
         unstarted = [run for run in slot.runs if run.seq > started]
@@ -606,7 +606,12 @@ class Worker:
             by_queue.setdefault(run.queue.name, []).append(run)
         for group in by_queue.values():
             held = [(run.lease.id, run.lease.token) for run in group]
-            self.handed_back += calls.release(self.connection, group[0].queue.keys, held)
+            keys = group[0].queue.keys
+
+            def release(keys: QueueKeys = keys, held: list[tuple[str, int]] = held) -> None:
+                self.handed_back += calls.release(self.connection, keys, held)
+
+            self._send_or_keep(release)
 
     def _hand_back_unstarted(self) -> None:
         for slot in self._slots:
@@ -730,11 +735,19 @@ class Worker:
             except LeaseLost as exc:
                 log.warning("late %s of job %s refused: %s", what, run.lease.id, exc)
 
+        self._send_or_keep(attempt)
+
+    def _send_or_keep(self, attempt: Callable[[], None]) -> None:
+        """Send a report now, or keep it for when Redis is back (reports are idempotent: the
+        fencing token refuses a repeat). Never raises on a lost connection, so bookkeeping
+        that follows a report is never cut short; the main loop's next call notices."""
+        if self._outbox:  # keep the order: earlier reports go first
+            self._outbox.append(attempt)
+            return
         try:
             attempt()
         except (redis.ConnectionError, redis.TimeoutError):
             self._outbox.append(attempt)
-            raise
 
     def _flush_outbox(self) -> None:
         while self._outbox:
@@ -783,7 +796,7 @@ class Worker:
         for queue in self.queues:
             runs = [run for slot in self._slots for run in slot.runs if run.queue is queue]
             if self._loop is not None:
-                runs += [run for run in self._loop.runs.values() if run.queue is queue]
+                runs += [r for r in self._loop.runs.values() if r.queue is queue and not r.lost]
             if not runs:
                 continue
             held = [(r.lease.id, r.lease.token) for r in runs]
@@ -794,23 +807,21 @@ class Worker:
 
     def _lease_lost(self, run: Run) -> None:
         if self._loop is not None and self._loop.runs.get(run.seq) is run:
-            # A task cannot be stopped from here; its late outcome is ignored (and its
-            # results and checkpoints are refused: the token no longer holds).
+            # A task cannot be stopped from here: it keeps its place on the loop (and its
+            # timeout) until it ends, and its outcome is ignored (its results and checkpoints
+            # are refused anyway: the token no longer holds).
             log.warning("job %s lost its lease (cancelled or reclaimed)", run.lease.id)
-            del self._loop.runs[run.seq]
+            run.lost = True
             return
         slot = next((s for s in self._slots if run in s.runs), None)
         if slot is None:
             return
         log.warning("job %s lost its lease (cancelled or reclaimed): stopping it", run.lease.id)
-        if run.started is None:
-            # Not started: take back everything queued at that child (the lost one is refused
-            # by the library, the others go back to their places).
-            self._hand_back(self._take_back(slot))
-            return
+        # Take back everything the child has not started (the lost one is refused by the
+        # library, the others go back to their places); if it runs the lost one, kill it.
         self._hand_back(self._take_back(slot))
         self._collect(slot)
-        if slot.running() is run:
+        if run in slot.runs:
             self._stop_child(slot)
 
     # -- waiting --------------------------------------------------------------------------------
