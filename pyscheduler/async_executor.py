@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ import orjson
 import redis
 
 from . import context as job_context
-from .executor import ChildProcess, die_with_parent, outcome_of, prepare_call, send_outcome
+from .executor import ChildProcess, outcome_of, prepare_call, send_outcome, set_up_child
 from .handlers import HandlerPolicy
 from .protocol import FailKind
 from .serialization import encode_result
@@ -34,15 +33,6 @@ from .serialization import encode_result
 # How long past its deadline a job on the loop may run before the worker kills the process
 # (the loop is blocked: the job's cancellation could not take effect).
 BLOCKED_LOOP_GRACE_SECONDS = 1.0
-
-_pause_requested = False
-
-
-def _request_pause(signum: int, frame: object) -> None:
-    global _pause_requested
-    _pause_requested = True
-    for running in job_context.running_contexts():
-        running.shutdown_requested = True
 
 
 async def run_call_async(
@@ -52,17 +42,12 @@ async def run_call_async(
     call = prepare_call(policy, connection, request)
     if isinstance(call, dict):
         return call
-    context = call.context
-    reset = job_context.set_current(context)
-    context.shutdown_requested = context.shutdown_requested or _pause_requested
+    reset = job_context.set_current(call.context)
     timeout_s = float(request["timeout"])
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
-            args = call.args
-            if context.record.get("results_arg"):
-                args = [context.subtask_results(), *args]
-            value = call.handler(*args, **call.kwargs)
+            value = call.invoke()
             if inspect.isawaitable(value):
                 value = await value
         return {"ok": True, "result": encode_result(value)}
@@ -116,13 +101,7 @@ async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redi
 def _loop_main(
     conn: Connection, parent_pid: int, policy: HandlerPolicy, connection: redis.Redis
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when runs stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, _request_pause)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked by start()
-    with contextlib.suppress(ValueError):
-        signal.set_wakeup_fd(-1)
-    die_with_parent(parent_pid)
+    set_up_child(parent_pid)
     asyncio.run(_serve(conn, policy, connection))
 
 

@@ -278,8 +278,9 @@ def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, int]])
 COMPLETE_NUMKEYS = 12
 
 
-def complete_args(keys: QueueKeys, job_id: str, token: int, result: str) -> list[Any]:
-    """The keys and arguments of one `psq_complete` call, for a client or a pipeline."""
+def _completion_keys(keys: QueueKeys) -> list[Any]:
+    """The fixed keys of `psq_complete_many`, in its header's order; `psq_complete` takes the
+    same with the job's subtasks key before `config`."""
     return [
         keys.jobs,
         keys.payloads,
@@ -290,13 +291,15 @@ def complete_args(keys: QueueKeys, job_id: str, token: int, result: str) -> list
         keys.stats,
         keys.checkpoints,
         keys.notices,
-        keys.subtasks(job_id),
         keys.config,
         keys.wake,
-        job_id,
-        token,
-        result,
     ]
+
+
+def complete_args(keys: QueueKeys, job_id: str, token: int, result: str) -> list[Any]:
+    """The keys and arguments of one `psq_complete` call, for a client or a pipeline."""
+    fixed = _completion_keys(keys)
+    return [*fixed[:9], keys.subtasks(job_id), *fixed[9:], job_id, token, result]
 
 
 def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: int, result: str) -> int:
@@ -313,19 +316,7 @@ def complete_many_args(
 ) -> tuple[int, list[Any]]:
     """The number of keys and the keys and arguments of one `psq_complete_many` call, for a
     client or a pipeline: `pipe.fcall("psq_complete_many", numkeys, *flat)`."""
-    flat: list[Any] = [
-        keys.jobs,
-        keys.payloads,
-        keys.results,
-        keys.errors,
-        keys.active,
-        keys.finished,
-        keys.stats,
-        keys.checkpoints,
-        keys.notices,
-        keys.config,
-        keys.wake,
-    ]
+    flat = _completion_keys(keys)
     flat += (keys.subtasks(job_id) for job_id, _, _ in items)
     numkeys = len(flat)
     for job_id, token, result in items:

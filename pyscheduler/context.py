@@ -157,6 +157,9 @@ class JobContext:
 # each) sees its own; `_running` lists them all, for a pause asked of the whole process.
 _current: ContextVar[JobContext | None] = ContextVar("pyscheduler_current_job", default=None)
 _running: set[JobContext] = set()
+# Set once the worker asks this process to pause its jobs (it is shutting down): every run
+# from then on pauses at its next checkpoint, including one whose handler was still loading.
+_pausing = False
 
 
 def current_job() -> JobContext:
@@ -170,6 +173,8 @@ def current_job() -> JobContext:
 def set_current(context: JobContext) -> Token[JobContext | None]:
     """Make `context` the current job's; pass the result to `reset_current` when it ends."""
     _running.add(context)
+    # Read after adding it, so a pause asked for in between is not lost.
+    context.shutdown_requested = context.shutdown_requested or _pausing
     return _current.set(context)
 
 
@@ -180,9 +185,12 @@ def reset_current(token: Token[JobContext | None]) -> None:
     _current.reset(token)
 
 
-def running_contexts() -> list[JobContext]:
-    """Every job this process is running now."""
-    return list(_running)
+def pause_all() -> None:
+    """Pause this process's jobs at their next checkpoint, now and from now on."""
+    global _pausing
+    _pausing = True
+    for running in list(_running):
+        running.shutdown_requested = True
 
 
 __all__ = ["JobContext", "JobSuspended", "LeaseLost", "current_job"]

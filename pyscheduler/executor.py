@@ -76,6 +76,13 @@ class Call:
     args: list[Any]
     kwargs: dict[str, Any]
 
+    def invoke(self) -> Any:
+        """Call the handler (a group's continuation gets the subtasks' results first)."""
+        args = self.args
+        if self.context.record.get("results_arg"):
+            args = [self.context.subtask_results(), *args]
+        return self.handler(*args, **self.kwargs)
+
 
 def prepare_call(
     policy: HandlerPolicy, connection: redis.Redis, request: dict[str, Any]
@@ -122,16 +129,9 @@ def run_call(
         return call
     if request.get("may_defer") and inspect.iscoroutinefunction(call.handler):
         return {"ok": False, "kind": DEFER}
-    context = call.context
-    reset = job_context.set_current(context)
-    # A pause asked for before the handler was at hand (while its module was imported, say)
-    # holds for this run too; read after set_current, so a signal in between is not lost.
-    context.shutdown_requested = context.shutdown_requested or _pause_requested
+    reset = job_context.set_current(call.context)
     try:
-        args = call.args
-        if context.record.get("results_arg"):  # a group's continuation gets the results
-            args = [context.subtask_results(), *args]
-        value = call.handler(*args, **call.kwargs)
+        value = call.invoke()
         if inspect.iscoroutine(value):  # an `async def` handler, with no event loop free
             value = asyncio.run(value)
         return {"ok": True, "result": encode_result(value)}
@@ -141,16 +141,16 @@ def run_call(
         job_context.reset_current(reset)
 
 
-# Set by SIGUSR1: the worker is shutting down, so every run of this process from now on
-# pauses at its next checkpoint (the worker takes no new jobs meanwhile).
-_pause_requested = False
-
-
-def _request_pause(signum: int, frame: object) -> None:
-    global _pause_requested
-    _pause_requested = True
-    for running in job_context.running_contexts():
-        running.shutdown_requested = True
+def set_up_child(parent_pid: int) -> None:
+    """Signals of a worker's child: the worker decides when runs stop; SIGUSR1 (the worker
+    is shutting down) pauses this process's jobs at their next checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda signum, frame: job_context.pause_all())
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked by start()
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    die_with_parent(parent_pid)
 
 
 def _child_main(
@@ -161,13 +161,7 @@ def _child_main(
     lock: Lock,
     progress: Any,
 ) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when runs stop
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, _request_pause)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})  # blocked by start()
-    with contextlib.suppress(ValueError):
-        signal.set_wakeup_fd(-1)
-    die_with_parent(parent_pid)
+    set_up_child(parent_pid)
     # The worker never blocks sending requests (see `ChildProcess.submit`), so this process
     # reads them only when it has run out, and its blocking outcome writes cannot deadlock.
     while True:

@@ -335,17 +335,13 @@ class Worker:
         """Send leased jobs to slots: one to each idle slot first, then prefetch."""
         batches: dict[int, list[Run]] = {}
         by_id = {id(slot): slot for slot in self._slots}
-        pending = self._send_to_loop(queue, leases)
+        pending = self._send_to_loop([self._make_run(queue, lease) for lease in leases])
         while pending and idle:
-            slot = idle.pop(0)
-            batches.setdefault(id(slot), []).append(self._make_run(queue, pending.pop(0)))
+            batches.setdefault(id(idle.pop(0)), []).append(pending.pop(0))
         for slot_id, count in list(extra.items()):
             take = min(count, len(pending))
             if take:
-                slot = by_id[slot_id]
-                batches.setdefault(slot_id, []).extend(
-                    self._make_run(queue, lease) for lease in pending[:take]
-                )
+                batches.setdefault(slot_id, []).extend(pending[:take])
                 del pending[:take]
             if count - take > 0:
                 extra[slot_id] = count - take
@@ -397,22 +393,21 @@ class Worker:
             self._loop = LoopSlot(executor, self.concurrency)
         return self._loop
 
-    def _send_to_loop(self, queue: Queue, leases: list[calls.Lease]) -> list[calls.Lease]:
+    def _send_to_loop(self, runs: list[Run]) -> list[Run]:
         """Start the jobs of known `async def` handlers on the loop, while it has room;
-        returns the other leases."""
+        returns the other runs."""
         if not self._async_funcs:
-            return list(leases)
-        rest: list[calls.Lease] = []
-        runs: list[Run] = []
+            return runs
+        rest: list[Run] = []
+        on_loop: list[Run] = []
         room = self._loop_room()
-        for lease in leases:
-            run = self._make_run(queue, lease)
-            if len(runs) < room and run.record.get("func") in self._async_funcs:
-                runs.append(run)
+        for run in runs:
+            if len(on_loop) < room and run.record.get("func") in self._async_funcs:
+                on_loop.append(run)
             else:
-                rest.append(lease)
-        if runs:
-            self._start_on_loop(runs)
+                rest.append(run)
+        if on_loop:
+            self._start_on_loop(on_loop)
         return rest
 
     def _start_on_loop(self, runs: list[Run]) -> None:
