@@ -3,11 +3,13 @@
 from .context import JobContext, JobSuspended, current_job
 from .exceptions import (
     HandlerRefused,
+    HandlerUnavailable,
     InvalidInput,
     InvalidJobId,
     InvalidJobState,
     InvalidOption,
     InvalidQueueName,
+    InvalidURL,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -29,11 +31,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "HandlerRefused",
+    "HandlerUnavailable",
     "InvalidInput",
     "InvalidJobId",
     "InvalidJobState",
     "InvalidOption",
     "InvalidQueueName",
+    "InvalidURL",
     "Job",
     "JobCancelled",
     "JobContext",

@@ -8,7 +8,9 @@
     │   ├── InvalidOption        negative delay/timeout, a due time in the past, bad priority, ...
     │   ├── PayloadNotJSON
     │   ├── PayloadTooLarge
+    │   ├── InvalidURL           a Redis URL that cannot be used (no scheme, bad port or db)
     │   └── HandlerRefused       the function cannot be named, or a worker may not run it
+    ├── HandlerUnavailable       the worker could not import the handler's module (retried)
     ├── JobNotFound
     ├── InvalidJobState          the job is not in a state that allows the call
     ├── LeaseLost                a stale fencing token: another worker owns the job now
@@ -59,6 +61,15 @@ class PayloadTooLarge(InvalidInput):
 
 class HandlerRefused(InvalidInput):
     pass
+
+
+class InvalidURL(InvalidInput):
+    pass
+
+
+class HandlerUnavailable(PySchedulerError):
+    """The handler's module could not be imported by this worker (wrong working directory,
+    a missing dependency): a failed attempt like any other, retried while retries remain."""
 
 
 class JobNotFound(PySchedulerError):

@@ -46,7 +46,7 @@ def test_wheel_carries_the_lua_sources(tmp_path: Path) -> None:
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), "."]
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    (wheel,) = tmp_path.glob("pyscheduler-*.whl")
+    (wheel,) = tmp_path.glob("pyscheduler_redis-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for source in (ROOT / "lua").iterdir():
         assert f"pyscheduler/lua/{source.name}" in names
