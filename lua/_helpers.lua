@@ -33,6 +33,60 @@ local PAST_TOLERANCE_MS = {{ PAST_TOLERANCE_MS }}
 local MAX_LOST_LEASES = {{ MAX_LOST_LEASES }}
 local MAX_BACKOFF_MS = {{ MAX_BACKOFF_MS }}
 local NOTICE_REDRIVE_MS = {{ NOTICE_REDRIVE_MS }}
+local TOKEN_LENGTH = {{ TOKEN_LENGTH }}
+local KEY_PREFIX = '{{ KEY_PREFIX }}'
+local POP_BATCH_MAX = {{ POP_BATCH_MAX }}
+local RENEW_BATCH_MAX = {{ RENEW_BATCH_MAX }}
+local CANCEL_BATCH_MAX = {{ CANCEL_BATCH_MAX }}
+local RETRY_BATCH_MAX = {{ RETRY_BATCH_MAX }}
+local PURGE_BATCH_MAX = {{ PURGE_BATCH_MAX }}
+local FORGET_BATCH_MAX = {{ FORGET_BATCH_MAX }}
+local LIST_PAGE_MAX = {{ LIST_PAGE_MAX }}
+local OUTCOMES_PAGE_MAX = {{ OUTCOMES_PAGE_MAX }}
+local NOTICES_PAGE_MAX = {{ NOTICES_PAGE_MAX }}
+local CONFIGURE_PAIRS_MAX = {{ CONFIGURE_PAIRS_MAX }}
+local SPLIT_TOTAL_MAX = {{ SPLIT_TOTAL_MAX }}
+local LEASE_MS_MAX = {{ LEASE_MS_MAX }}
+local DELAY_MS_MAX = {{ DELAY_MS_MAX }}
+local TIME_S_MAX = {{ TIME_S_MAX }}
+local RETRIES_MAX = {{ RETRIES_MAX }}
+local FUNC_MAX_BYTES = {{ FUNC_MAX_BYTES }}
+local WORKER_NAME_MAX_BYTES = {{ WORKER_NAME_MAX_BYTES }}
+local OFFSET_MAX = {{ OFFSET_MAX }}
+local SIZE_LIMIT_MAX = {{ SIZE_LIMIT_MAX }}
+local SIZE_LIMIT_DEFAULTS = {
+{%- for name, value in SIZE_LIMIT_DEFAULTS.items() %}
+  {{ name }} = {{ value }},
+{%- endfor %}
+}
+local STAT_FIELDS = { {% for name in STAT_FIELDS %}'{{ name }}'{% if not loop.last %}, {% endif %}{% endfor %} }
+local QUEUE_NAME_MAX = {{ QUEUE_NAME_MAX }}
+local JOB_ID_MAX = {{ JOB_ID_MAX }}
+local QUEUE_NAME_PATTERN = '{{ QUEUE_NAME_LUA }}'
+local JOB_ID_PATTERN = '{{ JOB_ID_LUA }}'
+
+-- Each function's fixed KEYS by name, in order (pyscheduler/operations.py); '{{ STATE_KEY }}' is
+-- one of STATE_SETS. A function with per-item keys takes one `subtasks:<id>` key per job id
+-- after them.
+local OPERATION_KEYS = {
+{%- for op in OPERATION_TABLE %}
+  {{ op.name }} = {
+  {%- for row in op.keys|batch(8) %}
+    {% for key in row %}'{{ key }}',{% if not loop.last %} {% endif %}{% endfor %}
+  {%- endfor %}
+  },
+{%- endfor %}
+}
+local KEY_TYPES = {
+{%- for name, kind in KEY_TYPES.items() %}
+  {{ name }} = '{{ kind }}',
+{%- endfor %}
+}
+local STATE_SETS = {
+{%- for name in STATE_SETS %}
+  {{ name }} = true,
+{%- endfor %}
+}
 
 -- Milliseconds from the Redis server's clock, so clients with skewed clocks agree.
 local function now_ms()
@@ -43,11 +97,166 @@ end
 -- Integers are passed to Redis as exact decimal strings: Lua's default number format
 -- keeps 14 digits, too few for ready-set scores.
 local function int(n)
+  -- '-0' (from -0 or a tiny negative) is not an integer to Redis.
+  if n > -0.5 and n < 0.5 then return '0' end
   return string.format('%.0f', n)
+end
+
+-- A fencing token or a pop nonce: TOKEN_LENGTH lowercase hex characters.
+local function is_token(value)
+  return type(value) == 'string' and #value == TOKEN_LENGTH and value:find('^[0-9a-f]+$') ~= nil
+end
+
+-- The fencing token of one lease: the popping worker's random nonce (fresh per call) hashed
+-- with the lease's own sequence number, so tokens of one call differ and none can be guessed.
+local function lease_token(nonce, seq)
+  return string.sub(redis.sha1hex(nonce .. ':' .. int(seq)), 1, TOKEN_LENGTH)
 end
 
 local function error_reply(code, message)
   return redis.error_reply(code .. ' ' .. message)
+end
+
+local function bad_argument(message)
+  return redis.error_reply(ERR.BAD_ARGUMENT .. ' ' .. message)
+end
+
+-- Argument checks: each returns the value when it is well formed and in range, else nil.
+-- Every function runs them on all its arguments before its first write.
+
+-- An integer written in decimal digits (a '-' allowed): no fraction, exponent, hex, spaces,
+-- NaN or infinity; lo..hi.
+local function as_int(text, lo, hi)
+  if type(text) ~= 'string' or #text > 17 or not text:find('^%-?%d+$') then return nil end
+  local n = tonumber(text)
+  if not n or n < lo or n > hi then return nil end
+  return n + 0  -- '-0' reads as -0: make it 0
+end
+
+-- A finite decimal number (fraction and exponent allowed, no hex, NaN or infinity); lo..hi.
+local function as_number(text, lo, hi)
+  if type(text) ~= 'string' or #text > 32 then return nil end
+  if not (text:find('^%-?%d+%.?%d*$') or text:find('^%-?%.%d+$')
+      or text:find('^%-?%d+%.?%d*[eE][%-+]?%d+$') or text:find('^%-?%.%d+[eE][%-+]?%d+$')) then
+    return nil
+  end
+  local n = tonumber(text)
+  if not n or n ~= n or n == math.huge or n == -math.huge or n < lo or n > hi then return nil end
+  return n
+end
+
+local function is_job_id(value)
+  return type(value) == 'string' and #value >= 1 and #value <= JOB_ID_MAX
+    and value:find(JOB_ID_PATTERN) ~= nil
+end
+
+local function is_queue_name(value)
+  return type(value) == 'string' and #value >= 1 and #value <= QUEUE_NAME_MAX
+    and value:find(QUEUE_NAME_PATTERN) ~= nil
+end
+
+-- Text that decodes as JSON (stored as the text given: payloads, results, checkpoints).
+local function is_json(value)
+  if type(value) ~= 'string' or value == '' then return false end
+  local ok = pcall(cjson.decode, value)
+  return ok
+end
+
+-- The last line of a text that is not blank (a pattern would backtrack: quadratic time on
+-- long lines).
+local function last_line_of(text)
+  local stop = #text
+  while stop > 0 and text:byte(stop) <= 32 do stop = stop - 1 end
+  local start = stop
+  while start > 0 and text:byte(start) ~= 10 do start = start - 1 end
+  return text:sub(start + 1, stop)
+end
+
+-- Check a call's KEYS against its row of OPERATION_KEYS: the right number (the fixed keys,
+-- then one subtasks key per id in `ids`, when given), KEYS[1] a key of a valid queue, and each
+-- key exactly that queue's key of the expected name, so a call cannot mix queues or keys; and
+-- each key absent or of its type (KEY_TYPES), the sequence counter an integer, the stats
+-- counters integers.
+-- Returns nil when they are right, else the error reply to return.
+local function check_keys(keys, name, ids)
+  local fixed = OPERATION_KEYS[name]
+  local want = #fixed + (ids and #ids or 0)
+  if #keys ~= want then
+    return error_reply(ERR.BAD_KEYS, name .. ' takes ' .. want .. ' keys here, got ' .. #keys)
+  end
+  if want == 0 then return nil end
+  local queue = string.match(keys[1], '^' .. KEY_PREFIX .. ':{([^}]*)}:')
+  if not is_queue_name(queue) then
+    return error_reply(ERR.BAD_KEYS, 'KEYS[1] is not a key of a valid queue: ' .. keys[1])
+  end
+  local prefix = KEY_PREFIX .. ':{' .. queue .. '}:'
+  for i, key_name in ipairs(fixed) do
+    local key = keys[i]
+    local ok
+    if key_name == 'state' then
+      ok = key:sub(1, #prefix) == prefix and STATE_SETS[key:sub(#prefix + 1)] == true
+    else
+      ok = key == prefix .. key_name
+    end
+    if not ok then
+      return error_reply(ERR.BAD_KEYS, 'KEYS[' .. i .. '] must be ' .. prefix .. key_name .. ', got ' .. key)
+    end
+  end
+  for n = 1, want - #fixed do
+    local expected = prefix .. 'subtasks:' .. ids[n]
+    if keys[#fixed + n] ~= expected then
+      return error_reply(ERR.BAD_KEYS, 'KEYS[' .. (#fixed + n) .. '] must be ' .. expected
+        .. ', got ' .. keys[#fixed + n])
+    end
+  end
+  -- Keys another writer left holding the wrong type or content would fail a command halfway
+  -- through the call's writes: refuse the call before any.
+  for i = 1, want do
+    local expected = KEY_TYPES[fixed[i] or 'subtasks']
+    local found = redis.call('TYPE', keys[i])['ok']
+    if found ~= 'none' and found ~= expected then
+      return error_reply(ERR.BAD_KEYS, keys[i] .. ' holds a ' .. found .. ', not a ' .. expected)
+    end
+    if fixed[i] == 'seq' and found == 'string' and not as_int(redis.call('GET', keys[i]), 0, 2 ^ 53) then
+      return error_reply(ERR.BAD_KEYS, keys[i] .. ' does not hold a sequence number')
+    end
+    if fixed[i] == 'stats' and found == 'hash' then
+      for _, count in ipairs(redis.call('HMGET', keys[i], unpack(STAT_FIELDS))) do
+        if count and not as_int(count, -2 ^ 53, 2 ^ 53) then
+          return error_reply(ERR.BAD_KEYS, keys[i] .. ' holds a counter that is not an integer')
+        end
+      end
+    end
+  end
+  return nil
+end
+
+-- A size limit of the queue (a field of its config hash, else the library default).
+local function size_limit(config_key, field)
+  local value = tonumber(redis.call('HGET', config_key, field))
+  if not value or value ~= value or value < 1 or value > SIZE_LIMIT_MAX then
+    return SIZE_LIMIT_DEFAULTS[field]
+  end
+  return math.floor(value)
+end
+
+-- An error text cut to `limit` bytes: its head and its tail (the last line names the error)
+-- around a marker, cut at UTF-8 character boundaries.
+local function clip_text(text, limit)
+  if #text <= limit then return text end
+  local marker = '\n[... ' .. (#text - limit) .. '+ bytes cut: error text over ' .. limit .. ' bytes ...]\n'
+  local room = limit - #marker
+  if room < 2 then return text:sub(1, limit) end
+  local head = math.floor(room / 2)
+  local tail_start = #text - (room - head) + 1
+  -- 0x80..0xBF continue a UTF-8 character: cut before a character's first byte.
+  while head > 0 and text:byte(head + 1) and text:byte(head + 1) >= 128 and text:byte(head + 1) < 192 do
+    head = head - 1
+  end
+  while tail_start <= #text and text:byte(tail_start) >= 128 and text:byte(tail_start) < 192 do
+    tail_start = tail_start + 1
+  end
+  return text:sub(1, head) .. marker .. text:sub(tail_start)
 end
 
 -- Many jobs' reads and writes of one key go in one command, so a call handling many jobs pays
@@ -123,14 +332,48 @@ end
 
 -- A job record that is not a JSON object with the fields every call relies on decodes to
 -- nil instead of raising, so one corrupt record cannot break a call that handles many jobs.
-local function decode_job(raw)
-  if not raw then return nil end
-  local ok, job = pcall(cjson.decode, raw)
-  if ok and type(job) == 'table' and type(job.status) == 'string' and type(job.func) == 'string'
-      and type(job.priority) == 'number' then
-    return job
+local KNOWN_STATUS = {
+{%- for value in S.values() %}
+  ['{{ value }}'] = true,
+{%- endfor %}
+}
+-- Fields the library computes with: a record where one is not a number is corrupt.
+local NUMBER_FIELDS = { attempts = true, lost = true, retries = true, backoff = true,
+  result_ttl = true, timeout = true, time_slice = true, started = true, ended = true,
+  created = true, queued_at = true, due = true, pauses = true, split = true, split_total = true }
+
+-- Every number in a decoded value is finite (cjson decodes NaN and Infinity but cannot encode
+-- them, which would fail a call halfway through its writes); nesting at most `depth` deep.
+local function all_finite(value, depth)
+  local kind = type(value)
+  if kind == 'number' then return value == value and value ~= math.huge and value ~= -math.huge end
+  if kind ~= 'table' then return true end
+  if depth <= 0 then return false end
+  for _, item in pairs(value) do
+    if not all_finite(item, depth - 1) then return false end
   end
-  return nil
+  return true
+end
+
+local function decode_job(raw)
+  if type(raw) ~= 'string' then return nil end
+  local ok, job = pcall(cjson.decode, raw)
+  if not ok or type(job) ~= 'table' or not KNOWN_STATUS[job.status] or type(job.func) ~= 'string'
+      or type(job.priority) ~= 'number' or job.priority % 1 ~= 0 or job.priority < PRIORITY_MIN
+      or job.priority > PRIORITY_MAX then
+    return nil
+  end
+  for field, value in pairs(job) do
+    if type(field) ~= 'string' or (NUMBER_FIELDS[field] and type(value) ~= 'number')
+        or not all_finite(value, 8) then
+      return nil
+    end
+  end
+  if (job.rank ~= nil and type(job.rank) ~= 'string')
+      or (job.rank_base ~= nil and type(job.rank_base) ~= 'string') then
+    return nil
+  end
+  return job
 end
 
 local function incr_stat(stats_key, field, amount)
@@ -157,7 +400,11 @@ local function push_ready(Q, id, job, now)
   local aging
   if Q.config then
     local setting = redis.call('HMGET', Q.config, 'aging', 'aging_base')
-    if setting[1] then aging = { rate = tonumber(setting[1]), base = tonumber(setting[2]) or 0 } end
+    local rate, base = tonumber(setting[1]), tonumber(setting[2]) or 0
+    -- A setting written by hand that is not a positive number is ignored, not computed with.
+    if rate and rate > 0 and rate < math.huge and base == base and math.abs(base) < math.huge then
+      aging = { rate = rate, base = base }
+    end
   end
   redis.call('ZADD', Q.ready, int(ready_score(job.priority, sequence, aging, now)), id)
 end
@@ -224,7 +471,7 @@ end
 local function check_lease(raw, id, token)
   if not raw then return nil, ERR.NOT_FOUND, 'job ' .. id .. ' does not exist' end
   local job = decode_job(raw)
-  if not job or job.status ~= STATUS.ACTIVE or int(job.token) ~= token then
+  if not job or job.status ~= STATUS.ACTIVE or job.token ~= token then
     return nil, ERR.STALE_TOKEN, 'job ' .. id .. ': token ' .. token .. ' does not hold the lease'
   end
   return job

@@ -13,17 +13,19 @@ KEYS[5] waiting   ZSET  job id -> time it began to wait (ms)
 KEYS[6] finished  ZSET  job id -> time its record expires (ms)
 KEYS[7] stats     HASH  counters
 KEYS[8] notices   ZSET  subtask id -> time it ended (its parent is told)
-KEYS[8 + i] subtasks  HASH  subtask outcomes of the i-th job (expire with it)
+KEYS[8 + i] subtasks  HASH  subtask outcomes of the i-th job (expire with it): the queue's key
+                           subtasks:<id>
 
 ARGV[1] cascade  string  '1' when the jobs are cancelled because their parent was: their
                          parent is not told; '0' a cancelled subtask is noted for its parent,
                          which treats it as a failed subtask
-ARGV[2] id       string  the first job id; ARGV[1 + i] the i-th (one per KEYS beyond the eighth)
+ARGV[2] id       string  the first job id (JOB_ID_PATTERN); ARGV[1 + i] the i-th, one per KEYS
+                         beyond the eighth, 1..CANCEL_BATCH_MAX ids
 
 Returns: two entries per job: the status it had when cancelled, 'missing' when there is no
   such job, or 'ended:<status>' when it had already ended (nothing changed for it); then its
   record (JSON, after the change) or false.
-Errors: BAD_ARGUMENT when the number of ids and subtask keys differ.
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 
 local FIXED_KEYS = 8
@@ -32,10 +34,17 @@ local function cancel(KEYS, ARGV)
   local Q = { jobs = KEYS[1], finished = KEYS[6], stats = KEYS[7], notices = KEYS[8] }
   local set_of = { [STATUS.QUEUED] = KEYS[2], [STATUS.DELAYED] = KEYS[3], [STATUS.ACTIVE] = KEYS[4],
     [STATUS.WAITING] = KEYS[5] }
-  local cascade = ARGV[1] == '1'
-  if #KEYS - FIXED_KEYS ~= #ARGV - 1 then
-    return error_reply(ERR.BAD_ARGUMENT, 'pass one subtasks key per job id')
+  if (ARGV[1] ~= '0' and ARGV[1] ~= '1') or #ARGV < 2 or #ARGV - 1 > CANCEL_BATCH_MAX then
+    return bad_argument("pass cascade ('0' or '1') and 1.." .. CANCEL_BATCH_MAX .. ' job ids')
   end
+  local ids = {}
+  for i = 2, #ARGV do
+    if not is_job_id(ARGV[i]) then return bad_argument('job id ' .. (i - 1) .. ' is malformed') end
+    ids[i - 1] = ARGV[i]
+  end
+  local refused = check_keys(KEYS, 'psq_cancel', ids)
+  if refused then return refused end
+  local cascade = ARGV[1] == '1'
   local now = now_ms()
   local reply = {}
   for i = 2, #ARGV do

@@ -11,28 +11,40 @@ KEYS[4] active       ZSET    job id -> lease deadline (ms)
 KEYS[5] seq          STRING  sequence counter
 KEYS[6] stats        HASH    counters
 KEYS[7] wake         LIST    wake-up tokens for idle workers
-KEYS[8] config       HASH    queue settings (aging)
+KEYS[8] config       HASH    queue settings (aging, max_checkpoint_bytes)
 
-ARGV[1] id          string   job id
-ARGV[2] token       integer  fencing token of the lease
-ARGV[3] checkpoint  string   JSON text to save
-ARGV[4] lease_ms    integer  > 0, new lease length from now
+ARGV[1] id          string   job id (JOB_ID_PATTERN)
+ARGV[2] token       string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
+ARGV[3] checkpoint  string   JSON text to save, at most the queue's max_checkpoint_bytes
+ARGV[4] lease_ms    integer  1..LEASE_MS_MAX, new lease length from now
 ARGV[5] pause       string   '1' to pause the job after saving (time slice used up, or the
                              worker is shutting down), '0' to keep running
 
 Returns: the new lease deadline (ms) when the job keeps running, 0 when it was paused.
-Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (nothing is saved);
-  BAD_ARGUMENT when lease_ms is not positive.
+Errors (nothing is saved or changed): BAD_KEYS; BAD_ARGUMENT; TOO_LARGE (a checkpoint over
+  max_checkpoint_bytes); NOT_FOUND; STALE_TOKEN when the lease was lost.
 ]]
 
 local function checkpoint(KEYS, ARGV)
   local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], seq = KEYS[5],
     stats = KEYS[6], wake = KEYS[7], config = KEYS[8] }
-  local id, token, saved, pause = ARGV[1], ARGV[2], ARGV[3], ARGV[5] == '1'
-  local lease_ms = tonumber(ARGV[4])
-  if not lease_ms or lease_ms <= 0 then
-    return error_reply(ERR.BAD_ARGUMENT, 'lease_ms must be positive')
+  local refused = check_keys(KEYS, 'psq_checkpoint')
+  if refused then return refused end
+  if #ARGV ~= 5 then return bad_argument('pass id, token, checkpoint, lease_ms and pause') end
+  local id, token, saved = ARGV[1], ARGV[2], ARGV[3]
+  local lease_ms = as_int(ARGV[4], 1, LEASE_MS_MAX)
+  if not is_job_id(id) or not is_token(token) then
+    return bad_argument('not a job id and a token of ' .. TOKEN_LENGTH .. ' lowercase hex characters')
   end
+  if not lease_ms then return bad_argument('lease_ms must be an integer in 1..' .. LEASE_MS_MAX) end
+  if ARGV[5] ~= '0' and ARGV[5] ~= '1' then return bad_argument("pause must be '0' or '1'") end
+  local pause = ARGV[5] == '1'
+  local limit = size_limit(Q.config, 'max_checkpoint_bytes')
+  if #saved > limit then
+    return error_reply(ERR.TOO_LARGE, 'job ' .. id .. ': checkpoint of ' .. #saved
+      .. ' bytes exceeds the limit of ' .. limit .. ' bytes (max_checkpoint_bytes)')
+  end
+  if not is_json(saved) then return bad_argument('job ' .. id .. ': checkpoint must be JSON text') end
   local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
   redis.call('HSET', Q.checkpoints, id, saved)

@@ -15,49 +15,58 @@ KEYS[6]  finished     ZSET  job id -> time its record expires (ms)
 KEYS[7]  stats        HASH  counters
 KEYS[8]  checkpoints  HASH  job id -> last saved checkpoint (JSON text)
 KEYS[9]  notices      ZSET  subtask id -> time it ended (its parent is told)
-KEYS[10] config       HASH  queue settings (a concurrency limit: freed slots wake workers)
+KEYS[10] config       HASH  queue settings (a concurrency limit: freed slots wake workers;
+                            max_result_bytes)
 KEYS[11] wake         LIST  wake-up tokens for idle workers
-then one `subtasks` key per job, in the order of the jobs: KEYS[11 + i] is the HASH of job i's
-  own subtask outcomes (expire with the job).
+KEYS[12] failed       ZSET  job id -> failed time (ms): where a job with too large a result goes
+then one `subtasks` key per job, in the order of the jobs: KEYS[12 + i] is the queue's key
+  subtasks:<id> of job i, the HASH of its own subtask outcomes (expire with the job).
 
-ARGV[1] id        string   job id
-ARGV[2] token     integer  fencing token of the lease
-ARGV[3] result    string   JSON text of the handler's return value
-then more id/token/result triples in ARGV[4], ARGV[5], ... at most COMPLETE_BATCH_MAX triples.
+ARGV[1] id      string  job id (JOB_ID_PATTERN)
+ARGV[2] token   string  fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
+ARGV[3] result  string  JSON text of the handler's return value
+then more id/token/result triples in ARGV[4], ARGV[5], ... 1..COMPLETE_BATCH_MAX triples.
 
 Returns: one entry per job, in order: its run time in milliseconds (an integer, lease start to
-  now) when it was completed, else the text psq_complete would have raised, as a plain string
-  ('PSQ_STALE_TOKEN ...' when the token does not hold the lease, the result is not stored;
-  'PSQ_NOT_FOUND ...'): that job is skipped, the others are still completed.
-Errors: BAD_ARGUMENT (nothing is changed): not id/token/result triples, a subtasks key count
-  that differs from the number of triples, a token that is not an integer, or more than
-  COMPLETE_BATCH_MAX triples.
+  now) when it was completed, else the text psq_complete would have raised or returned, as a
+  plain string ('PSQ_STALE_TOKEN ...' when the token does not hold the lease, the result is not
+  stored; 'PSQ_NOT_FOUND ...'; 'PSQ_TOO_LARGE ...' when the result was over max_result_bytes
+  and the job failed for good): that job is skipped, the others are still completed.
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT: not 1..COMPLETE_BATCH_MAX
+  id/token/result triples, a malformed id or token, a result that is not JSON.
 ]]
 
 local function complete_many(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], results = KEYS[3], errors = KEYS[4],
     active = KEYS[5], finished = KEYS[6], stats = KEYS[7], checkpoints = KEYS[8],
-    notices = KEYS[9], config = KEYS[10], wake = KEYS[11] }
-  local fixed_keys = 11
-  if #ARGV % 3 ~= 0 then return error_reply(ERR.BAD_ARGUMENT, 'pass id/token/result triples') end
+    notices = KEYS[9], config = KEYS[10], wake = KEYS[11], failed = KEYS[12] }
+  local fixed_keys = 12
   local count = #ARGV / 3
-  if count > COMPLETE_BATCH_MAX then
-    return error_reply(ERR.BAD_ARGUMENT,
-      'at most ' .. COMPLETE_BATCH_MAX .. ' id/token/result triples per call')
+  if #ARGV % 3 ~= 0 or count < 1 or count > COMPLETE_BATCH_MAX then
+    return bad_argument('pass 1..' .. COMPLETE_BATCH_MAX .. ' id/token/result triples')
   end
-  if #KEYS ~= fixed_keys + count then
-    return error_reply(ERR.BAD_ARGUMENT, 'pass ' .. fixed_keys .. ' keys and one subtasks key per job: '
-      .. count .. ' jobs, ' .. #KEYS .. ' keys')
+  local ids = {}
+  for n = 1, count do
+    local id, token = ARGV[3 * n - 2], ARGV[3 * n - 1]
+    if not is_job_id(id) or not is_token(token) then
+      return bad_argument('triple ' .. n .. ': not a job id and a token of ' .. TOKEN_LENGTH
+        .. ' lowercase hex characters')
+    end
+    ids[n] = id
   end
-  for i = 2, #ARGV, 3 do
-    if not string.match(ARGV[i], '^%d+$') then
-      return error_reply(ERR.BAD_ARGUMENT, 'token must be a non-negative integer, got ' .. ARGV[i])
+  local refused = check_keys(KEYS, 'psq_complete_many', ids)
+  if refused then return refused end
+  local limit = size_limit(Q.config, 'max_result_bytes')
+  local too_large = {}
+  for n = 1, count do
+    local result = ARGV[3 * n]
+    too_large[n] = result_too_large(result, limit)
+    if not too_large[n] and not is_json(result) then
+      return bad_argument('job ' .. ids[n] .. ': result must be JSON text')
     end
   end
 
   local now = now_ms()
-  local ids = {}
-  for n = 1, count do ids[n] = ARGV[3 * n - 2] end
   local stored = hmget_many(Q.jobs, ids)
   -- Each job's record as this call left it, so a job given twice is completed once (the
   -- second time its token no longer holds the lease).
@@ -65,12 +74,15 @@ local function complete_many(KEYS, ARGV)
   for n = 1, count do records[ids[n]] = stored[n] end
   local writes = new_writes()
   local replies = {}
-  local completed = 0
+  local completed, freed = 0, 0
   for n = 1, count do
     local at = 3 * n - 2
     local id, token, result = ARGV[at], ARGV[at + 1], ARGV[at + 2]
     local job, code, message = check_lease(records[id], id, token)
-    if job then
+    if job and too_large[n] then
+      replies[n], records[id] = fail_oversized_result(Q, id, job, too_large[n], now)
+      freed = freed + 1
+    elseif job then
       replies[n], records[id] = complete_leased(Q, KEYS[fixed_keys + n], id, job, result, now, writes)
       completed = completed + 1
     else
@@ -82,8 +94,8 @@ local function complete_many(KEYS, ARGV)
     incr_stat(Q.stats, 'completed', completed)
     -- At least as many as this call added to `finished`, so the sweep keeps up with the batches.
     sweep_finished(Q, now, math.max(SWEEP_BATCH, completed))
-    slot_freed(Q, completed)
   end
+  slot_freed(Q, completed + freed)
   return replies
 end
 

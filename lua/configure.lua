@@ -1,42 +1,56 @@
 --[[ psq_configure: change a queue's settings (pause, limits, aging), stored in Redis.
 
-KEYS[1] config  HASH  queue settings: paused, concurrency, rate, period_ms, aging
+KEYS[1] config  HASH  queue settings: paused, concurrency, rate, period_ms, aging and the size
+                      limits
 KEYS[2] wake    LIST  wake-up tokens for idle workers
 KEYS[3] ready   ZSET  job id -> priority/FIFO score (aging can change only while it is empty)
 
-ARGV[1] field  string  a setting: paused ('1' or ''), concurrency (integer >= 1), rate
-                       (integer >= 1), period_ms (integer >= 1; rate and period_ms go
-                       together), aging (number > 0, priority levels gained per second waited)
+ARGV[1] field  string  a setting: paused ('1' or ''), concurrency (integer 1..2^31), rate
+                       (integer 1..2^31), period_ms (integer 1..2^40; rate and period_ms go
+                       together), aging (number in (0, 1e6], priority levels gained per second
+                       waited), max_payload_bytes, max_result_bytes, max_checkpoint_bytes,
+                       max_error_bytes (integers 1..SIZE_LIMIT_MAX; absent: the defaults)
 ARGV[2] value  string  its new value; '' removes the setting
-then more field/value pairs in ARGV[3], ARGV[4], ... Workers are woken, since a resumed queue or
+then more field/value pairs in ARGV[3], ARGV[4], ... (0..CONFIGURE_PAIRS_MAX pairs; none:
+only read the settings). Workers are woken, since a resumed queue or
 a raised limit may free work. Removing one of rate and period_ms removes both; setting one
 needs the other, given in the same call or already set.
 
 Returns: the settings after the change, as field/value pairs.
-Errors: BAD_ARGUMENT (nothing is changed); BAD_STATE when aging would change while jobs are
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; BAD_STATE when aging would change while jobs are
   ready: their scores were computed under the old rule, so mixing would starve one side.
   Pause the queue and let it drain, or set aging before jobs arrive.
 ]]
 
-local SETTINGS = { paused = true, concurrency = true, rate = true, period_ms = true, aging = true }
+-- Each setting's highest value (paused is '1' or '').
+local SETTINGS = { paused = true, concurrency = 2 ^ 31, rate = 2 ^ 31, period_ms = 2 ^ 40, aging = 1e6,
+  max_payload_bytes = SIZE_LIMIT_MAX, max_result_bytes = SIZE_LIMIT_MAX,
+  max_checkpoint_bytes = SIZE_LIMIT_MAX, max_error_bytes = SIZE_LIMIT_MAX }
 
 local function configure(KEYS, ARGV)
   local config_key, wake_key, ready_key = KEYS[1], KEYS[2], KEYS[3]
-  if #ARGV % 2 ~= 0 then return error_reply(ERR.BAD_ARGUMENT, 'pass field/value pairs') end
+  local refused = check_keys(KEYS, 'psq_configure')
+  if refused then return refused end
+  if #ARGV % 2 ~= 0 or #ARGV / 2 > CONFIGURE_PAIRS_MAX then
+    return bad_argument('pass at most ' .. CONFIGURE_PAIRS_MAX .. ' field/value pairs')
+  end
   for i = 1, #ARGV, 2 do
     local field, value = ARGV[i], ARGV[i + 1]
-    local number = tonumber(value)
-    if not SETTINGS[field] then
-      return error_reply(ERR.BAD_ARGUMENT, 'unknown setting ' .. field)
+    local most = SETTINGS[field]
+    if not most then
+      return bad_argument('unknown setting ' .. field)
     end
     if field == 'paused' then
       if value ~= '' and value ~= '1' then
-        return error_reply(ERR.BAD_ARGUMENT, "paused must be '1' or ''")
+        return bad_argument("paused must be '1' or ''")
       end
-    elseif value ~= '' and (not number or number <= 0 or number ~= number
-        or number == math.huge or (field ~= 'aging' and number % 1 ~= 0)) then
-      return error_reply(ERR.BAD_ARGUMENT, field .. ' must be a positive ' ..
-        (field == 'aging' and 'number' or 'integer'))
+    elseif field == 'aging' then
+      local number = as_number(value, 0, most)
+      if value ~= '' and (not number or number <= 0) then
+        return bad_argument('aging must be a positive number up to ' .. most)
+      end
+    elseif value ~= '' and not as_int(value, 1, most) then
+      return bad_argument(field .. ' must be an integer in 1..' .. int(most))
     end
   end
   for i = 1, #ARGV, 2 do

@@ -14,6 +14,7 @@ No ARGV.
 Returns: { ready, delayed, active, failed, finished, waiting, age in ms of the job that has
   waited longest among the next 100 to run (-1 when none is ready), number of setting
   pairs n, then n setting field/value pairs, then the stats hash as field/value pairs }
+Errors: BAD_KEYS; BAD_ARGUMENT (any argument).
 ]]
 
 local AGE_SAMPLE = 100
@@ -24,12 +25,15 @@ local function oldest_ready_age(ready_key, jobs_key, now)
   local oldest = now
   for _, raw in ipairs(redis.call('HMGET', jobs_key, unpack(ids))) do
     local job = decode_job(raw)
-    if job and job.queued_at and job.queued_at < oldest then oldest = job.queued_at end
+    if job and type(job.queued_at) == 'number' and job.queued_at < oldest then oldest = job.queued_at end
   end
   return now - oldest
 end
 
-local function counts(KEYS)
+local function counts(KEYS, ARGV)
+  local refused = check_keys(KEYS, 'psq_counts')
+  if refused then return refused end
+  if #ARGV ~= 0 then return bad_argument('psq_counts takes no arguments') end
   local reply = {
     redis.call('ZCARD', KEYS[1]),
     redis.call('ZCARD', KEYS[2]),

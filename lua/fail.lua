@@ -10,23 +10,42 @@ KEYS[7] seq       STRING  sequence counter
 KEYS[8] stats     HASH    counters
 KEYS[9] wake      LIST    wake-up tokens for idle workers
 KEYS[10] notices  ZSET    subtask id -> time it ended (its parent is told)
-KEYS[11] config   HASH    queue settings (aging)
+KEYS[11] config   HASH    queue settings (aging, max_error_bytes)
 
-ARGV[1] id        string   job id
-ARGV[2] token     integer  fencing token of the lease
-ARGV[3] kind      string   error | timeout | refused (refused never retries)
-ARGV[4] error     string   error text with traceback
+ARGV[1] id        string   job id (JOB_ID_PATTERN)
+ARGV[2] token     string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
+ARGV[3] kind      string   error | timeout | refused | lost (refused never retries)
+ARGV[4] error     string   error text with traceback; over the queue's max_error_bytes it is
+                           cut in the middle, keeping its head and its last lines
 ARGV[5] jitter    number   0..1 from the client; scales the backoff by 0.5 + jitter / 2
 
 Returns: { new status (queued | delayed | failed), retry delay in ms (0 when none) }
-Errors: NOT_FOUND; STALE_TOKEN when the lease was lost (nothing is recorded).
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; NOT_FOUND; STALE_TOKEN when the lease was
+  lost (nothing is recorded).
 ]]
+
+local FAIL_KINDS = {
+{%- for value in K.values() %}
+  ['{{ value }}'] = true,
+{%- endfor %}
+}
 
 local function fail(KEYS, ARGV)
   local Q = { jobs = KEYS[1], errors = KEYS[2], ready = KEYS[3], delayed = KEYS[4], active = KEYS[5],
     failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10], config = KEYS[11] }
-  local id, token, kind, error_text = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-  local jitter = tonumber(ARGV[5]) or 1
+  local refused = check_keys(KEYS, 'psq_fail')
+  if refused then return refused end
+  if #ARGV ~= 5 then return bad_argument('pass id, token, kind, error and jitter') end
+  local id, token, kind = ARGV[1], ARGV[2], ARGV[3]
+  local jitter = as_number(ARGV[5], 0, 1)
+  if not is_job_id(id) or not is_token(token) then
+    return bad_argument('not a job id and a token of ' .. TOKEN_LENGTH .. ' lowercase hex characters')
+  end
+  if not FAIL_KINDS[kind] then
+    return bad_argument('kind must be one of error, timeout, refused, lost')
+  end
+  if not jitter then return bad_argument('jitter must be a number in 0..1') end
+  local error_text = clip_text(ARGV[4], size_limit(Q.config, 'max_error_bytes'))
 
   local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
@@ -34,8 +53,8 @@ local function fail(KEYS, ARGV)
   redis.call('ZREM', Q.active, id)
   job.failure = kind
 
-  local retries = tonumber(job.retries) or 0
-  if kind == KIND.REFUSED or job.attempts > retries then
+  local retries = job.retries or 0
+  if kind == KIND.REFUSED or (job.attempts or 1) > retries then
     fail_for_good(Q, id, job, now, error_text)
     slot_freed(Q)
     return { STATUS.FAILED, 0 }
@@ -43,7 +62,9 @@ local function fail(KEYS, ARGV)
 
   redis.call('HSET', Q.errors, id, error_text)
   incr_stat(Q.stats, 'retried')
-  local delay = math.min((tonumber(job.backoff) or 0) * 1000 * 2 ^ (job.attempts - 1), MAX_BACKOFF_MS)
+  -- The exponent is bounded so a huge attempt count cannot make 0 * inf (NaN) of the delay.
+  local exponent = math.max(0, math.min((job.attempts or 1) - 1, 60))
+  local delay = math.min(math.max(0, job.backoff or 0) * 1000 * 2 ^ exponent, MAX_BACKOFF_MS)
   delay = math.floor(delay * (0.5 + jitter / 2))
   if delay <= 0 then
     push_ready(Q, id, job, now)

@@ -18,7 +18,7 @@ KEYS[4]  ready        ZSET    job id -> priority/FIFO score
 KEYS[5]  delayed      ZSET    job id -> due time (ms)
 KEYS[6]  active       ZSET    job id -> lease deadline (ms)
 KEYS[7]  failed       ZSET    job id -> failed time (ms)
-KEYS[8]  seq          STRING  sequence counter, also the source of fencing tokens
+KEYS[8]  seq          STRING  sequence counter, also mixed into each lease's fencing token
 KEYS[9]  stats        HASH    counters
 KEYS[10] wake         LIST    wake-up tokens for idle workers
 KEYS[11] results      HASH    job id -> result (JSON text)
@@ -28,15 +28,23 @@ KEYS[14] notices      ZSET    subtask id -> time it ended (its parent is told)
 KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_ms, aging
 KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
 
-ARGV[1] max_jobs   integer  >= 0, most jobs to lease in this call (0: only `extra`, for a busy
-                            worker topping up its prefetched jobs); max_jobs + extra >= 1
-ARGV[2] lease_ms   integer  > 0, lease length; the worker renews before it runs out
-ARGV[3] worker     string   name of the worker taking the jobs (for inspection)
-ARGV[4] extra      integer  >= 0, optional (absent: 0): up to this many more jobs beyond max_jobs,
-                            which the worker holds before it can start them (prefetch). Only when
+ARGV[1] max_jobs   integer  0..POP_BATCH_MAX, most jobs to lease in this call (0: only `extra`,
+                            for a busy worker topping up its prefetched jobs); max_jobs + extra
+                            in 1..POP_BATCH_MAX
+ARGV[2] lease_ms   integer  1..LEASE_MS_MAX, lease length; the worker renews before it runs out
+ARGV[3] worker     string   name of the worker taking the jobs (for inspection), 1..
+                            WORKER_NAME_MAX_BYTES bytes
+ARGV[4] extra      integer  0..POP_BATCH_MAX: up to this many more jobs beyond max_jobs, which
+                            the worker holds before it can start them (prefetch). Only when
                             the queue has no concurrency and no rate limit: with a limit it is
                             ignored, so one worker cannot hoard limited slots with jobs it has not
                             started. A paused queue still leases nothing.
+ARGV[5] nonce      string   TOKEN_LENGTH lowercase hex characters, random, fresh per call: each
+                            leased job's fencing token is the first TOKEN_LENGTH characters of
+                            sha1hex(nonce .. ':' .. seq), seq a sequence number of its own
+
+A popped job whose id is malformed (not JOB_ID_PATTERN: written by someone else) or whose
+record is corrupt is moved to failed with the reason and not leased.
 
 Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadline_ms,
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
@@ -45,7 +53,7 @@ Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadlin
   (0: call again now). When this call filled the rate limit's window with jobs still ready,
   it is the time until the window lets the next job start, even though jobs were leased.
   A freed concurrency slot or a resumed queue wakes workers instead.
-Errors: BAD_ARGUMENT.
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 
 local function promote_due(Q, now)
@@ -96,22 +104,41 @@ local function rate_wait(Q, period, now)
   return oldest and math.max(1, oldest + period - now) or period
 end
 
+-- A count setting as psq_configure stores it (a positive integer); nil for anything else a
+-- writer other than the library may have put there.
+local function setting_count(value)
+  local n = tonumber(value)
+  if n and n >= 1 and n < 2 ^ 53 then return math.floor(n) end
+  return nil
+end
+
 local function pop(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], errors = KEYS[3], ready = KEYS[4],
     delayed = KEYS[5], active = KEYS[6], failed = KEYS[7], seq = KEYS[8], stats = KEYS[9],
     wake = KEYS[10], results = KEYS[11], finished = KEYS[12], checkpoints = KEYS[13],
     notices = KEYS[14], config = KEYS[15], starts = KEYS[16] }
-  local max_jobs = tonumber(ARGV[1])
-  local lease_ms = tonumber(ARGV[2])
-  local worker = ARGV[3]
-  local extra = 0
-  if ARGV[4] ~= nil then extra = tonumber(ARGV[4]) end
-  if not extra or extra < 0 or extra ~= math.floor(extra) or extra == math.huge then
-    return error_reply(ERR.BAD_ARGUMENT, 'extra must be a non-negative integer')
+  local refused = check_keys(KEYS, 'psq_pop')
+  if refused then return refused end
+  if #ARGV ~= 5 then
+    return bad_argument('pass max_jobs, lease_ms, worker, extra and nonce, got ' .. #ARGV .. ' arguments')
   end
-  if not max_jobs or max_jobs < 0 or max_jobs + extra < 1 or not lease_ms or lease_ms <= 0 then
-    return error_reply(ERR.BAD_ARGUMENT,
-      'max_jobs must be >= 0 with max_jobs + extra >= 1, and lease_ms positive')
+  local max_jobs = as_int(ARGV[1], 0, POP_BATCH_MAX)
+  local lease_ms = as_int(ARGV[2], 1, LEASE_MS_MAX)
+  local worker = ARGV[3]
+  local extra = as_int(ARGV[4], 0, POP_BATCH_MAX)
+  local nonce = ARGV[5]
+  if not max_jobs or not extra or max_jobs + extra < 1 or max_jobs + extra > POP_BATCH_MAX then
+    return bad_argument('max_jobs and extra must be integers >= 0 with max_jobs + extra in 1..'
+      .. POP_BATCH_MAX)
+  end
+  if not lease_ms then
+    return bad_argument('lease_ms must be an integer in 1..' .. LEASE_MS_MAX)
+  end
+  if #worker < 1 or #worker > WORKER_NAME_MAX_BYTES then
+    return bad_argument('worker must be 1..' .. WORKER_NAME_MAX_BYTES .. ' bytes')
+  end
+  if not is_token(nonce) then
+    return bad_argument('nonce must be ' .. TOKEN_LENGTH .. ' lowercase hex characters')
   end
   local now = now_ms()
 
@@ -123,7 +150,8 @@ local function pop(KEYS, ARGV)
   local deadline = now + lease_ms
   local limit_wait
   local settings = redis.call('HMGET', Q.config, 'paused', 'concurrency', 'rate', 'period_ms', 'aging_base')
-  local concurrency, rate, period = tonumber(settings[2]), tonumber(settings[3]), tonumber(settings[4])
+  local concurrency, rate, period = setting_count(settings[2]), setting_count(settings[3]),
+    setting_count(settings[4])
   local rank_base = settings[5] or nil
   if settings[1] == '1' then
     max_jobs = 0
@@ -154,7 +182,13 @@ local function pop(KEYS, ARGV)
   local jobs = {}
   for n, id in ipairs(ids) do
     local job = decode_job(records[n])
-    if not job then
+    if not is_job_id(id) then
+      -- Only a writer other than this library makes such an id; Python never sees one.
+      redis.call('HSET', Q.errors, id, 'malformed job id: not 1..' .. JOB_ID_MAX
+        .. ' letters, digits and _.:- starting with a letter or digit')
+      redis.call('ZADD', Q.failed, int(now), id)
+      incr_stat(Q.stats, 'failed')
+    elseif not job then
       fail_corrupt(Q, id, now)
     elseif not payloads[n] then
       fail_for_good(Q, id, job, now, 'job payload is missing')
@@ -164,15 +198,17 @@ local function pop(KEYS, ARGV)
     end
   end
   if leased > 0 then
-    -- The tokens the leased jobs would get from one INCR each, in order.
-    local token = redis.call('INCRBY', Q.seq, leased) - leased
+    -- Each lease's token mixes the caller's random nonce with a sequence number unique to
+    -- the lease, so no one can guess it from tokens seen before.
+    local seq = redis.call('INCRBY', Q.seq, leased) - leased
     local checkpoints = hmget_many(Q.checkpoints, ids)
     local writes = new_writes()
     local deadline_score, start_score = int(deadline), int(now)
     for n, id in ipairs(ids) do
       local job = jobs[n]
       if job then
-        token = token + 1
+        seq = seq + 1
+        local token = lease_token(nonce, seq)
         job.status = STATUS.ACTIVE
         job.attempts = (job.attempts or 0) + 1
         job.token = token

@@ -15,26 +15,28 @@ KEYS[5] wake    LIST    wake-up tokens for idle workers
 KEYS[6] config  HASH    queue settings (aging_base: is the rank still comparable?)
 KEYS[7] starts  ZSET    token -> start time (ms) of the jobs leased within the rate period
 
-ARGV[1] id     string   job id
-ARGV[2] token  integer  fencing token of the lease
-then more id/token pairs in ARGV[3], ARGV[4], ... at most RELEASE_BATCH_MAX pairs.
+ARGV[1] id     string   job id (JOB_ID_PATTERN)
+ARGV[2] token  string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
+then more id/token pairs in ARGV[3], ARGV[4], ... 0..RELEASE_BATCH_MAX pairs in all.
 
 Returns: the number of jobs released. A pair whose token no longer holds the lease (the job
   was reclaimed, cancelled, finished or already released) is skipped.
-Errors: BAD_ARGUMENT (nothing is changed): not id/token pairs, a token that is not an integer,
-  or more than RELEASE_BATCH_MAX pairs.
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT: not id/token pairs, a malformed id or
+  token, or more than RELEASE_BATCH_MAX pairs.
 ]]
 
 local function release(KEYS, ARGV)
   local Q = { jobs = KEYS[1], ready = KEYS[2], active = KEYS[3], seq = KEYS[4], wake = KEYS[5],
     config = KEYS[6], starts = KEYS[7] }
-  if #ARGV % 2 ~= 0 then return error_reply(ERR.BAD_ARGUMENT, 'pass id/token pairs') end
-  if #ARGV / 2 > RELEASE_BATCH_MAX then
-    return error_reply(ERR.BAD_ARGUMENT, 'at most ' .. RELEASE_BATCH_MAX .. ' id/token pairs per call')
+  local refused = check_keys(KEYS, 'psq_release')
+  if refused then return refused end
+  if #ARGV % 2 ~= 0 or #ARGV / 2 > RELEASE_BATCH_MAX then
+    return bad_argument('pass at most ' .. RELEASE_BATCH_MAX .. ' id/token pairs')
   end
-  for i = 2, #ARGV, 2 do
-    if not string.match(ARGV[i], '^%d+$') then
-      return error_reply(ERR.BAD_ARGUMENT, 'token must be a non-negative integer, got ' .. ARGV[i])
+  for i = 1, #ARGV, 2 do
+    if not is_job_id(ARGV[i]) or not is_token(ARGV[i + 1]) then
+      return bad_argument('pair ' .. ((i + 1) / 2) .. ': not a job id and a token of ' .. TOKEN_LENGTH
+        .. ' lowercase hex characters')
     end
   end
 
@@ -51,8 +53,9 @@ local function release(KEYS, ARGV)
       job.token = nil
       job.started = nil
       job.worker = nil
-      local score = type(job.rank) == 'string' and tonumber(job.rank)
-      if score and score == score and job.rank_base == aging_base then
+      -- The rank as Redis formatted it: a finite decimal score, or the job goes to the back.
+      local score = as_number(job.rank, -math.huge, math.huge)
+      if score and job.rank_base == aging_base then
         job.status = STATUS.QUEUED
         redis.call('HSET', Q.jobs, id, cjson.encode(job))
         redis.call('ZADD', Q.ready, job.rank, id)

@@ -8,22 +8,27 @@ KEYS[5] stats    HASH    counters
 KEYS[6] wake     LIST    wake-up tokens for idle workers
 KEYS[7] config   HASH    queue settings (aging)
 
-ARGV[1] count  integer  1..1000, with no ids: retry the oldest `count` failed jobs
-ARGV[2] id     string   optional: the first job id to retry; more may follow (at most 1000)
+ARGV[1] count  integer  1..RETRY_BATCH_MAX, with no ids: retry the oldest `count` failed jobs
+ARGV[2] id     string   optional: the first job id (JOB_ID_PATTERN) to retry; more may follow
+                        (at most RETRY_BATCH_MAX)
 
 Returns: the ids moved back to the queue (ids not in the failed set, or with a corrupt
   record, are skipped).
-Errors: BAD_ARGUMENT.
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
-
-local RETRY_BATCH_MAX = 1000
 
 local function retry(KEYS, ARGV)
   local Q = { jobs = KEYS[1], ready = KEYS[2], failed = KEYS[3], seq = KEYS[4], stats = KEYS[5],
     wake = KEYS[6], config = KEYS[7] }
-  local count = tonumber(ARGV[1])
-  if not count or count < 1 or count > RETRY_BATCH_MAX or #ARGV - 1 > RETRY_BATCH_MAX then
-    return error_reply(ERR.BAD_ARGUMENT, 'count must be in 1..' .. RETRY_BATCH_MAX)
+  local refused = check_keys(KEYS, 'psq_retry')
+  if refused then return refused end
+  local count = as_int(ARGV[1], 1, RETRY_BATCH_MAX)
+  if not count or #ARGV - 1 > RETRY_BATCH_MAX then
+    return bad_argument('count must be an integer in 1..' .. RETRY_BATCH_MAX .. ', then at most '
+      .. RETRY_BATCH_MAX .. ' ids')
+  end
+  for i = 2, #ARGV do
+    if not is_job_id(ARGV[i]) then return bad_argument('job id ' .. (i - 1) .. ' is malformed') end
   end
   local ids = {}
   if #ARGV > 1 then

@@ -15,44 +15,68 @@ KEYS[7] errors       HASH    job id -> error text
 KEYS[8] seq          STRING  sequence counter
 KEYS[9] stats        HASH    counters
 KEYS[10] wake        LIST    wake-up tokens for idle workers
-KEYS[11] subtasks    HASH    this job's subtask outcomes: "<split>:<index>", "<split>:done",
-                             "<split>:failed"
-KEYS[12] notices     ZSET    subtask id -> time it ended (for this job's own parent)
-KEYS[13] config      HASH    queue settings (aging)
+KEYS[11] notices     ZSET    subtask id -> time it ended (for this job's own parent)
+KEYS[12] config      HASH    queue settings (aging, max_checkpoint_bytes)
+KEYS[13] subtasks    HASH    this job's subtask outcomes: "<split>:<index>", "<split>:done",
+                             "<split>:failed"; the queue's key subtasks:<id>
 
-ARGV[1] id          string   job id
-ARGV[2] token       integer  fencing token of the lease
+ARGV[1] id          string   job id (JOB_ID_PATTERN)
+ARGV[2] token       string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
 ARGV[3] split       integer  split number: the record's split + 1
-ARGV[4] total       integer  >= 1, number of subtasks created
-ARGV[5] groups      string   JSON [[queue, count], ...]: subtasks in order, by queue
+ARGV[4] total       integer  1..SPLIT_TOTAL_MAX, number of subtasks created
+ARGV[5] groups      string   JSON [ [queue, count], ... ]: subtasks in order, by queue; the counts
+                             (integers >= 1) add up to `total`
 ARGV[6] collect     string   '1': a subtask that fails is collected as an error outcome;
                              '0': it fails this job
-ARGV[7] checkpoint  string   JSON text to save with the split, or '' to keep the last one
+ARGV[7] checkpoint  string   JSON text to save with the split (at most max_checkpoint_bytes),
+                             or '' to keep the last one
 
 Returns: the job's new status: waiting, queued (all subtasks had ended) or failed.
-Errors: NOT_FOUND; STALE_TOKEN; BAD_ARGUMENT (wrong split number or total).
+Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT (also a wrong split number or total);
+  TOO_LARGE (the checkpoint); NOT_FOUND; STALE_TOKEN.
 ]]
 
 local function split(KEYS, ARGV)
   local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], waiting = KEYS[5],
     failed = KEYS[6], errors = KEYS[7], seq = KEYS[8], stats = KEYS[9], wake = KEYS[10],
-    subtasks = KEYS[11], notices = KEYS[12], config = KEYS[13] }
-  local id, token = ARGV[1], ARGV[2]
-  local number, total = tonumber(ARGV[3]), tonumber(ARGV[4])
+    notices = KEYS[11], config = KEYS[12], subtasks = KEYS[13] }
+  if #ARGV ~= 7 then
+    return bad_argument('pass id, token, split, total, groups, collect and checkpoint')
+  end
+  local id, token, saved = ARGV[1], ARGV[2], ARGV[7]
+  if not is_job_id(id) or not is_token(token) then
+    return bad_argument('not a job id and a token of ' .. TOKEN_LENGTH .. ' lowercase hex characters')
+  end
+  local refused = check_keys(KEYS, 'psq_split', { id })
+  if refused then return refused end
+  local number, total = as_int(ARGV[3], 1, SPLIT_TOTAL_MAX), as_int(ARGV[4], 1, SPLIT_TOTAL_MAX)
+  if not number or not total then
+    return bad_argument('split must be an integer >= 1 and total in 1..' .. SPLIT_TOTAL_MAX)
+  end
+  local decoded, raw_groups = pcall(cjson.decode, ARGV[5])
+  local groups, counted = nil, 0
+  if decoded then groups, counted = parse_groups(raw_groups) end
+  if not groups or counted ~= total then
+    return bad_argument('groups must be JSON [[queue, count], ...] with counts adding up to total')
+  end
+  if ARGV[6] ~= '0' and ARGV[6] ~= '1' then return bad_argument("collect must be '0' or '1'") end
+  if saved ~= '' then
+    local limit = size_limit(Q.config, 'max_checkpoint_bytes')
+    if #saved > limit then
+      return error_reply(ERR.TOO_LARGE, 'job ' .. id .. ': checkpoint of ' .. #saved
+        .. ' bytes exceeds the limit of ' .. limit .. ' bytes (max_checkpoint_bytes)')
+    end
+    if not is_json(saved) then return bad_argument('job ' .. id .. ': checkpoint must be JSON text') end
+  end
   local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
-  if number ~= (job.split or 0) + 1 or not total or total < 1 then
-    return error_reply(ERR.BAD_ARGUMENT, 'split number must be ' .. ((job.split or 0) + 1) .. ' and total >= 1')
-  end
-  -- Decoded before any write: an error after ZREM would strand the job (active, no lease).
-  local decoded, groups = pcall(cjson.decode, ARGV[5])
-  if not decoded or type(groups) ~= 'table' then
-    return error_reply(ERR.BAD_ARGUMENT, 'groups must be JSON [[queue, count], ...]')
+  if number ~= (job.split or 0) + 1 then
+    return bad_argument('split number must be ' .. ((job.split or 0) + 1))
   end
   local now = now_ms()
   redis.call('ZREM', Q.active, id)
   slot_freed(Q)
-  if ARGV[7] ~= '' then redis.call('HSET', Q.checkpoints, id, ARGV[7]) end
+  if saved ~= '' then redis.call('HSET', Q.checkpoints, id, saved) end
   job.split = number
   job.split_total = total
   job.split_groups = groups
@@ -66,7 +90,7 @@ local function split(KEYS, ARGV)
     fail_for_good(Q, id, job, now, failure)
     return STATUS.FAILED
   end
-  local done = tonumber(redis.call('HGET', Q.subtasks, number .. ':done') or '0')
+  local done = tonumber(redis.call('HGET', Q.subtasks, number .. ':done')) or 0
   if done >= total then
     push_ready(Q, id, job, now)
     wake_workers(Q.wake, 1)

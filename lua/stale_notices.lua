@@ -9,24 +9,25 @@ KEYS[2] jobs     HASH  job id -> job record (JSON)
 KEYS[3] results  HASH  job id -> result (JSON text)
 KEYS[4] errors   HASH  job id -> error text
 
-ARGV[1] count  integer  1..1000, most notices to return
+ARGV[1] count  integer  1..NOTICES_PAGE_MAX, most notices to return
 
 Returns: five entries per notice: subtask id, parent (JSON {queue, id, split, index}),
   '1' completed or '0' failed, result or error text, and the subtask's status. A notice whose
   subtask record is gone comes with four empty strings: forget it.
+Errors: BAD_KEYS; BAD_ARGUMENT.
 ]]
 
-local NOTICES_PAGE_MAX = 1000
-
 local function stale_notices(KEYS, ARGV)
-  -- Clamped: LIMIT with a negative count would return every notice.
-  local count = math.max(1, math.min(math.floor(tonumber(ARGV[1]) or 1), NOTICES_PAGE_MAX))
+  local refused = check_keys(KEYS, 'psq_stale_notices')
+  if refused then return refused end
+  local count = as_int(ARGV[1], 1, NOTICES_PAGE_MAX)
+  if #ARGV ~= 1 or not count then return bad_argument('count must be an integer in 1..' .. NOTICES_PAGE_MAX) end
   local before = now_ms() - NOTICE_REDRIVE_MS
   local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', int(before), 'LIMIT', 0, count)
   local reply = {}
   for _, id in ipairs(ids) do
     local job = decode_job(redis.call('HGET', KEYS[2], id))
-    if job and job.parent then
+    if job and type(job.parent) == 'table' then
       local ok = job.status == STATUS.COMPLETE
       reply[#reply + 1] = id
       reply[#reply + 1] = cjson.encode(job.parent)

@@ -1,22 +1,29 @@
 --[[ psq_subtask_outcomes: a page of one split's subtask outcomes, in subtask order (read-only).
 
-KEYS[1] subtasks  HASH  the parent's subtask outcomes
+KEYS[1] subtasks  HASH  the parent's subtask outcomes: the queue's key subtasks:<parent>
 
-ARGV[1] split  integer  split number
-ARGV[2] first  integer  >= 1, first subtask index of the page
-ARGV[3] count  integer  1..1000, page size
+ARGV[1] parent  string   the parent job id (JOB_ID_PATTERN)
+ARGV[2] split   integer  1..SPLIT_TOTAL_MAX, split number
+ARGV[3] first   integer  1..SPLIT_TOTAL_MAX, first subtask index of the page
+ARGV[4] count   integer  1..OUTCOMES_PAGE_MAX, page size
 
 Returns: one entry per index: JSON {"ok": true, "result": ...} or {"ok": false, "error": ...},
   or false for a subtask with no outcome (e.g. cancelled).
-Errors: BAD_ARGUMENT.
+Errors: BAD_KEYS; BAD_ARGUMENT.
 ]]
 
-local OUTCOMES_PAGE_MAX = 1000
-
 local function subtask_outcomes(KEYS, ARGV)
-  local number, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-  if not first or first < 1 or not count or count < 1 or count > OUTCOMES_PAGE_MAX then
-    return error_reply(ERR.BAD_ARGUMENT, 'first must be >= 1 and count in 1..' .. OUTCOMES_PAGE_MAX)
+  local parent_id = ARGV[1]
+  if #ARGV ~= 4 or not is_job_id(parent_id) then
+    return bad_argument('pass parent, split, first and count')
+  end
+  local refused = check_keys(KEYS, 'psq_subtask_outcomes', { parent_id })
+  if refused then return refused end
+  local number, first = as_int(ARGV[2], 1, SPLIT_TOTAL_MAX), as_int(ARGV[3], 1, SPLIT_TOTAL_MAX)
+  local count = as_int(ARGV[4], 1, OUTCOMES_PAGE_MAX)
+  if not number or not first or not count then
+    return bad_argument('split and first must be integers in 1..' .. SPLIT_TOTAL_MAX
+      .. ' and count in 1..' .. OUTCOMES_PAGE_MAX)
   end
   local fields = {}
   for i = 0, count - 1 do fields[i + 1] = number .. ':' .. (first + i) end

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import sys
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -25,7 +24,14 @@ import orjson
 import redis
 
 from . import context as job_context
-from .executor import ChildProcess, outcome_of, prepare_call, send_outcome, set_up_child
+from .executor import (
+    ChildProcess,
+    flush_output,
+    outcome_of,
+    prepare_call,
+    send_outcome,
+    set_up_child,
+)
 from .handlers import HandlerPolicy
 from .protocol import FailKind
 from .serialization import encode_result
@@ -78,8 +84,7 @@ async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redi
             outcome = outcome_of(error)
         outcome["seq"] = request["seq"]
         outcome["seconds"] = time.monotonic() - began
-        sys.stdout.flush()
-        sys.stderr.flush()
+        flush_output()
         with contextlib.suppress(OSError):  # the worker is gone: PDEATHSIG follows
             send_outcome(conn.fileno(), outcome)
 

@@ -7,6 +7,7 @@ library's error replies into the exceptions of `pyscheduler.exceptions`.
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -16,7 +17,16 @@ import redis
 from .exceptions import LibraryError, PySchedulerError, error_from_reply
 from .keys import QueueKeys
 from .library import DEPLOY_HINT
-from .protocol import FailKind
+from .operations import BY_NAME, keys_for
+from .protocol import (
+    CANCEL_BATCH_MAX,
+    FORGET_BATCH_MAX,
+    RENEW_BATCH_MAX,
+    SIZE_LIMIT_DEFAULTS,
+    SIZE_LIMIT_MAX,
+    TOKEN_LENGTH,
+    FailKind,
+)
 
 # redis-py prefixes the error of a pipelined command with "Command # N (...) of pipeline
 # caused error: "; the library's reply follows it.
@@ -48,7 +58,9 @@ def _fcall_ro(conn: redis.Redis, name: str, keys: Sequence[str], args: Sequence[
 
 
 def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    # Another writer may have stored bytes that are not UTF-8: an inspection call shows them
+    # replaced (U+FFFD) rather than failing. Leases keep the raw bytes (`Lease`).
+    return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,24 +124,13 @@ class EnqueueOutcome:
     created: bool
 
 
-ENQUEUE_NUMKEYS = 9
+ENQUEUE_NUMKEYS = len(BY_NAME["psq_enqueue"].keys)
 
 
-def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int) -> list[Any]:
-    """The keys and arguments of one `psq_enqueue` call, for a client or a pipeline."""
-    args: list[Any] = [
-        keys.jobs,
-        keys.payloads,
-        keys.ready,
-        keys.delayed,
-        keys.seq,
-        keys.stats,
-        keys.wake,
-        keys.waiting,
-        keys.config,
-        len(jobs),
-        max_payload,
-    ]
+def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob]) -> list[Any]:
+    """The keys and arguments of one `psq_enqueue` call, for a client or a pipeline. The
+    payload size limit is the queue's (`size_limits`), enforced by the library."""
+    args: list[Any] = [*keys_for("psq_enqueue", keys), len(jobs)]
     for job in jobs:
         args += (
             job.id,
@@ -156,25 +157,28 @@ def parse_enqueue_reply(reply: Sequence[Any]) -> list[EnqueueOutcome]:
     ]
 
 
-def enqueue(
-    conn: redis.Redis, keys: QueueKeys, jobs: Sequence[NewJob], max_payload: int
-) -> list[EnqueueOutcome]:
-    call = enqueue_args(keys, jobs, max_payload)
+def enqueue(conn: redis.Redis, keys: QueueKeys, jobs: Sequence[NewJob]) -> list[EnqueueOutcome]:
+    call = enqueue_args(keys, jobs)
     reply = _fcall(conn, "psq_enqueue", call[:ENQUEUE_NUMKEYS], call[ENQUEUE_NUMKEYS:])
     return parse_enqueue_reply(reply)
 
 
 @dataclass(frozen=True, slots=True)
 class Lease:
-    """A job leased to this worker by `psq_pop`."""
+    """A job leased to this worker by `psq_pop`.
+
+    `id` is well formed (the library fails a job with a malformed id instead of leasing it);
+    `record`, `payload` and `checkpoint` are the bytes Redis holds, undecoded: another producer
+    may have written anything there, and decoding them is the worker's job (it fails a job
+    whose bytes are not valid UTF-8 JSON with a reason)."""
 
     queue: str
     id: str
-    token: int
+    token: str  # TOKEN_LENGTH lowercase hex characters, opaque
     deadline_ms: int
-    record: str
-    payload: str
-    checkpoint: str | None = None
+    record: bytes
+    payload: bytes
+    checkpoint: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,51 +187,53 @@ class PopResult:
     wait_ms: int  # -1: nothing scheduled; else ms until the next due job or lease deadline
 
 
-POP_NUMKEYS = 16
+POP_NUMKEYS = len(BY_NAME["psq_pop"].keys)
+
+
+def new_nonce() -> str:
+    """128 random bits for one psq_pop call, from which the library derives its tokens."""
+    return secrets.token_hex(TOKEN_LENGTH // 2)
 
 
 def pop_args(
-    keys: QueueKeys, max_jobs: int, lease_ms: int, worker: str, extra: int = 0
+    keys: QueueKeys,
+    max_jobs: int,
+    lease_ms: int,
+    worker: str,
+    extra: int = 0,
+    nonce: str | None = None,
 ) -> list[Any]:
     """The keys and arguments of one `psq_pop` call, for a client or a pipeline.
 
     `extra`: up to this many jobs more than `max_jobs` (prefetch), only leased when the queue
     has no concurrency or rate limit; hand back the ones never started with `release`.
+    `nonce`: the call's random nonce (default: a fresh one from `new_nonce`).
     """
     return [
-        keys.jobs,
-        keys.payloads,
-        keys.errors,
-        keys.ready,
-        keys.delayed,
-        keys.active,
-        keys.failed,
-        keys.seq,
-        keys.stats,
-        keys.wake,
-        keys.results,
-        keys.finished,
-        keys.checkpoints,
-        keys.notices,
-        keys.config,
-        keys.starts,
+        *keys_for("psq_pop", keys),
         max_jobs,
         lease_ms,
         worker,
         extra,
+        new_nonce() if nonce is None else nonce,
     ]
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def parse_pop_reply(keys: QueueKeys, reply: Sequence[Any]) -> PopResult:
     leases = [
         Lease(
             keys.queue,
-            _text(reply[i]),
-            int(reply[i + 1]),
+            # ascii: the library leases only ids and tokens of ASCII characters.
+            _raw(reply[i]).decode("ascii"),
+            _raw(reply[i + 1]).decode("ascii"),
             int(reply[i + 2]),
-            _text(reply[i + 3]),
-            _text(reply[i + 4]),
-            None if reply[i + 5] is None else _text(reply[i + 5]),
+            _raw(reply[i + 3]),
+            _raw(reply[i + 4]),
+            None if reply[i + 5] is None else _raw(reply[i + 5]),
         )
         for i in range(2, len(reply), 6)
     ]
@@ -241,28 +247,33 @@ def pop(
     lease_ms: int,
     worker: str,
     extra: int = 0,
+    nonce: str | None = None,
 ) -> PopResult:
-    call = pop_args(keys, max_jobs, lease_ms, worker, extra)
+    call = pop_args(keys, max_jobs, lease_ms, worker, extra, nonce)
     reply = _fcall(conn, "psq_pop", call[:POP_NUMKEYS], call[POP_NUMKEYS:])
     return parse_pop_reply(keys, reply)
 
 
 def renew(
-    conn: redis.Redis, keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, int]]
+    conn: redis.Redis, keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
 ) -> list[int]:
-    """New deadlines, one per (id, token); 0 where the lease is lost."""
-    args: list[Any] = [lease_ms]
-    for job_id, token in held:
-        args += (job_id, token)
-    return [int(x) for x in _fcall(conn, "psq_renew", [keys.jobs, keys.active], args)]
+    """New deadlines, one per (id, token); 0 where the lease is lost. Sent in calls of at most
+    `RENEW_BATCH_MAX` pairs."""
+    deadlines: list[int] = []
+    for start in range(0, len(held), RENEW_BATCH_MAX):
+        args: list[Any] = [lease_ms]
+        for job_id, token in held[start : start + RENEW_BATCH_MAX]:
+            args += (job_id, token)
+        deadlines += (int(x) for x in _fcall(conn, "psq_renew", keys_for("psq_renew", keys), args))
+    return deadlines
 
 
 def release_keys(keys: QueueKeys) -> list[str]:
     """The keys `psq_release` takes, in its header's order."""
-    return [keys.jobs, keys.ready, keys.active, keys.seq, keys.wake, keys.config, keys.starts]
+    return keys_for("psq_release", keys)
 
 
-def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, int]]) -> int:
+def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, str]]) -> int:
     """Hand back leased jobs that were never started: each (id, token) whose token still holds
     the lease goes back to `ready` where it was, its attempt and rate-limit start undone; the
     others are skipped. Returns how many were released. At most `RELEASE_BATCH_MAX` pairs per
@@ -275,49 +286,37 @@ def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, int]])
     return int(_fcall(conn, "psq_release", release_keys(keys), args))
 
 
-COMPLETE_NUMKEYS = 12
+COMPLETE_FIXED_KEYS = len(BY_NAME["psq_complete"].keys)
+# psq_complete takes its fixed keys and the job's subtasks key.
+COMPLETE_NUMKEYS = COMPLETE_FIXED_KEYS + 1
 
 
-def _completion_keys(keys: QueueKeys) -> list[Any]:
-    """The fixed keys of `psq_complete_many`, in its header's order; `psq_complete` takes the
-    same with the job's subtasks key before `config`."""
-    return [
-        keys.jobs,
-        keys.payloads,
-        keys.results,
-        keys.errors,
-        keys.active,
-        keys.finished,
-        keys.stats,
-        keys.checkpoints,
-        keys.notices,
-        keys.config,
-        keys.wake,
-    ]
-
-
-def complete_args(keys: QueueKeys, job_id: str, token: int, result: str) -> list[Any]:
+def complete_args(keys: QueueKeys, job_id: str, token: str, result: str) -> list[Any]:
     """The keys and arguments of one `psq_complete` call, for a client or a pipeline."""
-    fixed = _completion_keys(keys)
-    return [*fixed[:9], keys.subtasks(job_id), *fixed[9:], job_id, token, result]
+    return [*keys_for("psq_complete", keys, [job_id]), job_id, token, result]
 
 
-def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: int, result: str) -> int:
-    """Store the result; returns the run time in ms. Raises LeaseLost on a stale token."""
+def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: str, result: str) -> int:
+    """Store the result; returns the run time in ms. Raises LeaseLost on a stale token, and
+    PayloadTooLarge when the result is over the queue's limit: the job has then failed for good
+    (the library did that atomically, with a reason naming the size and the limit)."""
     call = complete_args(keys, job_id, token, result)
-    return int(_fcall(conn, "psq_complete", call[:COMPLETE_NUMKEYS], call[COMPLETE_NUMKEYS:]))
+    reply = _fcall(conn, "psq_complete", call[:COMPLETE_NUMKEYS], call[COMPLETE_NUMKEYS:])
+    if isinstance(reply, int):
+        return reply
+    text = _text(reply)
+    raise error_from_reply(text) or LibraryError(f"unexpected reply of psq_complete: {text!r}")
 
 
-COMPLETE_MANY_FIXED_KEYS = 11
+COMPLETE_MANY_FIXED_KEYS = len(BY_NAME["psq_complete_many"].keys)
 
 
 def complete_many_args(
-    keys: QueueKeys, items: Sequence[tuple[str, int, str]]
+    keys: QueueKeys, items: Sequence[tuple[str, str, str]]
 ) -> tuple[int, list[Any]]:
     """The number of keys and the keys and arguments of one `psq_complete_many` call, for a
     client or a pipeline: `pipe.fcall("psq_complete_many", numkeys, *flat)`."""
-    flat = _completion_keys(keys)
-    flat += (keys.subtasks(job_id) for job_id, _, _ in items)
+    flat: list[Any] = keys_for("psq_complete_many", keys, [job_id for job_id, _, _ in items])
     numkeys = len(flat)
     for job_id, token, result in items:
         flat += (job_id, token, result)
@@ -326,7 +325,8 @@ def complete_many_args(
 
 def parse_complete_many_reply(reply: Sequence[Any]) -> list[int | PySchedulerError]:
     """Per job, in order: its run time in ms, or the exception psq_complete would have raised
-    (LeaseLost for a stale token, JobNotFound)."""
+    (LeaseLost for a stale token, JobNotFound; PayloadTooLarge: the result was over the queue's
+    limit and the job failed for good)."""
     outcomes: list[int | PySchedulerError] = []
     for entry in reply:
         if isinstance(entry, int):
@@ -341,7 +341,7 @@ def parse_complete_many_reply(reply: Sequence[Any]) -> list[int | PySchedulerErr
 
 
 def complete_many(
-    conn: redis.Redis, keys: QueueKeys, items: Sequence[tuple[str, int, str]]
+    conn: redis.Redis, keys: QueueKeys, items: Sequence[tuple[str, str, str]]
 ) -> list[int | PySchedulerError]:
     """Complete many leased jobs of one queue in one call: `items` are (id, token, result JSON).
     Returns, per item, the run time in ms, or the exception instance (not raised) when that job
@@ -358,7 +358,7 @@ def fail(
     conn: redis.Redis,
     keys: QueueKeys,
     job_id: str,
-    token: int,
+    token: str,
     kind: FailKind,
     error: str,
     jitter: float,
@@ -367,19 +367,7 @@ def fail(
     reply = _fcall(
         conn,
         "psq_fail",
-        [
-            keys.jobs,
-            keys.errors,
-            keys.ready,
-            keys.delayed,
-            keys.active,
-            keys.failed,
-            keys.seq,
-            keys.stats,
-            keys.wake,
-            keys.notices,
-            keys.config,
-        ],
+        keys_for("psq_fail", keys),
         [job_id, token, kind.value, error, jitter],
     )
     return _text(reply[0]), int(reply[1])
@@ -396,27 +384,22 @@ class Cancelled:
 def cancel(
     conn: redis.Redis, keys: QueueKeys, job_ids: Sequence[str], cascade: bool = False
 ) -> list[Cancelled]:
-    """Cancel jobs; with `cascade`, their parent is being cancelled and is not told."""
-    fixed = [
-        keys.jobs,
-        keys.ready,
-        keys.delayed,
-        keys.active,
-        keys.waiting,
-        keys.finished,
-        keys.stats,
-        keys.notices,
-    ]
-    reply = _fcall(
-        conn,
-        "psq_cancel",
-        [*fixed, *(keys.subtasks(i) for i in job_ids)],
-        ["1" if cascade else "0", *job_ids],
-    )
-    return [
-        Cancelled(_text(reply[i]), None if reply[i + 1] is None else _text(reply[i + 1]))
-        for i in range(0, len(reply), 2)
-    ]
+    """Cancel jobs; with `cascade`, their parent is being cancelled and is not told. Each
+    library call takes at most `CANCEL_BATCH_MAX` ids (each such batch is atomic)."""
+    done: list[Cancelled] = []
+    for start in range(0, len(job_ids), CANCEL_BATCH_MAX):
+        batch = job_ids[start : start + CANCEL_BATCH_MAX]
+        reply = _fcall(
+            conn,
+            "psq_cancel",
+            keys_for("psq_cancel", keys, batch),
+            ["1" if cascade else "0", *batch],
+        )
+        done += (
+            Cancelled(_text(reply[i]), None if reply[i + 1] is None else _text(reply[i + 1]))
+            for i in range(0, len(reply), 2)
+        )
+    return done
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,14 +417,7 @@ def fetch(conn: redis.Redis, keys: QueueKeys, job_id: str) -> FetchedJob:
     reply = _fcall_ro(
         conn,
         "psq_fetch",
-        [
-            keys.jobs,
-            keys.payloads,
-            keys.results,
-            keys.errors,
-            keys.checkpoints,
-            keys.subtasks(job_id),
-        ],
+        keys_for("psq_fetch", keys, [job_id]),
         [job_id],
     )
     record, payload, result, error, checkpoint, done = (
@@ -470,17 +446,7 @@ def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
     reply = _fcall_ro(
         conn,
         "psq_counts",
-        [
-            keys.ready,
-            keys.delayed,
-            keys.active,
-            keys.failed,
-            keys.finished,
-            keys.stats,
-            keys.waiting,
-            keys.config,
-            keys.jobs,
-        ],
+        keys_for("psq_counts", keys),
         [],
     )
     queued, delayed, active, failed, finished, waiting, age = (int(x) for x in reply[:7])
@@ -501,12 +467,27 @@ def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
     )
 
 
+def size_limits(conn: redis.Redis, keys: QueueKeys) -> dict[str, int]:
+    """The size limits the library enforces on this queue, in bytes: max_payload_bytes,
+    max_result_bytes, max_checkpoint_bytes and max_error_bytes, each the queue's setting
+    (`configure`) or else the library's default (`protocol.SIZE_LIMIT_DEFAULTS`)."""
+    fields = list(SIZE_LIMIT_DEFAULTS)
+    values = conn.hmget(keys.config, fields)
+    limits: dict[str, int] = {}
+    for field, value in zip(fields, values, strict=True):
+        # The library ignores a value it would not have stored; so does this.
+        text = _text(value) if value is not None else ""
+        number = int(text) if text.isdigit() else 0
+        limits[field] = number if 1 <= number <= SIZE_LIMIT_MAX else SIZE_LIMIT_DEFAULTS[field]
+    return limits
+
+
 def configure(conn: redis.Redis, keys: QueueKeys, changes: dict[str, str]) -> dict[str, str]:
     """Change queue settings ('' removes one); returns the settings after the change."""
     args: list[Any] = []
     for field, value in changes.items():
         args += (field, value)
-    reply = _fcall(conn, "psq_configure", [keys.config, keys.wake, keys.ready], args)
+    reply = _fcall(conn, "psq_configure", keys_for("psq_configure", keys), args)
     return {_text(reply[i]): _text(reply[i + 1]) for i in range(0, len(reply), 2)}
 
 
@@ -517,7 +498,7 @@ def retry(
     reply = _fcall(
         conn,
         "psq_retry",
-        [keys.jobs, keys.ready, keys.failed, keys.seq, keys.stats, keys.wake, keys.config],
+        keys_for("psq_retry", keys),
         [count, *job_ids],
     )
     return [_text(x) for x in reply]
@@ -533,11 +514,11 @@ def purge(
 ) -> tuple[int, int]:
     """Delete ended jobs with `status`: the ids given, else a page of the state set from
     `offset`; returns (deleted, looked at)."""
-    state = keys.state_set(status)
+    state = "failed" if status == "failed" else "finished"
     reply = _fcall(
         conn,
         "psq_purge",
-        [keys.jobs, keys.payloads, keys.results, keys.errors, keys.checkpoints, state],
+        keys_for("psq_purge", keys, state=state),
         [status, count, offset, *job_ids],
     )
     return int(reply[0]), int(reply[1])
@@ -546,7 +527,11 @@ def purge(
 def list_jobs(
     conn: redis.Redis, keys: QueueKeys, state_set: str, offset: int, count: int
 ) -> list[tuple[str, str | None]]:
-    reply = _fcall_ro(conn, "psq_list_jobs", [state_set, keys.jobs], [offset, count])
+    """A page of a state set: `state_set` is that set's key (`keys.state_set(status)`)."""
+    state = state_set.removeprefix(keys.prefix)
+    reply = _fcall_ro(
+        conn, "psq_list_jobs", keys_for("psq_list_jobs", keys, state=state), [offset, count]
+    )
     return [
         (_text(reply[i]), None if reply[i + 1] is None else _text(reply[i + 1]))
         for i in range(0, len(reply), 2)
@@ -557,7 +542,7 @@ def checkpoint(
     conn: redis.Redis,
     keys: QueueKeys,
     job_id: str,
-    token: int,
+    token: str,
     saved: str,
     lease_ms: int,
     pause: bool,
@@ -567,16 +552,7 @@ def checkpoint(
         _fcall(
             conn,
             "psq_checkpoint",
-            [
-                keys.jobs,
-                keys.checkpoints,
-                keys.ready,
-                keys.active,
-                keys.seq,
-                keys.stats,
-                keys.wake,
-                keys.config,
-            ],
+            keys_for("psq_checkpoint", keys),
             [job_id, token, saved, lease_ms, "1" if pause else "0"],
         )
     )
@@ -584,28 +560,14 @@ def checkpoint(
 
 def split_keys(keys: QueueKeys, job_id: str) -> list[str]:
     """The keys `psq_split` takes, in its header's order."""
-    return [
-        keys.jobs,
-        keys.checkpoints,
-        keys.ready,
-        keys.active,
-        keys.waiting,
-        keys.failed,
-        keys.errors,
-        keys.seq,
-        keys.stats,
-        keys.wake,
-        keys.subtasks(job_id),
-        keys.notices,
-        keys.config,
-    ]
+    return keys_for("psq_split", keys, [job_id])
 
 
 def split(
     conn: redis.Redis,
     keys: QueueKeys,
     job_id: str,
-    token: int,
+    token: str,
     number: int,
     groups: Sequence[tuple[str, int]],
     collect: bool,
@@ -635,17 +597,7 @@ def subtask_done_args(parent: ParentRef, ok: bool, value: str) -> list[Any]:
     """The keys and arguments of one `psq_subtask_done` call, for a client or a pipeline."""
     keys = QueueKeys(parent.queue)
     return [
-        keys.jobs,
-        keys.subtasks(parent.id),
-        keys.ready,
-        keys.waiting,
-        keys.failed,
-        keys.errors,
-        keys.seq,
-        keys.stats,
-        keys.wake,
-        keys.notices,
-        keys.config,
+        *keys_for("psq_subtask_done", keys, [parent.id]),
         parent.id,
         parent.split,
         parent.index,
@@ -654,7 +606,7 @@ def subtask_done_args(parent: ParentRef, ok: bool, value: str) -> list[Any]:
     ]
 
 
-SUBTASK_DONE_NUMKEYS = 11
+SUBTASK_DONE_NUMKEYS = len(BY_NAME["psq_subtask_done"].keys) + 1
 
 
 def subtask_done(conn: redis.Redis, parent: ParentRef, ok: bool, value: str) -> str:
@@ -675,7 +627,10 @@ def subtask_outcomes(
 ) -> list[str | None]:
     """A page of outcomes (JSON text) of split `number`, from index `first`."""
     reply = _fcall_ro(
-        conn, "psq_subtask_outcomes", [keys.subtasks(parent_id)], [number, first, count]
+        conn,
+        "psq_subtask_outcomes",
+        keys_for("psq_subtask_outcomes", keys, [parent_id]),
+        [parent_id, number, first, count],
     )
     return [None if x is None else _text(x) for x in reply]
 
@@ -694,7 +649,7 @@ def stale_notices(conn: redis.Redis, keys: QueueKeys, count: int) -> list[Notice
     reply = _fcall_ro(
         conn,
         "psq_stale_notices",
-        [keys.notices, keys.jobs, keys.results, keys.errors],
+        keys_for("psq_stale_notices", keys),
         [count],
     )
     notices = []
@@ -708,4 +663,10 @@ def stale_notices(conn: redis.Redis, keys: QueueKeys, count: int) -> list[Notice
 
 
 def forget_notices(conn: redis.Redis, keys: QueueKeys, subtask_ids: Sequence[str]) -> int:
-    return int(_fcall(conn, "psq_forget_notices", [keys.notices], list(subtask_ids)))
+    forgotten = 0
+    for start in range(0, len(subtask_ids), FORGET_BATCH_MAX):
+        batch = list(subtask_ids[start : start + FORGET_BATCH_MAX])
+        forgotten += int(
+            _fcall(conn, "psq_forget_notices", keys_for("psq_forget_notices", keys), batch)
+        )
+    return forgotten

@@ -6,8 +6,8 @@ of them (each command's help says what 1 means for it):
     0  done
     1  the operation found a problem: a job that does not exist or is in the wrong state, a
        failed or timed-out `enqueue --wait`, a declined confirmation
-    2  bad usage or bad input (click's usage errors, a non-JSON argument, an invalid queue
-       name, job id or option)
+    2  bad usage or bad input (click's usage errors, a bad Redis URL, a non-JSON argument, an
+       invalid queue name, job id or option)
     3  Redis cannot be reached or refused the call, or the Lua library is not loaded there
        (`pyscheduler load-scripts` deploys it)
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -43,14 +44,15 @@ from rich.table import Table
 from rich.text import Text
 
 from . import library
-from .exceptions import InvalidInput, LibraryError, PySchedulerError
+from .connection import DEFAULT_URL, URL_ENV, client_from_url, redacted, resolve_url, validate_url
+from .exceptions import InvalidInput, InvalidURL, LibraryError, PySchedulerError
 from .job import Job, JobInfo
+from .live_workers import LiveWorker, list_workers
 from .pool import pool_command
-from .protocol import Status
+from .protocol import JOB_ID_RE, Status
 from .queue import Queue, QueueLimits, QueueStats
 
-URL_HELP = "Redis URL (default: $REDIS_URL, else redis://127.0.0.1:6379/0)"
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
+URL_HELP = f"Redis URL (default: ${URL_ENV}, else {DEFAULT_URL})"
 
 EXIT_OK = 0
 EXIT_PROBLEM = 1
@@ -63,6 +65,9 @@ EXIT_CODES = (
 )
 
 BATCH = 1000  # jobs per library call when a command works through many
+JOBS_LIMIT_MAX = 10_000  # `jobs --limit`: pages of BATCH jobs up to this many
+OFFSET_MAX = 2**40  # `jobs --offset`: the library's own bound
+CONCURRENCY_MAX = 10_000  # `worker --concurrency`
 PROGRESS_MIN = 1000  # show a progress bar from this many jobs on (on a terminal)
 CONNECT_TIMEOUT_S = 10.0
 
@@ -97,19 +102,8 @@ def error_for(message: str, exit_code: int) -> CliError:
     return cls(message)
 
 
-def redacted(url: str) -> str:
-    """The URL without its password, for messages."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    userinfo, _, hostpart = rest.partition("@")
-    user = userinfo.split(":", 1)[0] if ":" in userinfo else userinfo
-    hidden = f"{user}:***" if ":" in userinfo else "***"
-    return f"{scheme}://{hidden}@{hostpart}"
-
-
 def redis_problem(exc: redis.RedisError, url: str | None) -> str:
-    where = redacted(url or DEFAULT_URL)
+    where = redacted(resolve_url(url))
     if isinstance(exc, redis.AuthenticationError):
         return f"Redis at {where} refused the login: {exc}"
     if isinstance(exc, redis.TimeoutError):
@@ -121,6 +115,12 @@ def redis_problem(exc: redis.RedisError, url: str | None) -> str:
 
 def cli_error(exc: PySchedulerError | redis.RedisError, url: str | None) -> CliError:
     """The message and exit code of an exception that reached the command line."""
+    if isinstance(exc, redis.ResponseError) and "DB index is out of range" in str(exc):
+        # The URL names a database this server does not have: the URL is the mistake.
+        return BadInput(
+            f"Redis at {redacted(resolve_url(url))} has no such database (its `databases`"
+            " setting is lower): use a lower number after the port, e.g. /0"
+        )
     if isinstance(exc, redis.RedisError):
         return RedisUnavailable(redis_problem(exc, url))
     if isinstance(exc, LibraryError):
@@ -152,7 +152,8 @@ def fail(message: str, exit_code: int = EXIT_PROBLEM) -> NoReturn:
 
 
 def connect(url: str | None) -> redis.Redis:
-    return redis.Redis.from_url(url or DEFAULT_URL)
+    """A client for `url` (None: $REDIS_URL, else the default); InvalidURL for a bad one."""
+    return client_from_url(url)
 
 
 def admin_connection(url: str | None) -> redis.Redis:
@@ -160,11 +161,26 @@ def admin_connection(url: str | None) -> redis.Redis:
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[_URL_META] = url
-    return redis.Redis.from_url(url or DEFAULT_URL, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    return client_from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+
+
+def check_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """The --url callback: a bad URL stops the command before anything runs, in one line
+    (exit 2) that says whether it came from --url or $REDIS_URL."""
+    if value is None:
+        return None
+    try:
+        return validate_url(value)
+    except InvalidURL as exc:
+        source = ctx.get_parameter_source(param.name or "url")
+        where = f"${URL_ENV}" if source == click.core.ParameterSource.ENVIRONMENT else "--url"
+        raise BadInput(f"{where}: {exc}") from None
 
 
 def url_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--url", envvar="REDIS_URL", metavar="URL", help=URL_HELP)(func)
+    return click.option("--url", envvar=URL_ENV, metavar="URL", help=URL_HELP, callback=check_url)(
+        func
+    )
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -248,15 +264,45 @@ def progress_bar(total: int | None, description: str) -> Iterator[Callable[[int]
         yield lambda n: progress.advance(task_id, n)
 
 
+class Seconds(click.FloatRange):
+    """A finite number of seconds: click's FloatRange lets nan and inf through."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
 def json_value(text: str, param: click.Parameter | None) -> Any:
     """A JSON literal: 3, 2.5, true, null, "text" (with its quotes), [1, 2], {"a": 1}."""
     try:
-        return json.loads(text)
-    except ValueError:
-        raise click.BadParameter(
-            f"{text!r} is not a JSON value (a string needs JSON quotes, e.g. '\"text\"')",
-            param=param,
-        ) from None
+        value = json.loads(text)
+        # A "\ud800" escape parses to a string that cannot be sent as UTF-8.
+        json.dumps(value, ensure_ascii=False).encode()
+    except (ValueError, RecursionError) as exc:
+        if isinstance(exc, UnicodeEncodeError):
+            problem = "holds a lone surrogate (\\ud800-\\udfff), which is not text"
+        elif isinstance(exc, RecursionError):
+            problem = "is nested too deeply"
+        else:
+            problem = "is not a JSON value (a string needs JSON quotes, e.g. '\"text\"')"
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise click.BadParameter(f"{shown!r} {problem}", param=param) from None
+    return value
+
+
+def check_job_ids(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Job id arguments: malformed ones are bad input (exit 2), not jobs that do not exist."""
+    for job_id in (value,) if isinstance(value, str) else value:
+        if not JOB_ID_RE.match(job_id):
+            raise BadInput(
+                f"invalid job id {job_id!r}: use 1-256 characters from letters, digits"
+                " and _.:- starting with a letter or digit"
+            )
+    return value
 
 
 def json_args(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> list[Any]:
@@ -303,8 +349,8 @@ def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
     if print_code:
         sys.stdout.write(code)
         return EXIT_OK
-    conn = connect(url)
     try:
+        conn = connect(url)
         if check:
             deployed = library.deployed_version(conn)
             if deployed == version:
@@ -316,9 +362,10 @@ def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
             )
             return EXIT_PROBLEM
         library.load(conn)
-    except redis.RedisError as exc:
-        click.echo(f"Error: {redis_problem(exc, url)}", err=True)
-        return EXIT_REDIS
+    except (redis.RedisError, PySchedulerError) as exc:  # not under CliGroup from tools/
+        error = cli_error(exc, url)
+        click.echo(f"Error: {error.message}", err=True)
+        return error.exit_code
     click.echo(f"loaded pyscheduler library {version}")
     return EXIT_OK
 
@@ -338,11 +385,19 @@ def load_scripts(url: str | None, check: bool, print_code: bool) -> None:
 @main.command(epilog=epilog("the worker was aborted (a second signal)"))
 @click.argument("queues", nargs=-1, required=True, metavar="QUEUE[:WEIGHT]...")
 @url_option
-@click.option("-c", "--concurrency", default=1, show_default=True, help="Jobs run at once.")
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(min=1, max=CONCURRENCY_MAX),
+    default=1,
+    show_default=True,
+    help="Jobs run at once.",
+)
 @click.option("--burst", is_flag=True, help="Exit when no job is ready.")
 @click.option(
     "--lease",
     "lease_seconds",
+    type=Seconds(min=0, min_open=True),
     default=10.0,
     show_default=True,
     help="Lease length in seconds; renewed while a job runs.",
@@ -444,7 +499,7 @@ main.add_command(pool_command, name="pool")
 )
 @click.option(
     "--wait",
-    type=click.FloatRange(min=0),
+    type=Seconds(min=0),
     metavar="SECONDS",
     help="Wait up to SECONDS for the job to end and print its result (JSON).",
 )
@@ -537,7 +592,7 @@ def collect_stats(conn: redis.Redis, names: Sequence[str]) -> list[QueueStats]:
 @click.argument("queues", nargs=-1)
 @click.option(
     "--watch",
-    type=click.FloatRange(min=0.1),
+    type=Seconds(min=0.1),
     is_flag=False,
     flag_value=2.0,
     metavar="[SECONDS]",
@@ -609,8 +664,20 @@ def job_status(info: JobInfo) -> str:
     return f"{info.status} (paused)" if info.paused else info.status
 
 
-def job_dict(info: JobInfo, now_ms: int) -> dict[str, Any]:
+# Record fields that are a lease's credentials: whoever has the token can complete, fail or
+# renew the job in its worker's place, so output shows it only when asked (--show-token).
+SECRET_FIELDS = ("token",)
+
+
+def shown_record(record: dict[str, Any], show_token: bool) -> dict[str, Any]:
+    if show_token:
+        return dict(record)
+    return {k: v for k, v in record.items() if k not in SECRET_FIELDS}
+
+
+def job_dict(info: JobInfo, now_ms: int, show_token: bool = False) -> dict[str, Any]:
     data = dataclasses.asdict(info)
+    data["record"] = shown_record(info.record, show_token)
     data["paused"] = info.paused
     data["subtasks_total"] = info.subtasks_total
     data["age_s"] = None if info.created_ms is None else (now_ms - info.created_ms) / 1000
@@ -626,11 +693,26 @@ def job_dict(info: JobInfo, now_ms: int) -> dict[str, Any]:
     show_default=True,
     help="List jobs in this state.",
 )
-@click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--limit", type=click.IntRange(min=1, max=10_000), default=50, show_default=True)
+@click.option("--offset", type=click.IntRange(min=0, max=OFFSET_MAX), default=0, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1, max=JOBS_LIMIT_MAX),
+    default=50,
+    show_default=True,
+    help=f"Jobs per page (at most {JOBS_LIMIT_MAX:,}).",
+)
 @json_option
+@click.option("--show-token", is_flag=True, help="With --json: include the lease tokens.")
 @url_option
-def jobs(queue: str, status: str, offset: int, limit: int, as_json: bool, url: str | None) -> None:
+def jobs(
+    queue: str,
+    status: str,
+    offset: int,
+    limit: int,
+    as_json: bool,
+    show_token: bool,
+    url: str | None,
+) -> None:
     """List the jobs of QUEUE in one state, a page at a time.
 
     Queued jobs are listed in the order they will run; failed ones oldest failure first.
@@ -638,15 +720,22 @@ def jobs(queue: str, status: str, offset: int, limit: int, as_json: bool, url: s
     """
     conn = admin_connection(url)
     q = queue_of(conn, queue)
+    listed: list[Job] = []
+    while len(listed) < limit:  # the library lists at most BATCH jobs per call
+        want = min(BATCH, limit - len(listed))
+        page = q.jobs(status, offset=offset + len(listed), limit=want)
+        listed += page
+        if len(page) < want:
+            break
     infos = []
-    for job in q.jobs(status, offset=offset, limit=limit):
+    for job in listed:
         try:
-            infos.append(job.info())
+            infos.append(job.info(show_token=show_token))
         except PySchedulerError:  # ended and expired between listing and reading
             continue
     now = server_ms(conn)
     if as_json:
-        echo_json([job_dict(info, now) for info in infos])
+        echo_json([job_dict(info, now, show_token) for info in infos])
         return
     console = stdout_console()
     if not infos:
@@ -689,18 +778,19 @@ def as_json_text(value: Any) -> Text:
 
 
 @main.command(epilog=epilog("the job does not exist"))
-@click.argument("job_id")
+@click.argument("job_id", callback=check_job_ids)
 @click.option("--queue", help="The job's queue (default: search the known queues).")
 @json_option
+@click.option("--show-token", is_flag=True, help="Include the lease's fencing token.")
 @url_option
-def job(job_id: str, queue: str | None, as_json: bool, url: str | None) -> None:
+def job(job_id: str, queue: str | None, as_json: bool, show_token: bool, url: str | None) -> None:
     """Show one job in full: arguments, attempts, times, checkpoint, result, error with its
-    traceback."""
+    traceback. The fencing token of a running job's lease is hidden unless --show-token."""
     conn = admin_connection(url)
-    info = Job.fetch(job_id, connection=conn, queue=queue).info()
+    info = Job.fetch(job_id, connection=conn, queue=queue).info(show_token=show_token)
     now = server_ms(conn)
     if as_json:
-        echo_json(job_dict(info, now))
+        echo_json(job_dict(info, now, show_token))
         return
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
@@ -725,6 +815,8 @@ def job(job_id: str, queue: str | None, as_json: bool, url: str | None) -> None:
         rows.append(("checkpoint", as_json_text(info.checkpoint)))
     if info.status == Status.COMPLETE:
         rows.append(("result", as_json_text(info.result)))
+    if show_token and info.record.get("token") is not None:
+        rows.append(("token", Text(str(info.record["token"]))))
     for key, value in rows:
         grid.add_row(key, value)
     parts: list[Table | Text] = [grid]
@@ -733,12 +825,87 @@ def job(job_id: str, queue: str | None, as_json: bool, url: str | None) -> None:
     stdout_console().print(Group(*parts))
 
 
+# -- workers ----------------------------------------------------------------------------------
+
+
+def worker_dict(worker: LiveWorker, now_ms: int) -> dict[str, Any]:
+    data = dataclasses.asdict(worker)
+    data["queues"] = list(worker.queues)
+    data["jobs"] = [
+        {**dataclasses.asdict(job), "running_s": (now_ms - job.started_ms) / 1000}
+        for job in worker.jobs
+    ]
+    data["uptime_s"] = (now_ms - worker.started_ms) / 1000
+    data["last_beat_age_s"] = (now_ms - worker.last_beat_ms) / 1000
+    return data
+
+
+def running_text(worker: LiveWorker, now_ms: int) -> Text:
+    if not worker.jobs:
+        return Text("-")
+    return Text(
+        "\n".join(f"{job.id} ({age((now_ms - job.started_ms) / 1000)})" for job in worker.jobs)
+    )
+
+
+@main.command("workers", epilog=epilog())
+@click.argument("queues", nargs=-1)
+@json_option
+@url_option
+def workers_command(queues: tuple[str, ...], as_json: bool, url: str | None) -> None:
+    """The live workers of QUEUES (default: every known queue), from their heartbeats.
+
+    Columns: the worker's name, host and pid; the queues it takes, in its order; its
+    concurrency; the jobs it runs now, with how long each has run; the jobs it finished and
+    how many failed; how long it has run; the age of its last heartbeat. A worker that stops
+    leaves the list at once; one that dies, within two heartbeats.
+    """
+    conn = admin_connection(url)
+    for name in queues:
+        queue_of(conn, name)  # validates the names before anything is shown
+    found = list_workers(conn, list(queues) if queues else None)
+    now = server_ms(conn)
+    if as_json:
+        echo_json([worker_dict(w, now) for w in found])
+        return
+    console = stdout_console()
+    if not found:
+        where = ", ".join(queues) if queues else "any queue"
+        console.print(Text(f"no live workers on {where}"))
+        return
+    table = Table(title="pyscheduler workers", title_justify="left")
+    table.add_column("worker", no_wrap=True)
+    table.add_column("host", no_wrap=True)
+    table.add_column("pid", justify="right")
+    table.add_column("queues")
+    table.add_column("conc", justify="right")
+    table.add_column("running (for)", no_wrap=True)
+    table.add_column("done", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("up", justify="right")
+    table.add_column("last beat", justify="right")
+    for w in found:
+        table.add_row(
+            Text(w.name),
+            Text(w.host),
+            str(w.pid),
+            Text(", ".join(w.queues)),
+            str(w.concurrency),
+            running_text(w, now),
+            str(w.processed),
+            Text(str(w.failed), style="red" if w.failed else ""),
+            age((now - w.started_ms) / 1000),
+            f"{age((now - w.last_beat_ms) / 1000)} ago",
+        )
+    console.print(table)
+
+
 # -- retry, cancel, purge ---------------------------------------------------------------------
 
 
 @main.command(epilog=epilog("some of the JOB_IDs were not failed jobs of QUEUE"))
 @click.argument("queue")
-@click.argument("job_ids", nargs=-1)
+@click.argument("job_ids", nargs=-1, callback=check_job_ids)
 @click.option("--all", "retry_all", is_flag=True, help="Retry every failed job of QUEUE.")
 @url_option
 def retry(queue: str, job_ids: tuple[str, ...], retry_all: bool, url: str | None) -> None:
@@ -777,7 +944,7 @@ def retry(queue: str, job_ids: tuple[str, ...], retry_all: bool, url: str | None
 
 
 @main.command(epilog=epilog("a job does not exist or has ended already"))
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, callback=check_job_ids)
 @click.option("--queue", help="The jobs' queue (default: search the known queues).")
 @url_option
 def cancel(job_ids: tuple[str, ...], queue: str | None, url: str | None) -> None:
@@ -801,7 +968,7 @@ def cancel(job_ids: tuple[str, ...], queue: str | None, url: str | None) -> None
 
 @main.command(epilog=epilog("some JOB_IDs were not purged, or the confirmation was declined"))
 @click.argument("queue")
-@click.argument("job_ids", nargs=-1)
+@click.argument("job_ids", nargs=-1, callback=check_job_ids)
 @click.option(
     "--status",
     type=click.Choice(FINAL_STATES),
@@ -888,7 +1055,7 @@ def parse_concurrency(value: str) -> int | None:
 )
 @click.option(
     "--per",
-    type=click.FloatRange(min=0, min_open=True),
+    type=Seconds(min=0, min_open=True),
     metavar="SECONDS",
     help="The period of --rate (default 1 with --rate).",
 )
@@ -943,8 +1110,21 @@ def limit(
 
 
 @main.command(epilog=epilog("the demo could not run"))
-@click.option("--url", envvar="REDIS_URL", help="Use this Redis instead of a private engine.")
-@click.option("--jobs", "fast_jobs", default=60, show_default=True, help="Fast jobs to enqueue.")
+@click.option(
+    "--url",
+    envvar=URL_ENV,
+    metavar="URL",
+    callback=check_url,
+    help=f"Use this Redis instead of a private engine (default: ${URL_ENV}).",
+)
+@click.option(
+    "--jobs",
+    "fast_jobs",
+    type=click.IntRange(min=1, max=10_000),
+    default=60,
+    show_default=True,
+    help="Fast jobs to enqueue.",
+)
 def demo(url: str | None, fast_jobs: int) -> None:
     """Show how long jobs and short ones share workers: separate queues, splits, time slices."""
     from .demo import run_demo

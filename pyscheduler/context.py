@@ -18,25 +18,132 @@ run starts from the checkpoint.
 
 from __future__ import annotations
 
-import json
+import math
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from functools import cache
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 import redis
 
 from . import calls, splitting
 from .exceptions import LeaseLost
 from .keys import QueueKeys
-from .protocol import Status
-from .serialization import encode_result
+from .protocol import JOB_ID_RE, QUEUE_NAME_RE, Status
+from .serialization import decode_json, encode_result
 
 
 @cache
 def _queue_keys(queue: str) -> QueueKeys:
     return QueueKeys(queue)  # immutable: one per queue serves every job of this process
+
+
+class BadRecord(ValueError):
+    """A job record the worker cannot trust; the message says what is wrong with it. The job
+    is refused (never retried): the same bytes would be refused again."""
+
+
+# -- the job record, checked once -------------------------------------------------------------
+#
+# Anyone who can write the queue's keys can write a record, and the library passes through
+# fields it does not read itself. Every field the worker or the handler's context reads is
+# checked here, in the worker (before a child sees the job) and again in the child, so no
+# forged value reaches arithmetic, a timer or a library call.
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: object) -> bool:
+    """A non-negative integer (cjson may write a large one as an integral float)."""
+    return _number(value) and float(value) >= 0 and float(value).is_integer()
+
+
+def _positive(value: object) -> bool:
+    return _number(value) and float(value) > 0
+
+
+def _not_negative(value: object) -> bool:
+    return _number(value) and float(value) >= 0
+
+
+def _parent_ref(value: object) -> bool:
+    if not isinstance(value, dict) or set(value) != {"queue", "id", "split", "index"}:
+        return False
+    queue, job_id = value["queue"], value["id"]
+    return (
+        isinstance(queue, str)
+        and QUEUE_NAME_RE.fullmatch(queue) is not None
+        and isinstance(job_id, str)
+        and JOB_ID_RE.fullmatch(job_id) is not None
+        and _count(value["split"])
+        and value["split"] >= 1
+        and _count(value["index"])
+        and value["index"] >= 1
+    )
+
+
+def _split_groups(value: object) -> bool:
+    if value == {}:  # cjson writes an empty list as an empty object
+        return True
+    return isinstance(value, list) and all(
+        isinstance(group, list)
+        and len(group) == 2
+        and isinstance(group[0], str)
+        and QUEUE_NAME_RE.fullmatch(group[0]) is not None
+        and _count(group[1])
+        for group in value
+    )
+
+
+# field: (test, what a valid value is). A field that is absent or null is not checked.
+_RECORD_FIELDS: Mapping[str, tuple[Callable[[object], bool], str]] = {
+    "timeout": (_positive, "a positive finite number of seconds"),
+    "time_slice": (_not_negative, "a finite number of seconds >= 0"),
+    "attempts": (_count, "an integer >= 0"),
+    "retries": (_count, "an integer >= 0"),
+    "split": (_count, "an integer >= 0"),
+    "split_total": (_count, "an integer >= 0"),
+    "split_groups": (_split_groups, "a list of [queue name, count] pairs"),
+    "results_arg": (lambda v: isinstance(v, bool), "true or false"),
+    "parent": (_parent_ref, "an object {queue, id, split >= 1, index >= 1}"),
+}
+FUNC_MAX_LENGTH = 1000
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_record(raw: bytes | str | None) -> dict[str, Any]:
+    """The job record in `raw` as a dict, its fields checked; raises BadRecord naming what is
+    wrong (bytes that are not UTF-8, not a JSON object, a forged field)."""
+    if raw is None:
+        raise BadRecord("the job record is missing")
+    data = raw.encode() if isinstance(raw, str) else raw
+    try:
+        text = data.decode()
+    except UnicodeDecodeError as exc:
+        raise BadRecord(
+            f"the job record is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+    record = decode_json(text, "the job record", error=BadRecord)
+    if not isinstance(record, dict):
+        raise BadRecord("the job record is not a JSON object")
+    func = record.get("func")
+    if not isinstance(func, str) or not func or len(func) > FUNC_MAX_LENGTH:
+        raise BadRecord(
+            f"the job record's func must be a handler name of 1-{FUNC_MAX_LENGTH} characters,"
+            f" not {_shown(func)}"
+        )
+    for name, (valid, meaning) in _RECORD_FIELDS.items():
+        value = record.get(name)
+        if value is not None and not valid(value):
+            raise BadRecord(f"the job record's {name} must be {meaning}, not {_shown(value)}")
+    return record
 
 
 class JobSuspended(BaseException):
@@ -51,9 +158,9 @@ class JobContext:
         connection: redis.Redis,
         queue: str,
         job_id: str,
-        token: int,
+        token: str,
         record: dict[str, Any],
-        checkpoint_text: str | None,
+        checkpoint_text: str | bytes | None,
         lease_ms: int,
     ) -> None:
         self.connection = connection
@@ -66,7 +173,11 @@ class JobContext:
         self.started = time.monotonic()
         self.time_slice: float | None = record.get("time_slice") or None
         self.shutdown_requested = False
-        self._checkpoint: Any = None if checkpoint_text is None else json.loads(checkpoint_text)
+        self._checkpoint: Any = (
+            None
+            if checkpoint_text is None
+            else decode_json(checkpoint_text, "the job's checkpoint", error=BadRecord)
+        )
 
     @property
     def attempts(self) -> int:
@@ -95,7 +206,7 @@ class JobContext:
         return its result. Raises LeaseLost when another worker owns the job now (nothing is
         saved).
         """
-        text = encode_result(value)
+        text = encode_result(value, what="the checkpoint is")
         pause = not last and self.should_pause()
         calls.checkpoint(
             self.connection, self.keys, self.id, self.token, text, self.lease_ms, pause
@@ -133,7 +244,7 @@ class JobContext:
         )
         if not groups:
             raise ValueError("split() needs at least one subtask")
-        saved = None if checkpoint is None else encode_result(checkpoint)
+        saved = None if checkpoint is None else encode_result(checkpoint, "the checkpoint is")
         status = calls.split(
             self.connection, self.keys, self.id, self.token, number, groups, collect, saved
         )

@@ -17,21 +17,44 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
 import redis
 
 from . import library
+from .connection import client_from_url, redacted
 from .context import current_job
-from .engine import engine_or_url
+from .engine import EngineNotFound, engine_or_url
+from .exceptions import PySchedulerError
 from .handlers import task
 from .queue import Queue
 from .splitting import Subtask
 
 SLOW_ORDERS = 4
 SLOW_SECONDS = 1.5
+
+
+class DemoError(PySchedulerError):
+    """The demo could not run; the message says why and how to fix it."""
+
+
+@contextmanager
+def demo_redis(url: str | None) -> Iterator[str]:
+    """`url`, else $REDIS_URL, else a private engine's URL for the `with` block.
+
+    An engine that cannot be found or started is a DemoError carrying the engine's own
+    message (what was searched, how to install one), not a traceback.
+    """
+    with ExitStack() as stack:
+        try:
+            engine_url = stack.enter_context(engine_or_url(url))
+        except EngineNotFound as exc:
+            raise DemoError(f"the demo needs a Redis server: {exc}") from None
+        except (RuntimeError, OSError) as exc:  # found, but it did not start
+            raise DemoError(f"the demo could not start its private Redis server: {exc}") from None
+        yield engine_url
 
 
 @task(name="demo:pour_drink")
@@ -140,11 +163,13 @@ def run_round(conn: redis.Redis, fast: Queue, slow: Queue, fast_jobs: int) -> di
 
 
 def run_demo(url: str | None, fast_jobs: int) -> int:
-    with engine_or_url(url) as engine_url:
-        conn = redis.Redis.from_url(engine_url)
+    with demo_redis(url) as engine_url:
+        conn = client_from_url(engine_url)
         library.load(conn)
         where = "a private engine" if engine_url != (url or os.environ.get("REDIS_URL")) else "it"
-        click.echo(f"Redis at {engine_url} ({where}); library {library.code_version()} loaded")
+        click.echo(
+            f"Redis at {redacted(engine_url)} ({where}); library {library.code_version()} loaded"
+        )
         click.echo(
             f"Workload: {SLOW_ORDERS} orders of 100 burgers ({SLOW_SECONDS} s each) and "
             f"{fast_jobs} drinks (5 ms each, one every 50 ms).\n"

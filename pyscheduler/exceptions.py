@@ -7,7 +7,9 @@
     │   ├── InvalidJobId
     │   ├── InvalidOption        negative delay/timeout, a due time in the past, bad priority, ...
     │   ├── PayloadNotJSON
-    │   ├── PayloadTooLarge
+    │   ├── PayloadTooLarge      a payload, result or checkpoint over the queue's size limit
+    │   ├── InvalidKeys          a library call with keys of two queues, out of order, too few, or
+    │   │                        a key another writer left holding the wrong type
     │   ├── InvalidURL           a Redis URL that cannot be used (no scheme, bad port or db)
     │   └── HandlerRefused       the function cannot be named, or a worker may not run it
     ├── HandlerUnavailable       the worker could not import the handler's module (retried)
@@ -29,6 +31,10 @@ from .protocol import ErrorCode
 
 class PySchedulerError(Exception):
     """Base of every error pyscheduler raises on purpose."""
+
+    # Set by Queue.enqueue_many when a later batch failed after earlier ones were written:
+    # the ids of the jobs that were enqueued.
+    enqueued: tuple[str, ...] = ()
 
 
 class LibraryError(PySchedulerError):
@@ -57,6 +63,10 @@ class PayloadNotJSON(InvalidInput):
 
 class PayloadTooLarge(InvalidInput):
     pass
+
+
+class InvalidKeys(InvalidInput):
+    """A library call whose keys are not those its function takes (PSQ_BAD_KEYS): a client bug."""
 
 
 class HandlerRefused(InvalidInput):
@@ -110,6 +120,8 @@ _BY_CODE: dict[str, type[PySchedulerError]] = {
     ErrorCode.STALE_TOKEN: LeaseLost,
     ErrorCode.BAD_ARGUMENT: InvalidOption,
     ErrorCode.BAD_STATE: InvalidJobState,
+    ErrorCode.BAD_KEYS: InvalidKeys,
+    ErrorCode.TOO_LARGE: PayloadTooLarge,
 }
 
 

@@ -33,6 +33,7 @@ import struct
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -44,9 +45,8 @@ import orjson
 import redis
 
 from . import context as job_context
-from .exceptions import HandlerRefused, LeaseLost, PayloadNotJSON
+from .exceptions import HandlerRefused, HandlerUnavailable, LeaseLost, PayloadNotJSON
 from .handlers import HandlerPolicy
-from .job import parse_record
 from .protocol import FailKind
 from .serialization import decode_payload, encode_result
 
@@ -87,25 +87,39 @@ class Call:
 def prepare_call(
     policy: HandlerPolicy, connection: redis.Redis, request: dict[str, Any]
 ) -> Call | dict[str, Any]:
-    """The call a request asks for, or the outcome refusing it."""
-    record = parse_record(request["record"])
-    context = job_context.JobContext(
-        connection,
-        request["queue"],
-        request["id"],
-        int(request["token"]),
-        record,
-        request.get("checkpoint"),
-        int(request["lease_ms"]),
-    )
+    """The call a request asks for, or the outcome refusing it.
+
+    Everything before the handler runs happens here, and whatever is wrong with the request
+    (a forged record, a payload that is not UTF-8 JSON or nested too deep, a corrupt
+    checkpoint, a handler that may not run or cannot be imported) becomes an outcome: a
+    request can fail its job, never the process that runs it.
+    """
     try:
-        handler = policy.resolve(str(record.get("func", "")))
+        record = job_context.check_record(request.get("record"))
         try:
             args, kwargs = decode_payload(request["payload"])
         except ValueError as exc:
             raise HandlerRefused(f"job payload is malformed: {exc}") from None
-    except HandlerRefused as exc:
+        context = job_context.JobContext(
+            connection,
+            request["queue"],
+            request["id"],
+            str(request["token"]),
+            record,
+            request.get("checkpoint"),
+            int(request["lease_ms"]),
+        )
+        handler = policy.resolve(record["func"])
+    except (HandlerRefused, job_context.BadRecord) as exc:
         return {"ok": False, "kind": FailKind.REFUSED.value, "error": str(exc)}
+    except HandlerUnavailable as exc:  # this worker's set-up, not the job: retries apply
+        return {"ok": False, "kind": FailKind.ERROR.value, "error": str(exc)}
+    except Exception:
+        return {
+            "ok": False,
+            "kind": FailKind.ERROR.value,
+            "error": "the job could not be prepared to run:\n" + traceback.format_exc(),
+        }
     return Call(context, handler, list(args), dict(kwargs))
 
 
@@ -179,23 +193,48 @@ def _child_main(
             if taken_back:
                 continue
             began = time.monotonic()
-            outcome = run_call(policy, connection, request)
+            try:
+                outcome = run_call(policy, connection, request)
+            except Exception as error:  # not the handler's: run_call catches those
+                outcome = outcome_of(error)
             outcome["seq"] = seq
             outcome["seconds"] = time.monotonic() - began
-            sys.stdout.flush()
-            sys.stderr.flush()
+            flush_output()
             send_outcome(conn.fileno(), outcome)
+
+
+def flush_output() -> None:
+    """Flush what the handler printed; a closed or broken stdout must not kill this process."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
 
 
 def send_outcome(fd: int, outcome: dict[str, Any]) -> None:
     """Write one outcome to the worker as a line of JSON (JSON text has no raw newline)."""
-    data = orjson.dumps(outcome) + b"\n"
-    while data:
-        data = data[os.write(fd, data) :]
+    try:
+        data = orjson.dumps(outcome)
+    except TypeError:  # a lone surrogate in an error text (results are checked before)
+        data = orjson.dumps({key: _carried(value) for key, value in outcome.items()})
+    # Views, not slices of the bytes: a big outcome is not copied again at every write.
+    for view in (memoryview(data), memoryview(b"\n")):
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _carried(value: Any) -> Any:
+    """`value` with what UTF-8 JSON cannot carry (lone surrogates) written as escapes."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode()
+    return value
 
 
 # The slots of an executor's shared progress record (doubles; a seq fits exactly).
 _STARTED, _STARTED_AT, _SKIP_FROM, _SKIP_TO = range(4)
+# The largest message `multiprocessing` frames with a 4-byte length (larger: -1, 8 bytes).
+_SHORT_FRAME_MAX = 0x7FFFFFFF
+# How much of the child's outcomes one system call reads.
+_RECV_SIZE = 1 << 20
 # How long the worker waits for the progress lock before it calls the child stuck (a child
 # killed while it held the lock never gives it back).
 _LOCK_TIMEOUT = 1.0
@@ -228,7 +267,6 @@ class ChildProcess:
         if hasattr(self, "conn"):  # a pipe kept open by kill(keep_outcomes=True)
             self._close_pipe()
         target, extra_args = self._child_target()
-        self._unsent = b""
         self.process = context.Process(
             target=target,
             args=(child_end, os.getpid(), self.policy, self.connection, *extra_args),
@@ -246,8 +284,12 @@ class ChildProcess:
         # Outcomes come as lines of JSON, read many per system call without blocking (a
         # duplicate socket object, so the pipe's own blocking mode stays as it is).
         self._socket = socket.socket(fileno=os.dup(parent_end.fileno()))
-        self._outcome_buffer = b""
-        self._unsent = b""
+        # Both ways, a big message crosses the pipe in many pieces; each piece is copied once
+        # (views of what is left to send; received pieces joined once their line is whole),
+        # so moving a message costs time in proportion to its size.
+        self._partial: list[bytes] = []  # the pieces of an outcome line not yet whole
+        self._lines: deque[bytes] = deque()  # whole outcome lines not taken yet
+        self._unsent: deque[memoryview] = deque()
         self._child_gone = False
 
     def number(self, requests: list[dict[str, Any]]) -> list[int]:
@@ -263,11 +305,15 @@ class ChildProcess:
 
         Never blocks: what the pipe does not take now (a big batch for a child busy with a
         long job) waits here for `flush`, so the worker keeps renewing leases and enforcing
-        timeouts meanwhile. The framing is `multiprocessing`'s (a 4-byte length, then the
-        bytes), which the child reads with `Connection.recv_bytes`.
+        timeouts meanwhile. The framing is `multiprocessing`'s (a 4-byte length, or -1 and an
+        8-byte length, then the bytes), which the child reads with `Connection.recv_bytes`.
         """
         data = orjson.dumps(requests)
-        self._unsent += struct.pack("!i", len(data)) + data
+        if len(data) > _SHORT_FRAME_MAX:
+            header = struct.pack("!i", -1) + struct.pack("!Q", len(data))
+        else:
+            header = struct.pack("!i", len(data))
+        self._unsent += (memoryview(header), memoryview(data))
         self.flush()
 
     @property
@@ -277,11 +323,15 @@ class ChildProcess:
     def flush(self) -> bool:
         """Send what the pipe takes now of the requests not sent yet; True when all are."""
         while self._unsent:
+            view = self._unsent[0]
             try:
-                sent = self._socket.send(self._unsent, socket.MSG_DONTWAIT)
+                sent = self._socket.send(view, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return False
-            self._unsent = self._unsent[sent:]
+            if sent < len(view):
+                self._unsent[0] = view[sent:]
+            else:
+                self._unsent.popleft()
         return True
 
     def request_pause(self) -> None:
@@ -289,38 +339,51 @@ class ChildProcess:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid or 0, signal.SIGUSR1)
 
-    def outcomes(self) -> list[dict[str, Any]] | None:
-        """The outcomes the child has sent so far (without waiting); None when it died."""
+    def _take_in(self, chunk: bytes) -> None:
+        """Add received bytes; whole lines go to `_lines` (only the new bytes are searched)."""
+        if b"\n" not in chunk:
+            self._partial.append(chunk)
+            return
+        *whole, rest = chunk.split(b"\n")
+        if self._partial:
+            whole[0] = b"".join([*self._partial, whole[0]])
+            self._partial.clear()
+        self._lines.extend(whole)
+        if rest:
+            self._partial.append(rest)
+
+    def _read_available(self, block: bool) -> None:
+        """Read what the child has sent (with `block`, wait for at least one piece)."""
+        flags = 0 if block else socket.MSG_DONTWAIT
         while not self._child_gone:
             try:
-                chunk = self._socket.recv(1 << 16, socket.MSG_DONTWAIT)
+                chunk = self._socket.recv(_RECV_SIZE, flags)
             except BlockingIOError:
-                break
+                return
             except OSError:
                 chunk = b""
             if not chunk:
                 self._child_gone = True
-                break
-            self._outcome_buffer += chunk
-        *lines, self._outcome_buffer = self._outcome_buffer.split(b"\n")
-        if not lines and self._child_gone:
+                return
+            self._take_in(chunk)
+            flags = socket.MSG_DONTWAIT
+
+    def outcomes(self) -> list[dict[str, Any]] | None:
+        """The outcomes the child has sent so far (without waiting); None when it died."""
+        self._read_available(block=False)
+        if not self._lines and self._child_gone:
             return None
+        lines, self._lines = self._lines, deque()
         return [orjson.loads(line) for line in lines]
 
     def receive(self) -> dict[str, Any] | None:
         """Wait for the next outcome; None when the child died."""
-        while b"\n" not in self._outcome_buffer and not self._child_gone:
+        while not self._lines and not self._child_gone:
             wait_for_ready([self.conn])
-            if self._child_gone:
-                break
-            chunk = self._socket.recv(1 << 16)
-            if not chunk:
-                self._child_gone = True
-            self._outcome_buffer += chunk
-        line, newline, self._outcome_buffer = self._outcome_buffer.partition(b"\n")
-        if not newline:
+            self._read_available(block=True)
+        if not self._lines:
             return None
-        message: dict[str, Any] = orjson.loads(line)
+        message: dict[str, Any] = orjson.loads(self._lines.popleft())
         return message
 
     def kill(self, keep_outcomes: bool = False) -> None:

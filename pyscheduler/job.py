@@ -68,7 +68,7 @@ def _usable(record: object) -> TypeGuard[dict[str, Any]]:
     )
 
 
-def parse_record(text: str | None) -> dict[str, Any]:
+def parse_record(text: str | bytes | None) -> dict[str, Any]:
     """A job record as a dict; a corrupt one reads as failed with the reason."""
     try:
         # orjson: records are the library's own (cjson-made) JSON, parsed once per job or more.
@@ -120,8 +120,9 @@ class Job:
                 return cls(job_id, Queue(name, connection=q0.connection))
         raise JobNotFound(f"job {job_id} does not exist in any known queue")
 
-    def info(self) -> JobInfo:
-        return self.queue.fetch_info(self.id)
+    def info(self, *, show_token: bool = False) -> JobInfo:
+        """A snapshot of the job; its lease's fencing token only with `show_token`."""
+        return self.queue.fetch_info(self.id, show_token=show_token)
 
     @property
     def status(self) -> str:

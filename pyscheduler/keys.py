@@ -47,6 +47,8 @@ class QueueKeys:
     notices: str = field(init=False)  # ZSET subtask id -> time it ended, until its parent knows
     config: str = field(init=False)  # HASH paused, concurrency, rate, period_ms, aging
     starts: str = field(init=False)  # ZSET token -> start time (ms), for the rate limit window
+    workers: str = field(init=False)  # ZSET worker name -> heartbeat expiry (ms, server clock)
+    worker_info: str = field(init=False)  # HASH worker name -> worker record (JSON)
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -70,6 +72,8 @@ class QueueKeys:
             "notices",
             "config",
             "starts",
+            "workers",
+            "worker_info",
         ):
             object.__setattr__(self, name, prefix + name)
 

@@ -17,32 +17,12 @@ import jinja2
 import redis
 
 from .exceptions import LibraryError
+from .operations import OPERATIONS
+from .operations import template_context as operations_context
 from .protocol import FUNCTION_PREFIX, LIBRARY_NAME, template_context
 
 # The operations, in the order they are rendered into the library (one file each).
-OPERATION_FILES = (
-    "enqueue.lua",
-    "pop.lua",
-    "renew.lua",
-    "release.lua",
-    "complete.lua",
-    "complete_many.lua",
-    "fail.lua",
-    "cancel.lua",
-    "fetch.lua",
-    "counts.lua",
-    "list_jobs.lua",
-    "checkpoint.lua",
-    "split.lua",
-    "subtask_done.lua",
-    "subtask_outcomes.lua",
-    "stale_notices.lua",
-    "forget_notices.lua",
-    "configure.lua",
-    "retry.lua",
-    "purge.lua",
-    "version.lua",
-)
+OPERATION_FILES = tuple(op.file for op in OPERATIONS)
 
 DEPLOY_HINT = (
     "deploy it with `python tools/load_scripts.py REDIS_URL` or `pyscheduler load-scripts --url"
@@ -72,6 +52,7 @@ def _render(version: str) -> str:
         OPERATIONS=OPERATION_FILES,
         VERSION=version,
         **template_context(),
+        **operations_context(),
     )
 
 

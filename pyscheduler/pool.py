@@ -56,13 +56,13 @@ from typing import Any
 import click
 import redis
 
-from .exceptions import PySchedulerError
+from .connection import DEFAULT_URL, URL_ENV, client_from_url, redacted, resolve_url, validate_url
+from .exceptions import InvalidURL, PySchedulerError
 from .keys import validate_queue_name
 from .queue import Queue
 
 log = logging.getLogger("pyscheduler.pool")
 
-DEFAULT_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_CHECK_INTERVAL = 0.5
 DEFAULT_TARGET_LATENCY = 1.0
 DEFAULT_COOLDOWN = 30.0
@@ -222,7 +222,7 @@ class PoolConfig:
 
     @property
     def resolved_url(self) -> str:
-        return self.url or os.environ.get("REDIS_URL") or DEFAULT_URL
+        return resolve_url(self.url)
 
 
 _GROUP_KEYS = {f.name for f in fields(GroupConfig)} - {"name", "imports"}
@@ -308,7 +308,9 @@ def _group_from_table(
     if "queues" not in values:
         values["queues"] = [name]
     if "max" not in values:
-        values["max"] = max(1, int(values.get("min", 1)))
+        low = values.get("min", 1)
+        # A bad min is GroupConfig's to report, with its name.
+        values["max"] = max(1, low) if isinstance(low, int) and not isinstance(low, bool) else 1
     return GroupConfig(name=name, **values)
 
 
@@ -320,17 +322,24 @@ def load_config(
     `defaults` are group settings under the file's own `[defaults]` (e.g. from the command
     line). A group without `queues` takes the queue named like the group.
     """
-    with open(path, "rb") as f:
-        try:
+    try:
+        with open(path, "rb") as f:
             data = tomllib.load(f)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: not UTF-8 text ({exc.reason})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
     unknown = sorted(set(data) - {"url", "check_interval", "defaults", "groups"})
     if unknown:
         raise ValueError(
             f"{path}: unknown top-level setting {', '.join(unknown)}"
             " (known: url, check_interval, [defaults], [groups.NAME])"
         )
+    url = data.get("url")
+    if url is not None and not isinstance(url, str):  # checked as a URL by the pool
+        raise ValueError(f"{path}: url must be a string, not {url!r}")
     file_defaults = data.get("defaults", {})
     groups_table = data.get("groups", {})
     if not isinstance(file_defaults, dict) or not isinstance(groups_table, dict):
@@ -591,7 +600,7 @@ class Pool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.url = config.resolved_url
-        self.connection = redis.Redis.from_url(
+        self.connection = client_from_url(
             self.url, socket_timeout=STATS_TIMEOUT, socket_connect_timeout=STATS_TIMEOUT
         )
         now = time.monotonic()
@@ -862,8 +871,9 @@ def _verbatim(text: str) -> str:
 )
 @click.option(
     "--url",
-    envvar="REDIS_URL",
-    help="Redis URL (default: the config file's url, else $REDIS_URL, else redis://127.0.0.1:6379/0)",
+    envvar=URL_ENV,
+    metavar="URL",
+    help=f"Redis URL (default: the config file's url, else ${URL_ENV}, else {DEFAULT_URL})",
 )
 @click.option(
     "--config",
@@ -958,6 +968,17 @@ def pool_command(
         )
     except (ValueError, PySchedulerError) as exc:
         raise click.UsageError(str(exc)) from None
+    try:
+        validate_url(pool_config.resolved_url)
+    except InvalidURL as exc:
+        if from_cli:
+            where = "--url"
+        elif config is not None and config.url is not None:
+            where = f"{config_path}: url"
+        else:
+            where = f"${URL_ENV}"
+        raise InvalidURL(f"{where}: {exc}") from None  # exit 2 in one line (CliGroup)
+    log.info("pool: Redis at %s", redacted(pool_config.resolved_url))
     sys.exit(Pool(pool_config).run())
 
 

@@ -34,6 +34,8 @@ class ErrorCode(StrEnum):
     STALE_TOKEN = "PSQ_STALE_TOKEN"
     BAD_ARGUMENT = "PSQ_BAD_ARGUMENT"
     BAD_STATE = "PSQ_BAD_STATE"
+    BAD_KEYS = "PSQ_BAD_KEYS"  # wrong number of keys, keys of two queues, or out of order
+    TOO_LARGE = "PSQ_TOO_LARGE"  # a payload, result or checkpoint over the queue's limit
 
 
 class FailKind(StrEnum):
@@ -71,6 +73,44 @@ ENQUEUE_BATCH_MAX: Final = 1000
 RELEASE_BATCH_MAX: Final = 1000
 # Most (id, token, result) triples one psq_complete_many call takes (a worker's batch of results).
 COMPLETE_BATCH_MAX: Final = 1000
+# Most jobs one psq_pop call leases (max_jobs + extra).
+POP_BATCH_MAX: Final = 10_000
+# Most (id, token) pairs one psq_renew call takes.
+RENEW_BATCH_MAX: Final = 1000
+# Most ids one psq_cancel, psq_retry, psq_purge or psq_forget_notices call takes, and the most
+# jobs psq_retry and psq_purge look at without ids.
+CANCEL_BATCH_MAX: Final = 1000
+RETRY_BATCH_MAX: Final = 1000
+PURGE_BATCH_MAX: Final = 1000
+FORGET_BATCH_MAX: Final = 1000
+# Page sizes of the read-only listings (psq_list_jobs, psq_subtask_outcomes, psq_stale_notices).
+LIST_PAGE_MAX: Final = 1000
+OUTCOMES_PAGE_MAX: Final = 1000
+NOTICES_PAGE_MAX: Final = 1000
+# Most field/value pairs one psq_configure call takes.
+CONFIGURE_PAIRS_MAX: Final = 32
+# Most subtasks one split creates.
+SPLIT_TOTAL_MAX: Final = 10_000_000
+# A lease is 1 ms .. 1 day: an unbounded one would make a job unreclaimable.
+LEASE_MS_MAX: Final = 86_400_000
+# Bounds of a job's times: the library keeps them exact and finite.
+DELAY_MS_MAX: Final = 10 * 366 * 86_400_000  # ten years
+TIME_S_MAX: Final = 10 * 366 * 86_400  # timeout, backoff, result_ttl, time_slice: ten years
+RETRIES_MAX: Final = 1_000_000
+# A handler reference "module:qualname" and a worker's name, in bytes.
+FUNC_MAX_BYTES: Final = 1024
+WORKER_NAME_MAX_BYTES: Final = 256
+# Live workers (psq_heartbeat, psq_list_workers): a worker's host name in bytes, the queues
+# and the running jobs one heartbeat lists, its concurrency, the longest a heartbeat keeps it
+# listed, and the records one psq_list_workers page looks at.
+WORKER_HOST_MAX_BYTES: Final = 255
+WORKER_QUEUES_MAX: Final = 1000
+WORKER_JOBS_MAX: Final = 1000
+WORKER_CONCURRENCY_MAX: Final = 10_000
+WORKER_TTL_MS_MAX: Final = 86_400_000
+WORKERS_PAGE_MAX: Final = 1000
+# Offsets into a state set (psq_list_jobs, psq_purge).
+OFFSET_MAX: Final = 2**40
 # Wake-up tokens kept for idle workers; bounded so a burst of enqueues cannot grow the list.
 WAKE_TOKENS_MAX: Final = 64
 # A job whose lease expired this many times (its worker died each time) fails for good:
@@ -82,14 +122,44 @@ NOTICE_REDRIVE_MS: Final = 10_000
 # An absolute due time this far in the past is refused as "in the past" (clock skew allowance).
 PAST_TOLERANCE_MS: Final = 1000
 
+# A fencing token (and the nonce a worker sends with each pop): lowercase hex characters of
+# sha1(nonce:sequence), 128 bits, so a token cannot be guessed from tokens seen before.
+TOKEN_LENGTH: Final = 32
+
 DEFAULT_TIMEOUT_S: Final = 180.0
 DEFAULT_RESULT_TTL_S: Final = 500
 DEFAULT_RETRIES: Final = 0
 DEFAULT_BACKOFF_S: Final = 1.0
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 512 * 1024
 
-QUEUE_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-JOB_ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,255}$")
+# Size limits, fields of the queue's `config` hash (set with psq_configure, i.e.
+# Queue.configure); the library enforces them, with these defaults when a field is not set.
+# A payload over its limit is refused at enqueue, a checkpoint when saved (PSQ_TOO_LARGE); a
+# result over its limit fails its job for good; an error text over its limit is cut in the
+# middle (head and tail kept, the last line matters).
+SIZE_LIMIT_DEFAULTS: Final = {
+    "max_payload_bytes": DEFAULT_MAX_PAYLOAD_BYTES,
+    "max_result_bytes": 16 * 1024 * 1024,
+    "max_checkpoint_bytes": 16 * 1024 * 1024,
+    "max_error_bytes": 64 * 1024,
+}
+# Highest value a size limit may be set to (Redis's own limit on one string is 512 MiB).
+SIZE_LIMIT_MAX: Final = 512 * 1024 * 1024
+
+# Queue names and job ids: a letter or digit, then letters, digits and a few punctuation
+# characters. The Lua library checks the same rule (the patterns below are rendered into it).
+QUEUE_NAME_MAX: Final = 100
+JOB_ID_MAX: Final = 256
+_FIRST = "A-Za-z0-9"
+_QUEUE_NAME_MORE = "_."  # and '-'
+_JOB_ID_MORE = "_.:"  # and '-'
+QUEUE_NAME_RE: Final = re.compile(
+    rf"^[{_FIRST}][{_FIRST}{_QUEUE_NAME_MORE}-]{{0,{QUEUE_NAME_MAX - 1}}}\Z"
+)
+JOB_ID_RE: Final = re.compile(rf"^[{_FIRST}][{_FIRST}{_JOB_ID_MORE}-]{{0,{JOB_ID_MAX - 1}}}\Z")
+# Lua patterns of the same rules, without the length bound (checked apart).
+QUEUE_NAME_LUA: Final = f"^[{_FIRST}][{_FIRST}{_QUEUE_NAME_MORE}%-]*$"
+JOB_ID_LUA: Final = f"^[{_FIRST}][{_FIRST}{_JOB_ID_MORE}%-]*$"
 
 
 def template_context() -> dict[str, object]:
@@ -113,4 +183,36 @@ def template_context() -> dict[str, object]:
         "MAX_LOST_LEASES": MAX_LOST_LEASES,
         "MAX_BACKOFF_MS": MAX_BACKOFF_MS,
         "NOTICE_REDRIVE_MS": NOTICE_REDRIVE_MS,
+        "TOKEN_LENGTH": TOKEN_LENGTH,
+        "KEY_PREFIX": KEY_PREFIX,
+        "POP_BATCH_MAX": POP_BATCH_MAX,
+        "RENEW_BATCH_MAX": RENEW_BATCH_MAX,
+        "CANCEL_BATCH_MAX": CANCEL_BATCH_MAX,
+        "RETRY_BATCH_MAX": RETRY_BATCH_MAX,
+        "PURGE_BATCH_MAX": PURGE_BATCH_MAX,
+        "FORGET_BATCH_MAX": FORGET_BATCH_MAX,
+        "LIST_PAGE_MAX": LIST_PAGE_MAX,
+        "OUTCOMES_PAGE_MAX": OUTCOMES_PAGE_MAX,
+        "NOTICES_PAGE_MAX": NOTICES_PAGE_MAX,
+        "CONFIGURE_PAIRS_MAX": CONFIGURE_PAIRS_MAX,
+        "SPLIT_TOTAL_MAX": SPLIT_TOTAL_MAX,
+        "LEASE_MS_MAX": LEASE_MS_MAX,
+        "DELAY_MS_MAX": DELAY_MS_MAX,
+        "TIME_S_MAX": TIME_S_MAX,
+        "RETRIES_MAX": RETRIES_MAX,
+        "FUNC_MAX_BYTES": FUNC_MAX_BYTES,
+        "WORKER_NAME_MAX_BYTES": WORKER_NAME_MAX_BYTES,
+        "WORKER_HOST_MAX_BYTES": WORKER_HOST_MAX_BYTES,
+        "WORKER_QUEUES_MAX": WORKER_QUEUES_MAX,
+        "WORKER_JOBS_MAX": WORKER_JOBS_MAX,
+        "WORKER_CONCURRENCY_MAX": WORKER_CONCURRENCY_MAX,
+        "WORKER_TTL_MS_MAX": WORKER_TTL_MS_MAX,
+        "WORKERS_PAGE_MAX": WORKERS_PAGE_MAX,
+        "OFFSET_MAX": OFFSET_MAX,
+        "SIZE_LIMIT_DEFAULTS": SIZE_LIMIT_DEFAULTS,
+        "SIZE_LIMIT_MAX": SIZE_LIMIT_MAX,
+        "QUEUE_NAME_MAX": QUEUE_NAME_MAX,
+        "JOB_ID_MAX": JOB_ID_MAX,
+        "QUEUE_NAME_LUA": QUEUE_NAME_LUA,
+        "JOB_ID_LUA": JOB_ID_LUA,
     }

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 import redis
 
 from . import calls, splitting
-from .exceptions import HandlerRefused, InvalidJobId, InvalidOption
-from .handlers import reference_of, registered_tasks, stdlib_refusal, task_options
+from .connection import client_from_url
+from .exceptions import (
+    HandlerRefused,
+    InvalidJobId,
+    InvalidOption,
+    PayloadTooLarge,
+    PySchedulerError,
+)
+from .handlers import MAIN_MODULE, never_a_handler, reference_of, registered_tasks, task_options
 from .job import Job, JobInfo, parse_record
 from .keys import QUEUES_KEY, QueueKeys
 from .library import ensure_loaded
 from .protocol import (
     DEFAULT_BACKOFF_S,
-    DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_RESULT_TTL_S,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_S,
@@ -36,6 +41,9 @@ from .protocol import (
 from .serialization import decode_payload, decode_result, encode_payload
 from .splitting import Subtask
 
+# How long a client trusts the size limits it read from Redis before it reads them again.
+LIMITS_CACHE_SECONDS = 30.0
+
 
 def _limits(settings: Mapping[str, str]) -> QueueLimits:
     concurrency, rate, period_ms = (settings.get(k) for k in ("concurrency", "rate", "period_ms"))
@@ -47,8 +55,8 @@ def _limits(settings: Mapping[str, str]) -> QueueLimits:
 
 
 def default_connection() -> redis.Redis:
-    """A client for REDIS_URL, else for the local default Redis."""
-    return redis.Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    """A client for REDIS_URL, else for the local default Redis (InvalidURL for a bad one)."""
+    return client_from_url(None)
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -84,14 +92,21 @@ def _handler_reference(func: Callable[..., Any] | str) -> str:
     """The "module:qualname" (or registered task name) a job names its handler by."""
     if not isinstance(func, str):
         ref = reference_of(func)
-        if ref not in registered_tasks():
-            why = stdlib_refusal(ref.partition(":")[0])
-            if why:
-                raise HandlerRefused(f"handler {ref!r} is refused: {why}")
+        module = ref.partition(":")[0]
+        # A registered task is named as registered; only `__main__` is never reachable by name.
+        why = (
+            never_a_handler(module)
+            if module == MAIN_MODULE or ref not in registered_tasks()
+            else None
+        )
+        if why:
+            raise HandlerRefused(f"handler {ref!r} is refused: {why}")
         return ref
     ref = func
     if not ref:
         raise HandlerRefused("the handler reference must not be empty")
+    if ref.partition(":")[0] == MAIN_MODULE:
+        raise HandlerRefused(f"handler {ref!r} is refused: {never_a_handler(MAIN_MODULE)}")
     # "package.module.function" is accepted for "package.module:function"; a name without a
     # dot or a registered task name (which may contain dots) is kept as it is.
     if ":" not in ref and "." in ref and ref not in registered_tasks():
@@ -142,7 +157,7 @@ class Queue:
         default_retries: int = DEFAULT_RETRIES,
         default_backoff: float = DEFAULT_BACKOFF_S,
         result_ttl: float = DEFAULT_RESULT_TTL_S,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_bytes: int | None = None,
         auto_load: bool | None = None,
     ) -> None:
         self.keys = QueueKeys(name)  # validates the name
@@ -152,7 +167,11 @@ class Queue:
         self.default_retries = default_retries
         self.default_backoff = default_backoff
         self.result_ttl = result_ttl
+        # A limit of this client's own, checked before anything is sent; without one, the
+        # library's limit for this queue (read from Redis, kept for LIMITS_CACHE_SECONDS). The
+        # library enforces its own limit whatever a client checks.
         self.max_payload_bytes = max_payload_bytes
+        self._library_limits: tuple[float, dict[str, int]] | None = None
         self.auto_load = auto_load
         self._registered = False
 
@@ -223,7 +242,7 @@ class Queue:
         slice_s = _seconds(time_slice, "time_slice") or 0.0
         if slice_s < 0 or not math.isfinite(slice_s):
             raise InvalidOption(f"time_slice must be a positive number of seconds, not {slice_s}")
-        payload = encode_payload(args, kwargs or {}, self.max_payload_bytes)
+        payload = encode_payload(args, kwargs or {}, self.payload_limit())
         return calls.NewJob(
             id=job_id,
             func=ref,
@@ -286,31 +305,71 @@ class Queue:
         return self.enqueue_many([self.prepare(func, args, kwargs, **options)])[0]
 
     def enqueue_many(self, jobs: Iterable[calls.NewJob]) -> list[Job]:
-        """Enqueue prepared jobs (see `prepare`): one library call per batch, one round trip."""
+        """Enqueue prepared jobs (see `prepare`): one library call per batch, one round trip.
+
+        Every job is checked before the first is written, and the library checks each batch
+        before it writes any of it. Should a later batch still be refused (a due time that the
+        server's clock finds in the past, a limit lowered meanwhile), the exception raised
+        carries the ids of the jobs the other batches enqueued in `enqueued`.
+        """
         batch = list(jobs)
         if not batch:
             return []
+        self._check_before_writing(batch)
         ensure_loaded(self.connection, self.auto_load)
         pipe = self.connection.pipeline(transaction=False)
         if not self._registered:
             pipe.sadd(QUEUES_KEY, self.name)
         for start in range(0, len(batch), ENQUEUE_BATCH_MAX):
-            call = calls.enqueue_args(
-                self.keys, batch[start : start + ENQUEUE_BATCH_MAX], self.max_payload_bytes
-            )
+            chunk = batch[start : start + ENQUEUE_BATCH_MAX]
+            call = calls.enqueue_args(self.keys, chunk)
             pipe.fcall("psq_enqueue", calls.ENQUEUE_NUMKEYS, *call)
-        try:
-            replies = pipe.execute()
-        except redis.ResponseError as exc:
-            calls.raise_mapped(exc)
+        replies = pipe.execute(raise_on_error=False)
         if not self._registered:
+            if isinstance(replies[0], redis.ResponseError):
+                calls.raise_mapped(replies[0])
             replies = replies[1:]
             self._registered = True
-        return [
-            Job(outcome.id, self)
-            for reply in replies
-            for outcome in calls.parse_enqueue_reply(reply)
-        ]
+        enqueued: list[Job] = []
+        refused: redis.ResponseError | None = None
+        for reply in replies:
+            if isinstance(reply, redis.ResponseError):
+                refused = refused or reply
+                continue
+            enqueued += (Job(outcome.id, self) for outcome in calls.parse_enqueue_reply(reply))
+        if refused is not None:
+            self._raise_partly_enqueued(refused, enqueued)
+        return enqueued
+
+    def _check_before_writing(self, batch: Sequence[calls.NewJob]) -> None:
+        """What may have changed since `prepare`: a due time now in the past, a payload over
+        this client's limit (the library enforces its own limit again)."""
+        now_ms = time.time() * 1000
+        limit = self.payload_limit()
+        for job in batch:
+            if job.at_ms is not None and job.at_ms < now_ms - PAST_TOLERANCE_MS:
+                raise InvalidOption(f"job {job.id}: its due time is in the past; nothing enqueued")
+            if len(job.payload) > limit // 4:  # else it fits for sure
+                size = len(job.payload.encode())
+                if size > limit:
+                    raise PayloadTooLarge(
+                        f"job {job.id}: payload is {size} bytes, over the limit of"
+                        f" {limit} bytes; nothing enqueued"
+                    )
+
+    @staticmethod
+    def _raise_partly_enqueued(reply: redis.ResponseError, enqueued: list[Job]) -> NoReturn:
+        try:
+            calls.raise_mapped(reply)
+        except PySchedulerError as exc:
+            exc.enqueued = tuple(job.id for job in enqueued)
+            if enqueued:
+                exc.args = (
+                    f"{exc}; that batch was not written, but the {len(enqueued)} jobs of the other"
+                    f" batches were (ids in .enqueued, first {enqueued[0].id}, last"
+                    f" {enqueued[-1].id})",
+                )
+            raise
 
     def enqueue_group(
         self,
@@ -355,6 +414,48 @@ class Queue:
         return job
 
     # -- settings (stored in Redis, enforced by the library) ---------------------------------
+
+    def payload_limit(self) -> int:
+        """The largest payload this client sends: its own `max_payload_bytes`, else the
+        library's limit for this queue."""
+        if self.max_payload_bytes is not None:
+            return self.max_payload_bytes
+        return self.size_limits()["max_payload_bytes"]
+
+    def size_limits(self) -> dict[str, int]:
+        """The sizes the library accepts on this queue, in bytes (max_payload_bytes,
+        max_result_bytes, max_checkpoint_bytes, max_error_bytes); read from Redis at most once
+        every LIMITS_CACHE_SECONDS."""
+        now = time.monotonic()
+        if self._library_limits is None or now - self._library_limits[0] > LIMITS_CACHE_SECONDS:
+            self._library_limits = (now, calls.size_limits(self.connection, self.keys))
+        return dict(self._library_limits[1])
+
+    def set_size_limits(
+        self,
+        *,
+        payload: int | None = None,
+        result: int | None = None,
+        checkpoint: int | None = None,
+        error: int | None = None,
+    ) -> dict[str, int]:
+        """Set the sizes the library accepts on this queue (None: the library's default).
+
+        A payload or checkpoint over its limit is refused (PayloadTooLarge), a result over it
+        fails its job for good, an error text over it is cut in the middle."""
+        changes = {}
+        for field, value in (
+            ("max_payload_bytes", payload),
+            ("max_result_bytes", result),
+            ("max_checkpoint_bytes", checkpoint),
+            ("max_error_bytes", error),
+        ):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise InvalidOption(f"{field} must be an integer number of bytes, not {value!r}")
+            changes[field] = "" if value is None else str(value)
+        self._configure(changes)
+        self._library_limits = None
+        return self.size_limits()
 
     def pause(self) -> None:
         """Hand out no jobs from this queue until `resume()`; running jobs go on."""
@@ -489,10 +590,14 @@ class Queue:
         self.fetch_info(job_id)
         return Job(job_id, self)
 
-    def fetch_info(self, job_id: str) -> JobInfo:
+    def fetch_info(self, job_id: str, *, show_token: bool = False) -> JobInfo:
+        """A snapshot of one job. The fencing token of its lease is left out of `record`
+        unless `show_token` (it lets its holder report for the job)."""
         ensure_loaded(self.connection, self.auto_load)
         fetched = calls.fetch(self.connection, self.keys, job_id)
         record = parse_record(fetched.record)
+        if not show_token:
+            record.pop("token", None)
         try:
             args, kwargs = decode_payload(fetched.payload) if fetched.payload else ([], {})
         except ValueError:

@@ -1,4 +1,10 @@
-"""Payloads and results are JSON, never pickle."""
+"""Payloads and results are JSON, never pickle.
+
+JSON text travels as UTF-8, so a string with a lone surrogate (which Python allows, and
+`json` writes as is with `ensure_ascii=False`) cannot be carried: it is refused with the place
+it was found. Text read back from Redis is untrusted: bytes that are not UTF-8, JSON that is
+not well formed or nested too deep raise ValueError with a message naming what is wrong.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +15,31 @@ from typing import Any
 from .exceptions import PayloadNotJSON, PayloadTooLarge
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_CARRIED = "pass str, int, float, bool, None, lists and dicts with string keys"
+
+
+def _surrogate(text: str) -> int:
+    """The index of the first lone surrogate in `text`, or -1."""
+    if text.isascii():  # the common case, and a fast one
+        return -1
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return -1
 
 
 def _find_bad(value: Any, path: str) -> str | None:
-    """The path of the first value JSON cannot carry, for a message that names it."""
-    if value is None or isinstance(value, str | bool | int):
+    """Where the first value JSON cannot carry is and why, for a message that names it."""
+    if isinstance(value, str):
+        at = _surrogate(value)
+        return None if at < 0 else f"{path} has a lone surrogate ({value[at]!r} at index {at})"
+    if value is None or isinstance(value, bool | int):
         return None
     if isinstance(value, float):
-        return None if value == value and value not in (float("inf"), float("-inf")) else path
+        if value == value and value not in (float("inf"), float("-inf")):
+            return None
+        return f"{path} is not a finite number"
     if isinstance(value, list | tuple):
         for index, item in enumerate(value):
             found = _find_bad(item, f"{path}[{index}]")
@@ -26,12 +49,12 @@ def _find_bad(value: Any, path: str) -> str | None:
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
-                return f"{path} key {key!r}"
-            found = _find_bad(item, f"{path}[{key!r}]")
+                return f"{path} key {key!r} is not a string"
+            found = _find_bad(key, f"{path} key") or _find_bad(item, f"{path}[{key!r}]")
             if found:
                 return found
         return None
-    return path
+    return f"{path} is {type(value).__name__}"
 
 
 def encode_payload(args: Sequence[Any], kwargs: Mapping[str, Any], max_bytes: int) -> str:
@@ -40,22 +63,42 @@ def encode_payload(args: Sequence[Any], kwargs: Mapping[str, Any], max_bytes: in
     try:
         bad = _find_bad(list(args), "args") or _find_bad(dict(kwargs), "kwargs")
         text = "" if bad else _encoder.encode({"args": list(args), "kwargs": dict(kwargs)})
-    except (TypeError, ValueError, RecursionError):  # a circular or too deeply nested value
-        bad = "payload"
+    except RecursionError:
+        bad = "the payload is circular or nested too deep"
+    except (TypeError, ValueError):
+        bad = "the payload"
     if bad:
-        raise PayloadNotJSON(
-            f"{bad} is not JSON-serialisable: pass str, int, float, bool, None, lists and"
-            " dicts with string keys"
-        )
+        raise PayloadNotJSON(f"{bad}, which JSON cannot carry: {_CARRIED}")
     size = len(text.encode())
     if size > max_bytes:
         raise PayloadTooLarge(f"payload is {size} bytes, over the limit of {max_bytes} bytes")
     return text
 
 
-def decode_payload(text: str) -> tuple[list[Any], dict[str, Any]]:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def decode_json(text: str | bytes, what: str, error: type[ValueError] = ValueError) -> Any:
+    """Parse JSON read from Redis; raises `error` saying what is wrong with `what`."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode()
+        except UnicodeDecodeError as exc:
+            raise error(
+                f"{what} is not valid UTF-8 (byte {text[exc.start]:#04x} at offset {exc.start})"
+            ) from None
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except RecursionError:
+        raise error(f"{what} is nested too deep to decode") from None
+    except ValueError as exc:
+        raise error(f"{what} is not valid JSON: {exc}") from None
+
+
+def decode_payload(text: str | bytes) -> tuple[list[Any], dict[str, Any]]:
     """Args and kwargs of a stored payload; raises ValueError when it is malformed."""
-    data = json.loads(text)
+    data = decode_json(text, "the payload")
     if not isinstance(data, dict):
         raise ValueError("payload is not a JSON object")
     args, kwargs = data.get("args", []), data.get("kwargs", {})
@@ -64,15 +107,33 @@ def decode_payload(text: str) -> tuple[list[Any], dict[str, Any]]:
     return args, kwargs
 
 
-def encode_result(value: Any) -> str:
-    """JSON text of a handler's return value; raises PayloadNotJSON."""
+def encode_result(value: Any, what: str = "the handler returned") -> str:
+    """JSON text of a handler's return value (or, with `what`, of a checkpoint); raises
+    PayloadNotJSON naming what JSON cannot carry."""
     try:
-        return _encoder.encode(value)
+        text = _encoder.encode(value)
+    except RecursionError:
+        raise PayloadNotJSON(f"{what} a value nested too deep to encode as JSON") from None
     except (TypeError, ValueError):
         raise PayloadNotJSON(
-            f"the handler returned {type(value).__name__}, which is not JSON-serialisable"
+            f"{what} {type(value).__name__}, which is not JSON-serialisable" + _where(value)
         ) from None
+    at = _surrogate(text)
+    if at >= 0:
+        raise PayloadNotJSON(
+            f"{what} a string with a lone surrogate, which JSON cannot carry in UTF-8"
+            + _where(value)
+        )
+    return text
 
 
-def decode_result(text: str | None) -> Any:
+def _where(value: Any) -> str:
+    try:
+        found = _find_bad(value, "value")
+    except RecursionError:
+        return ""
+    return f" ({found})" if found else ""
+
+
+def decode_result(text: str | bytes | None) -> Any:
     return None if text is None else json.loads(text)

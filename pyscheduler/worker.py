@@ -10,6 +10,12 @@ While jobs are short and the queue deep, a child gets several at once (prefetch,
 any other): the worker then looks at it once a tick, reports the results in one round trip
 with the next pop, and gives back (`psq_release`) the jobs queued behind one that turns out
 slow, so prefetch never makes a short job wait behind a long one for more than a tick or two.
+
+What it leases is untrusted (anyone who can write the queue's keys can write a job): a record,
+payload or checkpoint that is not UTF-8, or a record with a forged field, is refused here with
+the reason, before any child sees it; the children turn anything else wrong with a job into its
+outcome. A worker started while Redis is down waits for it, as a running one rides out an
+outage.
 """
 
 from __future__ import annotations
@@ -33,20 +39,34 @@ import redis
 
 from . import calls, splitting
 from .async_executor import BLOCKED_LOOP_GRACE_SECONDS, AsyncExecutor
+from .context import BadRecord, check_record
 from .exceptions import LeaseLost, LibraryError, PySchedulerError
 from .executor import DEFER, LOST, SUSPENDED, Executor, Progress
 from .handlers import HandlerPolicy
-from .job import parse_record
 from .keys import QueueKeys
 from .library import auto_load_requested, ensure_loaded, load
+from .live_workers import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
 from .protocol import COMPLETE_BATCH_MAX, FailKind, Status
 from .queue import Queue
 
 log = logging.getLogger("pyscheduler.worker")
 
+
+def _text(data: bytes, what: str) -> str:
+    """Bytes read from Redis as text; BadRecord when they are not UTF-8."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise BadRecord(
+            f"the {what} is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})"
+        ) from None
+
+
 # How long one BLPOP may block; the worker's own timer handles anything due sooner.
 BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF_MAX = 5.0
+# A worker waiting for Redis at start says so again this often.
+WAITING_REMINDER_SECONDS = 60.0
 # How often a worker looks for subtask outcomes that a crashed worker left undelivered.
 REDRIVE_SECONDS = 5.0
 # Prefetch: while jobs are short and the queue deep, a child gets up to PREFETCH_MAX jobs at
@@ -68,7 +88,10 @@ class Run:
     lease: calls.Lease
     queue: Queue
     timeout_s: float
-    record: dict[str, Any]
+    record: dict[str, Any]  # checked (see `context.check_record`); empty when refused
+    refusal: str | None = None  # why the job cannot run: it is refused, never sent to a child
+    # The payload and checkpoint as text, decoded (and so checked) once, until it is sent.
+    texts: tuple[str, str | None] | None = None
     seq: int = -1
     started: float | None = None  # monotonic, once the child started it
     lost: bool = False  # its lease was lost while it ran on the event loop
@@ -136,6 +159,7 @@ class Worker:
         auto_load: bool | None = None,
         weights: Mapping[str, int] | None = None,
         prefetch: bool = True,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -155,6 +179,7 @@ class Worker:
         self.auto_load = auto_load if auto_load is not None else self.queues[0].auto_load
         self.prefetch = prefetch
         self.processed = 0
+        self.failed = 0  # of the processed jobs, runs that failed (retried or for good)
         self.handed_back = 0  # prefetched jobs given back unstarted (see `_hand_back`)
         self._slots: list[Slot] = []
         self._loop: LoopSlot | None = None  # started for the first `async def` job
@@ -175,6 +200,16 @@ class Worker:
         self._reconnect_attempts = 0
         self._pause_requested = False
         self._next_redrive = 0.0
+        self._errors_in_a_row = 0
+        self._wake_fd = -1  # the wake-up pipe's read end while `work` runs
+        # Lists this worker in each of its queues (`pyscheduler workers`) while it runs.
+        self._heartbeat = Heartbeat(
+            self.connection,
+            [q.keys for q in self.queues],
+            self.name,
+            concurrency,
+            heartbeat_seconds,
+        )
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -183,32 +218,39 @@ class Worker:
 
         Returns the number of jobs this worker finished (completed or failed).
         """
-        ensure_loaded(self.connection, self.auto_load)
+        # Signals first: a worker waiting for Redis to come up stops on SIGTERM too.
         restore = self._install_signal_handlers()
         wake_read, wake_write = os.pipe()
         os.set_blocking(wake_read, False)
         os.set_blocking(wake_write, False)
         previous_wakeup = self._set_wakeup_fd(wake_write)
-        self._slots = [
-            Slot(Executor(self.policy, self.connection)) for _ in range(self.concurrency)
-        ]
-        log.info(
-            "worker %s started on %s (concurrency %d)",
-            self.name,
-            ", ".join(q.name for q in self.queues),
-            self.concurrency,
-        )
+        self._wake_fd = wake_read
         try:
+            if not self._wait_for_redis():
+                return self.processed
+            self._slots = [
+                Slot(Executor(self.policy, self.connection)) for _ in range(self.concurrency)
+            ]
+            log.info(
+                "worker %s started on %s (concurrency %d)",
+                self.name,
+                ", ".join(q.name for q in self.queues),
+                self.concurrency,
+            )
             while True:
                 try:
                     if not self._step(burst, wake_read):
                         break
                     self._reconnected()
+                    self._errors_in_a_row = 0
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     self._connection_lost(exc)
                 except LibraryError as exc:  # e.g. Redis restarted empty
                     self._library_missing(exc)
+                except Exception as exc:  # no job may stop the worker
+                    self._unexpected(exc)
         finally:
+            self._wake_fd = -1
             for slot in self._slots:
                 slot.executor.kill()
             if self._loop is not None:
@@ -218,12 +260,63 @@ class Worker:
             os.close(wake_read)
             os.close(wake_write)
             restore()
+            self._heartbeat.leave()
             log.info("worker %s stopped after %d jobs", self.name, self.processed)
         return self.processed
+
+    def _wait_for_redis(self) -> bool:
+        """Wait, with backoff, until Redis answers and has the library; False when the worker
+        was stopped meanwhile. A library that is missing or outdated (and not auto-loaded)
+        raises LibraryError: that is a deployment to do, not an outage to ride out."""
+        since = time.monotonic()
+        next_reminder = 0.0
+        while True:
+            try:
+                ensure_loaded(self.connection, self.auto_load)
+            except redis.AuthenticationError:
+                raise  # waiting would not help
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                if self._disconnected_since is None:
+                    self._disconnected_since = since
+                now = time.monotonic()
+                if now >= next_reminder:  # once, then now and then (a TLS set-up never heals)
+                    next_reminder = now + WAITING_REMINDER_SECONDS
+                    log.warning(
+                        "cannot reach Redis (%s): waiting for it (%.0f s so far), with backoff",
+                        exc,
+                        now - since,
+                    )
+                if self._stopping:
+                    log.info("stopped while waiting for Redis")
+                    return False
+                self._back_off()
+                if self._stopping:
+                    log.info("stopped while waiting for Redis")
+                    return False
+                continue
+            self._connection_back()
+            return True
+
+    def _unexpected(self, exc: Exception) -> None:
+        """Something no job should be able to cause went wrong: log it, pause, go on (jobs held
+        now come back through their leases if their bookkeeping was cut short)."""
+        self._errors_in_a_row += 1
+        log.error("unexpected error in the worker loop (going on): %r", exc, exc_info=exc)
+        if self._aborting:
+            return
+        delay = min(RECONNECT_BACKOFF_MAX, 0.05 * 2 ** min(self._errors_in_a_row, 10))
+        self._sleep(delay)
 
     def stop(self) -> None:
         """Stop taking jobs; running ones finish (the first SIGTERM does this)."""
         self._stopping = True
+
+    def _running_jobs(self) -> list[tuple[str, str, float | None]]:
+        """(id, queue, monotonic start or None when not started) of every run held."""
+        runs = [run for slot in self._slots for run in slot.runs]
+        if self._loop is not None:
+            runs += self._loop.runs.values()
+        return [(run.lease.id, run.queue.name, run.started) for run in runs]
 
     def _holds_runs(self) -> bool:
         return any(slot.runs for slot in self._slots) or bool(self._loop and self._loop.runs)
@@ -258,6 +351,7 @@ class Worker:
             self._flush_requests(self._loop)
             self._collect_loop(self._loop)
         now = time.monotonic()
+        self._heartbeat.beat(now, self._running_jobs(), self.processed, self.failed)
         self._enforce_timeouts(now)
         self._enforce_loop_timeouts(now)
         self._hand_back_behind_slow_jobs(now)
@@ -335,7 +429,12 @@ class Worker:
         """Send leased jobs to slots: one to each idle slot first, then prefetch."""
         batches: dict[int, list[Run]] = {}
         by_id = {id(slot): slot for slot in self._slots}
-        pending = self._send_to_loop([self._make_run(queue, lease) for lease in leases])
+        runs = [self._make_run(queue, lease) for lease in leases]
+        for run in runs:
+            if run.refusal is not None:
+                self.processed += 1
+                self._report_failure(run, FailKind.REFUSED, run.refusal)
+        pending = self._send_to_loop([run for run in runs if run.refusal is None])
         while pending and idle:
             batches.setdefault(id(idle.pop(0)), []).append(pending.pop(0))
         for slot_id, count in list(extra.items()):
@@ -363,19 +462,33 @@ class Worker:
         assert not pending, "the library leased more jobs than asked for"
 
     def _make_run(self, queue: Queue, lease: calls.Lease) -> Run:
-        record = parse_record(lease.record)
+        """The run of a leased job, or, when its stored bytes cannot be trusted (see
+        `context.check_record`), its refusal with the reason."""
+        try:
+            record = check_record(lease.record)
+            texts = (
+                _text(lease.payload, "job payload"),
+                None if lease.checkpoint is None else _text(lease.checkpoint, "job checkpoint"),
+            )
+        except BadRecord as exc:
+            return Run(lease, queue, queue.default_timeout, {}, refusal=str(exc))
         timeout = float(record.get("timeout") or queue.default_timeout)
-        return Run(lease, queue, timeout, record)
+        return Run(lease, queue, timeout, record, texts=texts)
 
     def _request(self, queue: Queue, run: Run) -> dict[str, Any]:
         lease = run.lease
+        payload, checkpoint = run.texts or (
+            lease.payload.decode(),  # checked by `_make_run`: a run sent again (deferred)
+            None if lease.checkpoint is None else lease.checkpoint.decode(),
+        )
+        run.texts = None  # a big payload is not kept in memory while the job runs
         return {
             "queue": queue.name,
             "id": lease.id,
             "token": lease.token,
-            "record": lease.record,
-            "payload": lease.payload,
-            "checkpoint": lease.checkpoint,
+            "record": lease.record.decode(),
+            "payload": payload,
+            "checkpoint": checkpoint,
             "lease_ms": self.lease_ms,
             "timeout": run.timeout_s,
             # A sync process hands an `async def` job back when the event loop has room.
@@ -603,7 +716,7 @@ class Worker:
             held = [(run.lease.id, run.lease.token) for run in group]
             keys = group[0].queue.keys
 
-            def release(keys: QueueKeys = keys, held: list[tuple[str, int]] = held) -> None:
+            def release(keys: QueueKeys = keys, held: list[tuple[str, str]] = held) -> None:
                 self.handed_back += calls.release(self.connection, keys, held)
 
             self._send_or_keep(release)
@@ -698,7 +811,9 @@ class Worker:
     def _report_failure(self, run: Run, kind: FailKind, error: str) -> None:
         lease = run.lease
         jitter = random.random()
-        log.info("job %s failed (%s): %s", lease.id, kind.value, error.strip().splitlines()[-1])
+        last_line = (error.strip().splitlines() or ["(no error text)"])[-1]
+        log.info("job %s failed (%s): %s", lease.id, kind.value, last_line)
+        self.failed += 1
 
         def send_failure() -> None:
             status, _ = calls.fail(
@@ -721,7 +836,12 @@ class Worker:
         """Deliver subtask outcomes a crashed worker left undelivered (bounded per call)."""
         self._next_redrive = time.monotonic() + REDRIVE_SECONDS
         for queue in self.queues:
-            splitting.redrive_notices(self.connection, queue.keys)
+            try:
+                splitting.redrive_notices(self.connection, queue.keys)
+            except (redis.ConnectionError, redis.TimeoutError, LibraryError):
+                raise
+            except Exception as exc:  # a notice naming a forged parent, say
+                log.error("could not deliver subtask outcomes of %s: %r", queue.name, exc)
 
     def _report(self, send: Callable[[], object], run: Run, what: str) -> None:
         def attempt() -> None:
@@ -729,6 +849,12 @@ class Worker:
                 send()
             except LeaseLost as exc:
                 log.warning("late %s of job %s refused: %s", what, run.lease.id, exc)
+            except LibraryError:
+                raise  # the library is gone: the main loop waits for it
+            except (PySchedulerError, redis.ResponseError) as exc:
+                # Refused by the library (a record it cannot use, say): the job's lease
+                # brings it back or fails it; this worker goes on with the others.
+                log.error("%s of job %s not recorded: %s", what, run.lease.id, exc)
 
         self._send_or_keep(attempt)
 
@@ -839,7 +965,7 @@ class Worker:
     def _wait_for_news(self, wait_ms: int, wake_fd: int) -> None:
         """Sleep until a child reports, a job may be ready, or something falls due."""
         now = time.monotonic()
-        timeout = self._next_renewal - now
+        timeout = min(self._next_renewal, now + self._heartbeat.due_in(now)) - now
         watched: dict[object, Slot | LoopSlot] = {}
         for slot in self._slots:
             if not slot.runs:
@@ -955,7 +1081,16 @@ class Worker:
         if self._aborting:
             return
         self._reconnect_attempts += 1
-        time.sleep(min(RECONNECT_BACKOFF_MAX, 0.05 * 2 ** min(self._reconnect_attempts, 10)))
+        self._sleep(min(RECONNECT_BACKOFF_MAX, 0.05 * 2 ** min(self._reconnect_attempts, 10)))
+
+    def _sleep(self, seconds: float) -> None:
+        """Sleep, but wake up at a signal (its handler writes to the wake-up pipe)."""
+        if self._wake_fd < 0:
+            time.sleep(seconds)
+            return
+        for _ in wait_for_ready([self._wake_fd], seconds):
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_fd, 512)
 
     def _reconnected(self) -> None:
         self._connection_back()

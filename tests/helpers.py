@@ -116,3 +116,8 @@ def summary_ms(samples: list[float]) -> str:
         f"p50 {statistics.median(samples):.2f} ms, max {max(samples):.2f} ms,"
         f" min {min(samples):.2f} ms over {len(samples)} samples"
     )
+
+
+def other_token(token: str) -> str:
+    """A well-formed fencing token that is not `token` (a stale or forged one)."""
+    return ("0" if token[0] != "0" else "1") + token[1:]

@@ -6,10 +6,16 @@ the Redis server clock (microseconds), so the test and every worker read one clo
 
 from __future__ import annotations
 
-from tasks import client, server_time_us
-from tasks import span as interval  # sleep, RPUSH {pid, start, end} on the server clock
+from tasks import client, server_time_us, span
 
 __all__ = ["interval", "started"]
+
+
+def interval(url: str, key: str, seconds: float) -> int:
+    """Sleep `seconds`; RPUSH {pid, start, end} (server clock) to the list `key`.
+
+    Defined here, not imported: a worker runs only functions a module defines itself."""
+    return span(url, key, seconds)
 
 
 def started(url: str, key: str) -> int:

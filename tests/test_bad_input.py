@@ -32,8 +32,15 @@ from pyscheduler import (
     calls,
     library,
 )
+from pyscheduler.exceptions import InvalidKeys
 from pyscheduler.keys import QueueKeys
-from pyscheduler.protocol import COMPLETE_BATCH_MAX, RELEASE_BATCH_MAX
+from pyscheduler.operations import keys_for
+from pyscheduler.protocol import (
+    COMPLETE_BATCH_MAX,
+    RELEASE_BATCH_MAX,
+    SIZE_LIMIT_DEFAULTS,
+    FailKind,
+)
 
 
 def add(a: Any = 0, b: Any = 0) -> Any:
@@ -293,7 +300,7 @@ def test_enqueue_many_with_one_invalid_job_writes_nothing(
     good = [queue.prepare(add, (i,)) for i in range(5)]
     # Built by hand, so only the library's own check stands between it and Redis.
     bad = dataclasses.replace(queue.prepare(add, (9,)), timeout=-1.0)
-    with pytest.raises(InvalidOption, match="timeout must be positive"):
+    with pytest.raises(InvalidOption, match="timeout must be a number of seconds in"):
         queue.enqueue_many([*good, bad])
     assert_nothing_written(conn, before)
 
@@ -315,21 +322,21 @@ def _new_job(**changes: Any) -> calls.NewJob:
 
 
 LUA_BAD_JOBS: list[tuple[dict[str, Any], str]] = [
-    ({"timeout": -1.0}, "timeout must be positive"),
-    ({"timeout": 0.0}, "timeout must be positive"),
-    ({"timeout": math.nan}, "timeout must be positive"),
-    ({"timeout": math.inf}, "timeout must be positive"),
+    ({"timeout": -1.0}, "timeout must be a number of seconds"),
+    ({"timeout": 0.0}, "timeout must be a number of seconds"),
+    ({"timeout": math.nan}, "timeout must be a number of seconds"),
+    ({"timeout": math.inf}, "timeout must be a number of seconds"),
     ({"priority": 1001}, "priority must be an integer"),
     ({"priority": -1001}, "priority must be an integer"),
-    ({"delay_ms": -1}, "delay must not be negative"),
+    ({"delay_ms": -1}, "delay_ms must be an integer"),
     ({"at_ms": 1_000_000}, "due time is in the past"),
-    ({"retries": -1}, "retries, backoff and result_ttl"),
-    ({"retries": math.nan}, "retries, backoff and result_ttl"),
-    ({"backoff": math.nan}, "retries, backoff and result_ttl"),
-    ({"result_ttl": math.inf}, "retries, backoff and result_ttl"),
-    ({"id": ""}, "id and func must not be empty"),
-    ({"func": ""}, "id and func must not be empty"),
-    ({"payload": "x" * 101}, "exceeds 100"),
+    ({"retries": -1}, "retries must be an integer"),
+    ({"retries": math.nan}, "retries must be an integer"),
+    ({"backoff": math.nan}, "backoff, result_ttl and time_slice"),
+    ({"result_ttl": math.inf}, "backoff, result_ttl and time_slice"),
+    ({"id": ""}, "id must be"),
+    ({"func": ""}, "func must be"),
+    ({"payload": "x" * 101}, "payload must be JSON"),
 ]
 
 
@@ -343,7 +350,7 @@ def test_library_refuses_a_batch_with_one_invalid_job(
 ) -> None:
     batch = [_new_job(id="first"), _new_job(id="second", delay_ms=5000), _new_job(**changes)]
     with pytest.raises(InvalidOption, match=message):
-        calls.enqueue(conn, queue.keys, batch, max_payload=100)
+        calls.enqueue(conn, queue.keys, batch)
     assert_nothing_written(conn, before)
 
 
@@ -351,8 +358,8 @@ def test_library_refuses_a_batch_over_the_size_limit(
     conn: redis.Redis, queue: Queue, before: Snapshot
 ) -> None:
     batch = [_new_job(id=f"j{i}") for i in range(1001)]
-    with pytest.raises(InvalidOption, match="batch size"):
-        calls.enqueue(conn, queue.keys, batch, max_payload=100)
+    with pytest.raises(InvalidOption, match=r"pass a count of 1\.\.1000"):
+        calls.enqueue(conn, queue.keys, batch)
     assert_nothing_written(conn, before)
 
 
@@ -377,7 +384,7 @@ def test_pop_of_zero_jobs_is_refused(conn: redis.Redis, queue: Queue, before: Sn
 def test_pop_with_a_bad_extra_is_refused(
     conn: redis.Redis, queue: Queue, before: Snapshot, extra: Any
 ) -> None:
-    with pytest.raises(InvalidOption, match="extra must be a non-negative integer"):
+    with pytest.raises(InvalidOption, match="max_jobs and extra must be integers"):
         calls.pop(conn, queue.keys, 1, 1000, "w", extra=extra)
     assert_nothing_written(conn, before)
 
@@ -393,8 +400,8 @@ def leased(conn: redis.Redis, queue: Queue) -> calls.Lease:
     ("tail", "message"),
     [
         (["odd"], "pairs"),
-        (["other", "not-a-token"], "token must be a non-negative integer"),
-        (["other", "-3"], "token must be a non-negative integer"),
+        (["other", "not-a-token"], "not a job id and a token"),
+        (["other", "-3"], "not a job id and a token"),
     ],
     ids=["odd", "text-token", "negative-token"],
 )
@@ -421,7 +428,7 @@ def test_release_of_more_pairs_than_the_batch_limit_is_refused(
     conn: redis.Redis, queue: Queue, leased: calls.Lease
 ) -> None:
     before = snapshot(conn)
-    held = [(leased.id, leased.token)] + [("other", 1)] * RELEASE_BATCH_MAX
+    held = [(leased.id, leased.token)] + [("other", "1" * 32)] * RELEASE_BATCH_MAX
     with pytest.raises(InvalidOption, match="id/token pairs"):
         calls.release(conn, queue.keys, held)
     assert_nothing_written(conn, before)
@@ -438,12 +445,12 @@ def _complete_many_raw(conn: redis.Redis, keys: list[str], args: list[Any]) -> N
 @pytest.mark.parametrize(
     ("drop_keys", "tail", "message"),
     [
-        (1, [], "one subtasks key per job"),
+        (1, [], "takes 13 keys here, got 12"),
         (0, ["other"], "triples"),
         (0, ["other", "1"], "triples"),
-        (-1, ["other", "not-a-token", "1"], "token must be a non-negative integer"),
-        (-1, ["other", "-3", "1"], "token must be a non-negative integer"),
-        (-1, ["other", "1.5", "1"], "token must be a non-negative integer"),
+        (-1, ["other", "not-a-token", "1"], "not a job id and a token"),
+        (-1, ["other", "-3", "1"], "not a job id and a token"),
+        (-1, ["other", "1.5", "1"], "not a job id and a token"),
     ],
     ids=["missing-key", "one-extra-arg", "two-extra-args", "text-token", "negative", "fraction"],
 )
@@ -463,7 +470,7 @@ def test_complete_many_with_bad_arguments_is_refused(
         keys = keys[:-drop_keys]
     elif drop_keys < 0:  # a whole bad triple: its subtasks key too
         keys = [*keys, queue.keys.subtasks("other")]
-    with pytest.raises(InvalidOption, match=message):
+    with pytest.raises(InvalidInput, match=message):
         _complete_many_raw(conn, keys, args)
     assert_nothing_written(conn, before)
 
@@ -474,7 +481,7 @@ def test_complete_many_with_an_extra_key_is_refused(
     before = snapshot(conn)
     numkeys, flat = calls.complete_many_args(queue.keys, [(leased.id, leased.token, "1")])
     keys = [*flat[:numkeys], queue.keys.subtasks("other")]
-    with pytest.raises(InvalidOption, match="one subtasks key per job"):
+    with pytest.raises(InvalidKeys, match="takes 13 keys here, got 14"):
         _complete_many_raw(conn, keys, flat[numkeys:])
     assert_nothing_written(conn, before)
 
@@ -483,8 +490,8 @@ def test_complete_many_of_more_than_the_batch_limit_is_refused(
     conn: redis.Redis, queue: Queue, leased: calls.Lease
 ) -> None:
     before = snapshot(conn)
-    items = [(leased.id, leased.token, "1")] + [("other", 1, "1")] * COMPLETE_BATCH_MAX
-    with pytest.raises(InvalidOption, match="triples per call"):
+    items = [(leased.id, leased.token, "1")] + [("other", "1" * 32, "1")] * COMPLETE_BATCH_MAX
+    with pytest.raises(InvalidOption, match="id/token/result triples"):
         calls.complete_many(conn, queue.keys, items)
     assert_nothing_written(conn, before)
 
@@ -493,7 +500,7 @@ def test_renew_with_a_zero_lease_is_refused(
     conn: redis.Redis, queue: Queue, before: Snapshot
 ) -> None:
     with pytest.raises(InvalidOption, match="lease_ms"):
-        calls.renew(conn, queue.keys, 0, [("existing", 1)])
+        calls.renew(conn, queue.keys, 0, [("existing", "1" * 32)])
     assert_nothing_written(conn, before)
 
 
@@ -514,6 +521,26 @@ CORRUPT_RECORDS = [
     '{"status": "queued", "func": "app:run", "priority": "high"}',
 ]
 CORRUPT_IDS = ["not-json", "array", "string", "empty", "no-priority", "text-priority"]
+# Records that decode, with a field the library computes with that it cannot use.
+UNUSABLE_RECORDS = [
+    '{"status": "queued", "func": "app:run", "priority": 0, "attempts": "abc"}',
+    '{"status": "queued", "func": "app:run", "priority": 0, "backoff": NaN}',
+    '{"status": "queued", "func": "app:run", "priority": 0, "extra": [1, Infinity]}',
+    '{"status": "lost-in-space", "func": "app:run", "priority": 0}',
+    '{"status": "queued", "func": "app:run", "priority": 0.5}',
+]
+UNUSABLE_IDS = ["text-attempts", "nan-backoff", "nested-infinity", "unknown-status", "fraction"]
+
+
+@pytest.mark.parametrize("garbage", UNUSABLE_RECORDS, ids=UNUSABLE_IDS)
+def test_pop_moves_a_record_with_unusable_fields_to_failed(
+    conn: redis.Redis, queue: Queue, garbage: str
+) -> None:
+    conn.hset(queue.keys.jobs, "existing", garbage)
+    assert _pop_ids(queue) == []
+    assert conn.zrange(queue.keys.failed, 0, -1) == [b"existing"]
+    assert b"corrupt job record" in conn.hget(queue.keys.errors, "existing")
+    assert conn.zcard(queue.keys.active) == 0
 
 
 @pytest.mark.parametrize("garbage", CORRUPT_RECORDS, ids=CORRUPT_IDS)
@@ -659,3 +686,279 @@ def test_auto_load_false_wins_over_the_environment(conn: redis.Redis, monkeypatc
 def test_queue_keys_of_an_invalid_name_are_never_built() -> None:
     with pytest.raises(InvalidQueueName):
         QueueKeys("bad name")
+
+
+# -- the library refuses before it writes (issue 9, point 2) ----------------------------------
+
+
+def _raw_call(conn: redis.Redis, function: str, keys: list[str], args: list[Any]) -> Any:
+    """A library call as sent, so only the library's own checks stand between it and Redis."""
+    try:
+        return conn.fcall(function, len(keys), *keys, *args)
+    except redis.ResponseError as exc:
+        calls.raise_mapped(exc)
+
+
+def _pop_call(queue: Queue, lease_ms: Any) -> list[Any]:
+    keys = calls.pop_args(queue.keys, 1, 1000, "w")[: calls.POP_NUMKEYS]
+    return [*keys, 1, lease_ms, "w", 0, calls.new_nonce()]
+
+
+@pytest.mark.parametrize("lease_ms", ["nan", "inf", "-inf", "1e3", "1.5", "0", "86400001", ""])
+def test_pop_with_a_bad_lease_is_refused_before_popping(
+    conn: redis.Redis, queue: Queue, before: Snapshot, lease_ms: str
+) -> None:
+    call = _pop_call(queue, lease_ms)
+    with pytest.raises(InvalidOption, match=r"lease_ms must be an integer in 1\.\.86400000"):
+        _raw_call(conn, "psq_pop", call[: calls.POP_NUMKEYS], call[calls.POP_NUMKEYS :])
+    assert_nothing_written(conn, before)
+
+
+def test_complete_without_its_result_is_refused_and_the_job_stays_leased(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    call = calls.complete_args(queue.keys, leased.id, leased.token, "1")
+    with pytest.raises(InvalidOption, match="pass id, token and result"):
+        _raw_call(conn, "psq_complete", call[: calls.COMPLETE_NUMKEYS], [leased.id, leased.token])
+    assert_nothing_written(conn, before)
+
+
+def test_complete_with_another_queues_keys_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    other = calls.complete_args(QueueKeys("other"), leased.id, leased.token, "1")
+    mixed = [queue.keys.jobs, *other[1 : calls.COMPLETE_NUMKEYS]]
+    with pytest.raises(InvalidKeys, match=r"KEYS\[2\] must be psq:\{work\}:payloads"):
+        _raw_call(conn, "psq_complete", mixed, [leased.id, leased.token, "1"])
+    assert_nothing_written(conn, before)
+
+
+def test_keys_out_of_order_are_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    keys = calls.complete_args(queue.keys, leased.id, leased.token, "1")[: calls.COMPLETE_NUMKEYS]
+    keys[1], keys[2] = keys[2], keys[1]
+    with pytest.raises(InvalidKeys, match=r"KEYS\[2\] must be"):
+        _raw_call(conn, "psq_complete", keys, [leased.id, leased.token, "1"])
+    assert_nothing_written(conn, before)
+
+
+def test_subtasks_key_of_another_job_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    before = snapshot(conn)
+    keys = calls.complete_args(queue.keys, "someone-else", leased.token, "1")
+    with pytest.raises(InvalidKeys, match="subtasks:" + leased.id):
+        _raw_call(
+            conn, "psq_complete", keys[: calls.COMPLETE_NUMKEYS], [leased.id, leased.token, "1"]
+        )
+    assert_nothing_written(conn, before)
+
+
+def test_a_key_of_an_invalid_queue_name_is_refused(conn: redis.Redis, before: Snapshot) -> None:
+    with pytest.raises(InvalidKeys, match="not a key of a valid queue"):
+        _raw_call(conn, "psq_renew", ["psq:{bad name}:jobs", "psq:{bad name}:active"], [1000])
+    assert_nothing_written(conn, before)
+
+
+@pytest.mark.parametrize(
+    "split",
+    [
+        '{"total": 1, "groups": [["work", NaN]], "collect": false, "results_arg": true}',
+        '{"total": NaN, "groups": [], "collect": false, "results_arg": true}',
+        '{"total": 1.5, "groups": [], "collect": false, "results_arg": true}',
+        '{"total": 2, "groups": [["work", 1]], "collect": false, "results_arg": true}',
+        '{"total": 1, "groups": [["bad queue", 1]], "collect": false, "results_arg": true}',
+        '{"total": 1, "groups": [["work", 1]], "collect": "yes", "results_arg": true}',
+    ],
+    ids=["nan-count", "nan-total", "fraction-total", "counts-differ", "bad-queue", "text-flag"],
+)
+def test_malformed_split_json_late_in_a_batch_writes_nothing(
+    conn: redis.Redis, queue: Queue, before: Snapshot, split: str
+) -> None:
+    batch = [_new_job(id="first"), _new_job(id="second")]
+    call = calls.enqueue_args(queue.keys, [*batch, _new_job(id="third")])
+    call[-1] = split
+    with pytest.raises(InvalidOption, match="split must be JSON"):
+        _raw_call(conn, "psq_enqueue", call[: calls.ENQUEUE_NUMKEYS], call[calls.ENQUEUE_NUMKEYS :])
+    assert_nothing_written(conn, before)
+
+
+@pytest.mark.parametrize(
+    "parent",
+    [
+        '{"queue": "work", "id": "p", "split": NaN, "index": 1}',
+        '{"queue": "work", "id": "p", "split": 1, "index": 1.5}',
+        '{"queue": "work", "id": "bad id", "split": 1, "index": 1}',
+        '{"queue": "work", "id": "p", "split": 1, "index": 1, "extra": Infinity}',
+    ],
+    ids=["nan-split", "fraction-index", "bad-id", "extra-infinity"],
+)
+def test_malformed_parent_json_writes_nothing(
+    conn: redis.Redis, queue: Queue, before: Snapshot, parent: str
+) -> None:
+    call = calls.enqueue_args(queue.keys, [_new_job(id="first"), _new_job(id="second")])
+    call[-2] = parent
+    if "extra" in parent:  # the rebuilt parent keeps known fields only: accepted, encodable
+        _raw_call(conn, "psq_enqueue", call[: calls.ENQUEUE_NUMKEYS], call[calls.ENQUEUE_NUMKEYS :])
+        assert json.loads(conn.hget(queue.keys.jobs, "second"))["parent"] == {
+            "queue": "work",
+            "id": "p",
+            "split": 1,
+            "index": 1,
+        }
+        return
+    with pytest.raises(InvalidOption, match="parent must be JSON"):
+        _raw_call(conn, "psq_enqueue", call[: calls.ENQUEUE_NUMKEYS], call[calls.ENQUEUE_NUMKEYS :])
+    assert_nothing_written(conn, before)
+
+
+def test_pop_fails_a_job_with_a_malformed_id_instead_of_leasing_it(
+    conn: redis.Redis, queue: Queue
+) -> None:
+    conn.zadd(queue.keys.ready, {"bad id\xff": 0})
+    conn.hset(queue.keys.jobs, "bad id\xff", '{"status": "queued", "func": "a:b", "priority": 0}')
+    conn.hset(queue.keys.payloads, "bad id\xff", "{}")
+    ids = _pop_ids(queue)
+    assert ids == ["existing"]
+    assert conn.zscore(queue.keys.failed, "bad id\xff") is not None
+    assert b"malformed job id" in conn.hget(queue.keys.errors, "bad id\xff")
+
+
+@pytest.mark.parametrize(
+    ("function", "args", "message"),
+    [
+        ("psq_renew", [1000, *["x", "1" * 32] * 1001], "at most 1000 id/token pairs"),
+        ("psq_forget_notices", ["x"] * 1001, "1..1000 subtask ids"),
+        ("psq_retry", [1, *["x"] * 1001], "at most 1000 ids"),
+    ],
+    ids=["renew", "forget_notices", "retry"],
+)
+def test_variadic_calls_over_their_batch_cap_are_refused(
+    conn: redis.Redis, queue: Queue, before: Snapshot, function: str, args: list[Any], message: str
+) -> None:
+    with pytest.raises(InvalidOption, match=message):
+        _raw_call(conn, function, keys_for(function, queue.keys), args)
+    assert_nothing_written(conn, before)
+
+
+# -- size limits live in Redis (issue 9, point 2) ---------------------------------------------
+
+
+def test_size_limits_default_to_the_library_constants(conn: redis.Redis, queue: Queue) -> None:
+    assert calls.size_limits(conn, queue.keys) == SIZE_LIMIT_DEFAULTS
+
+
+def test_size_limits_read_the_queue_settings(conn: redis.Redis, queue: Queue) -> None:
+    calls.configure(conn, queue.keys, {"max_result_bytes": "123", "max_error_bytes": "77"})
+    limits = calls.size_limits(conn, queue.keys)
+    assert (limits["max_result_bytes"], limits["max_error_bytes"]) == (123, 77)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "nan", "536870913", "1e3", "abc"])
+def test_size_limit_settings_must_be_positive_integers_within_bounds(
+    conn: redis.Redis, queue: Queue, before: Snapshot, value: str
+) -> None:
+    message = r"max_payload_bytes must be an integer in 1\.\.536870912"
+    with pytest.raises(InvalidOption, match=message):
+        calls.configure(conn, queue.keys, {"max_payload_bytes": value})
+    assert_nothing_written(conn, before)
+
+
+def test_payload_over_the_queues_limit_is_refused_by_the_library(
+    conn: redis.Redis, queue: Queue
+) -> None:
+    calls.configure(conn, queue.keys, {"max_payload_bytes": "30"})
+    before = snapshot(conn)
+    job = _new_job(id="big", payload=json.dumps({"args": ["x" * 30], "kwargs": {}}))
+    with pytest.raises(PayloadTooLarge, match="exceeds the limit of 30 bytes"):
+        calls.enqueue(conn, queue.keys, [_new_job(id="small"), job])
+    assert_nothing_written(conn, before)
+
+
+def test_result_over_the_limit_fails_the_job_for_good_naming_size_and_limit(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    calls.configure(conn, queue.keys, {"max_result_bytes": "10"})
+    with pytest.raises(PayloadTooLarge, match="result of 12 bytes exceeds the limit of 10 bytes"):
+        calls.complete(conn, queue.keys, leased.id, leased.token, '"0123456789"')
+    assert conn.zscore(queue.keys.active, leased.id) is None
+    assert conn.zscore(queue.keys.failed, leased.id) is not None
+    assert json.loads(conn.hget(queue.keys.jobs, leased.id))["status"] == "failed"
+    assert b"12 bytes exceeds the limit of 10" in conn.hget(queue.keys.errors, leased.id)
+    assert conn.hget(queue.keys.results, leased.id) is None
+
+
+def test_result_over_the_limit_in_a_batch_fails_that_job_and_completes_the_others(
+    conn: redis.Redis, queue: Queue
+) -> None:
+    queue.enqueue(add, 2, job_id="second")
+    first, second = calls.pop(conn, queue.keys, 2, 10_000, "w").leases
+    calls.configure(conn, queue.keys, {"max_result_bytes": "5"})
+    outcomes = calls.complete_many(
+        conn, queue.keys, [(first.id, first.token, "1"), (second.id, second.token, "1234567")]
+    )
+    assert isinstance(outcomes[0], int)
+    assert isinstance(outcomes[1], PayloadTooLarge)
+    assert json.loads(conn.hget(queue.keys.jobs, first.id))["status"] == "complete"
+    assert json.loads(conn.hget(queue.keys.jobs, second.id))["status"] == "failed"
+    assert conn.zcard(queue.keys.active) == 0
+
+
+def test_checkpoint_over_the_limit_is_refused_and_nothing_saved(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    calls.configure(conn, queue.keys, {"max_checkpoint_bytes": "4"})
+    before = snapshot(conn)
+    with pytest.raises(PayloadTooLarge, match="checkpoint of 5 bytes exceeds the limit of 4"):
+        calls.checkpoint(conn, queue.keys, leased.id, leased.token, "12345", 10_000, False)
+    assert_nothing_written(conn, before)
+
+
+def test_error_text_over_the_limit_is_cut_keeping_head_and_last_line(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease
+) -> None:
+    calls.configure(conn, queue.keys, {"max_error_bytes": "200"})
+    text = "Traceback (most recent call last):\n" + "  frame é\n" * 500 + "ValueError: the end"
+    status, _ = calls.fail(conn, queue.keys, leased.id, leased.token, FailKind.ERROR, text, 0.5)
+    assert status == "failed"
+    stored = conn.hget(queue.keys.errors, leased.id)
+    assert len(stored) <= 200
+    kept = stored.decode()  # cut at character boundaries: still valid UTF-8
+    assert kept.startswith("Traceback (most recent call last):")
+    assert kept.endswith("ValueError: the end")
+    assert "bytes cut" in kept
+
+
+@pytest.mark.parametrize(
+    "result", ["", "{not json", "[1,", "nan-ish"], ids=["empty", "broken", "open", "text"]
+)
+def test_complete_with_a_result_that_is_not_json_is_refused(
+    conn: redis.Redis, queue: Queue, leased: calls.Lease, result: str
+) -> None:
+    before = snapshot(conn)
+    with pytest.raises(InvalidOption, match="result must be JSON"):
+        calls.complete(conn, queue.keys, leased.id, leased.token, result)
+    assert_nothing_written(conn, before)
+
+
+def test_pop_hands_a_record_with_invalid_utf8_over_as_bytes(
+    conn: redis.Redis, queue: Queue
+) -> None:
+    raw = b'{"status": "queued", "func": "app:run", "priority": 0, "note": "\xff\xfe"}'
+    conn.hset(queue.keys.jobs, "existing", raw)
+    (lease,) = calls.pop(conn, queue.keys, 1, 10_000, "w").leases
+    assert isinstance(lease.record, bytes) and b"\xff\xfe" in lease.record
+    assert isinstance(lease.payload, bytes)
+    assert lease.id == "existing"
+
+
+def test_fetch_of_a_record_with_invalid_utf8_does_not_raise(
+    conn: redis.Redis, queue: Queue
+) -> None:
+    conn.hset(queue.keys.jobs, "existing", b'{"status": "queued", "x": "\xff"}')
+    fetched = calls.fetch(conn, queue.keys, "existing")
+    assert "\ufffd" in fetched.record

@@ -120,7 +120,7 @@ def test_checkpoint_with_a_stale_token_does_not_pause_the_new_owners_run(queue: 
     with pytest.raises(LeaseLost):
         save(queue, old, {"done": 99}, pause=True)
     assert job.status == "active"
-    assert job.info().record["token"] == new.token
+    assert job.info(show_token=True).record["token"] == new.token
     assert len(queue) == 0
 
 
@@ -147,7 +147,7 @@ def test_checkpoint_of_a_cancelled_job_is_refused(queue: Queue) -> None:
 
 def test_checkpoint_of_an_unknown_job_raises_job_not_found(queue: Queue) -> None:
     with pytest.raises(JobNotFound):
-        calls.checkpoint(queue.connection, queue.keys, "nope", 1, "{}", 10_000, False)
+        calls.checkpoint(queue.connection, queue.keys, "nope", "1" * 32, "{}", 10_000, False)
 
 
 def test_checkpoint_refuses_a_non_positive_lease_and_saves_nothing(queue: Queue) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import other_token
 
 from pyscheduler import JobNotFound, LeaseLost, Queue, calls, splitting
 from pyscheduler.keys import QueueKeys
@@ -116,15 +117,14 @@ def test_a_stale_token_in_the_middle_is_skipped_and_reported(
         queue.enqueue(add, i)
     first, middle, last = pop(conn, queue.keys, 3)
     batch = items([first, middle, last])
-    batch[1] = (middle.id, middle.token + 1000, '"stale"')
+    stale = other_token(middle.token)
+    batch[1] = (middle.id, stale, '"stale"')
 
     outcomes = calls.complete_many(conn, queue.keys, batch)
 
     assert isinstance(outcomes[0], int)
     assert isinstance(outcomes[1], LeaseLost)
-    assert f"job {middle.id}: token {middle.token + 1000} does not hold the lease" in str(
-        outcomes[1]
-    )
+    assert f"job {middle.id}: token {stale} does not hold the lease" in str(outcomes[1])
     assert isinstance(outcomes[2], int)
     assert record(conn, queue.keys, middle.id)["status"] == "active"
     assert conn.hget(queue.keys.results, middle.id) is None
@@ -136,7 +136,7 @@ def test_a_stale_token_in_the_middle_is_skipped_and_reported(
 def test_an_unknown_job_is_reported_as_not_found(conn: redis.Redis, queue: Queue) -> None:
     queue.enqueue(add, 1)
     (lease,) = pop(conn, queue.keys, 1)
-    outcomes = calls.complete_many(conn, queue.keys, [("ghost", 1, "1"), *items([lease])])
+    outcomes = calls.complete_many(conn, queue.keys, [("ghost", "1" * 32, "1"), *items([lease])])
     assert isinstance(outcomes[0], JobNotFound)
     assert isinstance(outcomes[1], int)
     assert queue.counts().stats["completed"] == 1
@@ -158,7 +158,7 @@ def test_only_stale_tokens_write_nothing(conn: redis.Redis, queue: Queue) -> Non
     queue.enqueue(add, 1)
     (lease,) = pop(conn, queue.keys, 1)
     before = {key: conn.dump(key) for key in conn.keys("*")}
-    (outcome,) = calls.complete_many(conn, queue.keys, [(lease.id, lease.token + 1, "1")])
+    (outcome,) = calls.complete_many(conn, queue.keys, [(lease.id, other_token(lease.token), "1")])
     assert isinstance(outcome, LeaseLost)
     assert {key: conn.dump(key) for key in conn.keys("*")} == before
 
@@ -237,7 +237,9 @@ def test_skipped_jobs_free_no_slot(conn: redis.Redis, queue: Queue) -> None:
         queue.enqueue(add, i)
     first, second = pop(conn, queue.keys, 2)
     assert pop(conn, queue.keys, 1) == []
-    calls.complete_many(conn, queue.keys, [*items([first]), (second.id, second.token + 1, "1")])
+    calls.complete_many(
+        conn, queue.keys, [*items([first]), (second.id, other_token(second.token), "1")]
+    )
     assert conn.llen(queue.keys.wake) == 1
 
 

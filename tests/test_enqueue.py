@@ -262,7 +262,7 @@ def test_enqueue_existing_job_id_of_active_job_does_not_requeue_it(queue: Queue)
     job = queue.enqueue(add, 1, job_id="report-1")
     assert job.status == "active"
     assert len(queue) == 0
-    assert job.info().record["token"] == lease.token
+    assert job.info(show_token=True).record["token"] == lease.token
 
 
 def test_enqueue_existing_job_id_of_complete_job_keeps_its_result(queue: Queue) -> None:

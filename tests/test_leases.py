@@ -5,7 +5,9 @@ The "workers" here are plain calls of the library (`calls.pop`, `calls.complete`
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import other_token
 
 from pyscheduler import (
     InvalidJobState,
@@ -85,11 +88,36 @@ def test_pop_returns_lease_deadline_from_server_clock(conn: redis.Redis, queue: 
     assert conn.zscore(queue.keys.active, lease.id) == lease.deadline_ms
 
 
-def test_pop_returns_a_positive_fencing_token(queue: Queue) -> None:
+def test_pop_returns_a_128_bit_hex_fencing_token(queue: Queue) -> None:
     job = queue.enqueue(add, 1)
     lease = lease_one(queue)
-    assert lease.token > 0
-    assert job.info().record["token"] == lease.token
+    assert re.fullmatch("[0-9a-f]{32}", lease.token)
+    assert json.loads(queue.connection.hget(queue.keys.jobs, job.id))["token"] == lease.token
+
+
+def test_token_is_the_hash_of_the_pop_nonce_and_the_lease_sequence(queue: Queue) -> None:
+    queue.enqueue(add, 1)
+    nonce = "ab" * 16
+    (lease,) = calls.pop(queue.connection, queue.keys, 1, 10_000, "w", nonce=nonce).leases
+    seq = int(queue.connection.get(queue.keys.seq))
+    assert lease.token == hashlib.sha1(f"{nonce}:{seq}".encode()).hexdigest()[:32]
+
+
+def test_two_pops_with_the_same_nonce_get_different_tokens(queue: Queue) -> None:
+    queue.enqueue(add, 1)
+    queue.enqueue(add, 2)
+    nonce = "cd" * 16
+    first = calls.pop(queue.connection, queue.keys, 1, 10_000, "w", nonce=nonce).leases[0]
+    second = calls.pop(queue.connection, queue.keys, 1, 10_000, "w", nonce=nonce).leases[0]
+    assert first.token != second.token
+
+
+@pytest.mark.parametrize("nonce", ["", "AB" * 16, "ab" * 15, "ab" * 17, "zz" * 16, "12345"])
+def test_pop_with_a_malformed_nonce_is_refused(queue: Queue, nonce: str) -> None:
+    queue.enqueue(add, 1)
+    with pytest.raises(InvalidOption, match="nonce must be 32 lowercase hex"):
+        calls.pop(queue.connection, queue.keys, 1, 10_000, "w", nonce=nonce)
+    assert queue.counts().queued == 1
 
 
 def test_pop_returns_the_record_and_payload(queue: Queue) -> None:
@@ -139,16 +167,17 @@ def test_a_pop_of_more_jobs_than_one_command_chunk_leases_each_in_full(
     leases = pop(queue, max_jobs=n).leases
 
     assert [x.id for x in leases] == [job.id for job in jobs]
-    first = leases[0].token
-    assert [x.token for x in leases] == list(range(first, first + n))
+    assert len({x.token for x in leases}) == n
+    assert all(re.fullmatch("[0-9a-f]{32}", x.token) for x in leases)
     deadline = leases[0].deadline_ms
     for i, lease in enumerate(leases):
         assert lease.deadline_ms == deadline
         assert json.loads(lease.payload)["args"] == [i]
-        assert lease.checkpoint == with_checkpoint.get(lease.id)
+        expected = with_checkpoint.get(lease.id)
+        assert lease.checkpoint == (None if expected is None else expected.encode())
         record = json.loads(lease.record)
         assert (record["status"], record["token"], record["attempts"]) == ("active", lease.token, 1)
-        assert conn.hget(queue.keys.jobs, lease.id) == lease.record.encode()
+        assert conn.hget(queue.keys.jobs, lease.id) == lease.record
     active = conn.zrange(queue.keys.active, 0, -1, withscores=True)
     assert len(active) == n
     assert {score for _, score in active} == {deadline}
@@ -234,7 +263,7 @@ def test_renewed_lease_is_not_reclaimed(queue: Queue) -> None:
 def test_renew_with_a_stale_token_returns_zero(conn: redis.Redis, queue: Queue) -> None:
     queue.enqueue(add, 1)
     lease = lease_one(queue, lease_ms=5000)
-    deadlines = calls.renew(conn, queue.keys, 60_000, [(lease.id, lease.token + 1)])
+    deadlines = calls.renew(conn, queue.keys, 60_000, [(lease.id, other_token(lease.token))])
     assert deadlines == [0]
     assert conn.zscore(queue.keys.active, lease.id) == lease.deadline_ms
 
@@ -243,7 +272,7 @@ def test_renew_answers_each_lease_of_a_batch(queue: Queue) -> None:
     queue.enqueue(add, 1)
     queue.enqueue(add, 2)
     held, stale = pop(queue, max_jobs=2).leases
-    pairs = [(held.id, held.token), (stale.id, stale.token + 100), ("missing", 1)]
+    pairs = [(held.id, held.token), (stale.id, other_token(stale.token)), ("missing", "1" * 32)]
     deadlines = calls.renew(queue.connection, queue.keys, 5000, pairs)
     assert deadlines[0] > 0
     assert deadlines[1:] == [0, 0]
@@ -265,7 +294,7 @@ def test_complete_stores_the_result_and_ends_the_lease(conn: redis.Redis, queue:
 def test_complete_with_a_stale_token_is_refused(queue: Queue) -> None:
     job = queue.enqueue(add, 1)
     lease = lease_one(queue)
-    stale = calls.Lease(lease.queue, lease.id, lease.token - 1, 0, "", "")
+    stale = calls.Lease(lease.queue, lease.id, other_token(lease.token), 0, b"", b"")
     with pytest.raises(LeaseLost):
         complete(queue, stale, "late")
     assert job.status == "active"
@@ -275,7 +304,7 @@ def test_complete_with_a_stale_token_is_refused(queue: Queue) -> None:
 def test_fail_with_a_stale_token_is_refused(queue: Queue) -> None:
     job = queue.enqueue(add, 1)
     lease = lease_one(queue)
-    stale = calls.Lease(lease.queue, lease.id, lease.token + 1, 0, "", "")
+    stale = calls.Lease(lease.queue, lease.id, other_token(lease.token), 0, b"", b"")
     with pytest.raises(LeaseLost):
         fail(queue, stale)
     assert job.status == "active"
@@ -293,13 +322,13 @@ def test_complete_twice_is_refused(queue: Queue) -> None:
 
 def test_complete_of_an_unknown_job_raises_job_not_found(queue: Queue) -> None:
     with pytest.raises(JobNotFound):
-        calls.complete(queue.connection, queue.keys, "missing", 1, "null")
+        calls.complete(queue.connection, queue.keys, "missing", "1" * 32, "null")
 
 
 def test_complete_of_a_queued_job_is_refused(queue: Queue) -> None:
     job = queue.enqueue(add, 1)
     with pytest.raises(LeaseLost):
-        calls.complete(queue.connection, queue.keys, job.id, 1, "null")
+        calls.complete(queue.connection, queue.keys, job.id, "1" * 32, "null")
     assert job.status == "queued"
 
 

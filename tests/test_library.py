@@ -17,6 +17,8 @@ import redis
 
 from pyscheduler import Queue, calls, library
 from pyscheduler.engine import free_port
+from pyscheduler.keys import QueueKeys
+from pyscheduler.operations import OPERATIONS, Operation
 from pyscheduler.protocol import FUNCTION_PREFIX, LIBRARY_NAME, FailKind, template_context
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,6 +154,47 @@ def test_operation_file_registers_the_function_of_its_header(name: str) -> None:
     assert [a or b for a, b in registered] == [function_of(name)]
 
 
+def declared_key_names(name: str) -> list[str]:
+    return re.findall(r"^KEYS\[\d+\]\s+(\w+)", header_of(name), re.MULTILINE)
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=[op.name for op in OPERATIONS])
+def test_operation_header_lists_the_keys_of_the_operations_table_in_order(op: Operation) -> None:
+    names = declared_key_names(op.file)
+    assert function_of(op.file) == op.name
+    assert names[: len(op.keys)] == list(op.keys)
+    # A per-item function may list its first job's subtasks key after the fixed keys.
+    assert names[len(op.keys) :] == (
+        ["subtasks"] if op.per_item and len(names) > len(op.keys) else []
+    )
+
+
+def test_operations_table_names_every_rendered_function_once() -> None:
+    assert [op.file for op in OPERATIONS] == list(library.OPERATION_FILES)
+    assert len({op.name for op in OPERATIONS}) == len(OPERATIONS)
+
+
+@pytest.mark.parametrize("op", OPERATIONS, ids=[op.name for op in OPERATIONS])
+def test_operations_table_is_rendered_into_the_library(op: Operation) -> None:
+    _, code = library.library_code()
+    table = code[code.index("local OPERATION_KEYS = {") :]
+    entry = table[table.index(f"  {op.name} = {{") :]
+    entry = entry[: entry.index("  },")]
+    assert re.findall(r"'(\w+)'", entry) == list(op.keys)
+
+
+def test_no_wrapper_in_calls_writes_a_key_list_by_hand() -> None:
+    source = (Path(calls.__file__)).read_text()
+    attributes = "|".join(name for name in QueueKeys.__dataclass_fields__ if name != "queue")
+    # A hand-written key list starts "[keys.jobs, ..." or spells a subtasks key.
+    assert not re.findall(rf"\[\s*keys\.({attributes})\b", source)
+    assert "keys.subtasks(" not in source
+
+
+# Functions whose Python side lives outside calls.py (it builds their keys with keys_for too).
+WRAPPED_ELSEWHERE = {"psq_heartbeat", "psq_list_workers"}  # pyscheduler/live_workers.py
+
+
 def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     conn: redis.Redis, monkeypatch: Any
 ) -> None:
@@ -172,16 +215,16 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     spy("fcall")
     spy("fcall_ro")
     keys = queue.keys
-    calls.enqueue(conn, keys, [queue.prepare(add, (1,)), queue.prepare(add, (2,))], 1000)
+    calls.enqueue(conn, keys, [queue.prepare(add, (1,)), queue.prepare(add, (2,))])
     first, second = calls.pop(conn, keys, 2, 10_000, "w").leases
     calls.renew(conn, keys, 10_000, [(first.id, first.token)])
     calls.complete(conn, keys, first.id, first.token, "3")
     calls.fail(conn, keys, second.id, second.token, FailKind.ERROR, "boom", 0.5)
-    calls.cancel(conn, keys, [calls.enqueue(conn, keys, [queue.prepare(add, (3,))], 1000)[0].id])
+    calls.cancel(conn, keys, [calls.enqueue(conn, keys, [queue.prepare(add, (3,))])[0].id])
     calls.fetch(conn, keys, first.id)
     calls.counts(conn, keys)
     calls.list_jobs(conn, keys, keys.ready, 0, 10)
-    calls.enqueue(conn, keys, [queue.prepare(add, (4,)), queue.prepare(add, (5,))], 1000)
+    calls.enqueue(conn, keys, [queue.prepare(add, (4,)), queue.prepare(add, (5,))])
     third, fourth = calls.pop(conn, keys, 2, 10_000, "w").leases
     calls.checkpoint(conn, keys, third.id, third.token, "1", 10_000, False)
     calls.split(conn, keys, fourth.id, fourth.token, 1, [("work", 1)], False, None)
@@ -195,11 +238,15 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     calls.purge(conn, keys, "complete")
     fifth = calls.pop(conn, keys, 1, 10_000, "w", extra=1).leases[0]
     calls.release(conn, keys, [(fifth.id, fifth.token)])
-    calls.enqueue(conn, keys, [queue.prepare(add, (6,)), queue.prepare(add, (7,))], 1000)
+    calls.enqueue(conn, keys, [queue.prepare(add, (6,)), queue.prepare(add, (7,))])
     batch = calls.pop(conn, keys, 2, 10_000, "w").leases
     calls.complete_many(conn, keys, [(x.id, x.token, "1") for x in batch])
     library.deployed_version(conn)
-    expected = {function_of(name): len(declared_keys(name)) for name in library.OPERATION_FILES}
+    expected = {
+        function_of(name): len(declared_keys(name))
+        for name in library.OPERATION_FILES
+        if function_of(name) not in WRAPPED_ELSEWHERE
+    }
     expected["psq_cancel"] += 1  # one subtasks key per cancelled job id
     expected["psq_complete_many"] += 2  # one subtasks key per completed job
     assert used == expected
@@ -233,7 +280,9 @@ def test_read_only_functions_are_flagged_no_writes(conn: redis.Redis) -> None:
         "psq_version",
         "psq_subtask_outcomes",
         "psq_stale_notices",
+        "psq_list_workers",
     }
+    assert read_only == {op.name for op in OPERATIONS if op.read_only}
 
 
 def test_loading_twice_replaces_the_library(conn: redis.Redis) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import other_token
 
 from pyscheduler import LeaseLost, Queue, calls
 
@@ -146,7 +147,7 @@ def test_release_with_a_stale_token_changes_nothing(conn: redis.Redis, queue: Qu
     queue.enqueue(add, 1)
     lease = lease_one(queue)
     before = snapshot(conn)
-    stale = calls.Lease(lease.queue, lease.id, lease.token + 1, 0, "", "")
+    stale = calls.Lease(lease.queue, lease.id, other_token(lease.token), 0, b"", b"")
     assert release(queue, stale) == 0
     assert snapshot(conn) == before
 
@@ -155,7 +156,7 @@ def test_release_skips_the_pairs_whose_token_no_longer_holds(queue: Queue) -> No
     queue.enqueue(add, 1)
     queue.enqueue(add, 2)
     held, lost = pop(queue, max_jobs=2).leases
-    pairs = [(held.id, held.token), (lost.id, lost.token + 100), ("missing", 1)]
+    pairs = [(held.id, held.token), (lost.id, other_token(lost.token)), ("missing", "1" * 32)]
     assert calls.release(queue.connection, queue.keys, pairs) == 1
     assert queue.job_ids("queued") == [held.id]
     assert queue.job_ids("active") == [lost.id]

@@ -284,7 +284,7 @@ def test_strict_mode_runs_registered_tasks_only(conn: redis.Redis, workers: Any)
     job = queue.enqueue("helpers:as_int", "7")
     info = wait_status(queue, job.id, Status.FAILED)
     assert info.record["failure"] == "refused"
-    assert "not a registered task (strict mode)" in (info.error or "")
+    assert "not a registered task (strict mode: only the tasks of tasks)" in (info.error or "")
     assert "'helpers:as_int'" in (info.error or "")
     assert proc.poll() is None
 

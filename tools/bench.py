@@ -604,7 +604,7 @@ def measure_ceiling(url: str, config: Config, results: Results) -> None:
                 "FCALL",
                 "psq_enqueue",
                 calls.ENQUEUE_NUMKEYS,
-                *calls.enqueue_args(keys, [job], queue.max_payload_bytes),
+                *calls.enqueue_args(keys, [job]),
             )
             for job in jobs
         ]
@@ -645,7 +645,7 @@ def measure_ceiling(url: str, config: Config, results: Results) -> None:
                 "FCALL",
                 "psq_enqueue",
                 calls.ENQUEUE_NUMKEYS,
-                *calls.enqueue_args(keys, jobs[i : i + batch], queue.max_payload_bytes),
+                *calls.enqueue_args(keys, jobs[i : i + batch]),
             )
             for i in range(0, n, batch)
         ]

