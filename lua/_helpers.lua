@@ -31,6 +31,7 @@ local COMPLETE_BATCH_MAX = {{ COMPLETE_BATCH_MAX }}
 local WAKE_TOKENS_MAX = {{ WAKE_TOKENS_MAX }}
 local PAST_TOLERANCE_MS = {{ PAST_TOLERANCE_MS }}
 local MAX_LOST_LEASES = {{ MAX_LOST_LEASES }}
+local MAX_LOST_LEASES_LIMIT = {{ MAX_LOST_LEASES_LIMIT }}
 local MAX_BACKOFF_MS = {{ MAX_BACKOFF_MS }}
 local NOTICE_REDRIVE_MS = {{ NOTICE_REDRIVE_MS }}
 local TOKEN_LENGTH = {{ TOKEN_LENGTH }}
@@ -155,6 +156,14 @@ local function is_queue_name(value)
     and value:find(QUEUE_NAME_PATTERN) ~= nil
 end
 
+-- A refusal of a call naming a job and a lease unless `id` is a job id and `token` a fencing
+-- token; else nil. `item` ('pair 2: ') names the item of a batch in the message.
+local function check_id_token(id, token, item)
+  if is_job_id(id) and is_token(token) then return nil end
+  return bad_argument((item or '') .. 'not a job id and a token of ' .. TOKEN_LENGTH
+    .. ' lowercase hex characters')
+end
+
 -- Text that decodes as JSON (stored as the text given: payloads, results, checkpoints).
 local function is_json(value)
   if type(value) ~= 'string' or value == '' then return false end
@@ -238,6 +247,18 @@ local function size_limit(config_key, field)
     return SIZE_LIMIT_DEFAULTS[field]
   end
   return math.floor(value)
+end
+
+-- A refusal of a checkpoint to save for job `id` (over the queue's max_checkpoint_bytes:
+-- TOO_LARGE; not JSON: BAD_ARGUMENT), else nil.
+local function check_checkpoint(config_key, id, saved)
+  local limit = size_limit(config_key, 'max_checkpoint_bytes')
+  if #saved > limit then
+    return error_reply(ERR.TOO_LARGE, 'job ' .. id .. ': checkpoint of ' .. #saved
+      .. ' bytes exceeds the limit of ' .. limit .. ' bytes (max_checkpoint_bytes)')
+  end
+  if not is_json(saved) then return bad_argument('job ' .. id .. ': checkpoint must be JSON text') end
+  return nil
 end
 
 -- An error text cut to `limit` bytes: its head and its tail (the last line names the error)
@@ -407,6 +428,37 @@ local function push_ready(Q, id, job, now)
     end
   end
   redis.call('ZADD', Q.ready, int(ready_score(job.priority, sequence, aging, now)), id)
+end
+
+-- The queue's `aging_base` (the rule its ready-set scores were computed under), or nil.
+local function aging_base_of(config_key)
+  return redis.call('HGET', config_key, 'aging_base') or nil
+end
+
+-- Put a job that left `ready` (psq_pop) back at the score it was popped with, its record's
+-- `rank`, so it goes ahead of the jobs of its priority queued after it, in its original order.
+-- A record without a usable rank (none, or computed under another aging base than the queue's
+-- `aging_base`, from aging_base_of) goes to the back of its priority instead (uses Q.jobs,
+-- Q.ready, Q.seq, Q.config).
+local function requeue_at_rank(Q, id, job, aging_base, now)
+  -- The rank as Redis formatted it: a finite decimal score, or the job goes to the back.
+  local score = as_number(job.rank, -math.huge, math.huge)
+  if score and job.rank_base == aging_base then
+    job.status = STATUS.QUEUED
+    job.due = nil
+    redis.call('HSET', Q.jobs, id, cjson.encode(job))
+    redis.call('ZADD', Q.ready, job.rank, id)
+  else
+    job.rank = nil
+    job.rank_base = nil
+    push_ready(Q, id, job, now)
+  end
+end
+
+-- A run that ended without failing (handed back unstarted, paused, waiting for its subtasks)
+-- was not an attempt: the next run must not count against the job's retries.
+local function undo_attempt(job)
+  job.attempts = math.max(0, (job.attempts or 1) - 1)
 end
 
 -- A subtask's end is noted in its own queue until its parent's queue has recorded it

@@ -33,18 +33,13 @@ local function checkpoint(KEYS, ARGV)
   if #ARGV ~= 5 then return bad_argument('pass id, token, checkpoint, lease_ms and pause') end
   local id, token, saved = ARGV[1], ARGV[2], ARGV[3]
   local lease_ms = as_int(ARGV[4], 1, LEASE_MS_MAX)
-  if not is_job_id(id) or not is_token(token) then
-    return bad_argument('not a job id and a token of ' .. TOKEN_LENGTH .. ' lowercase hex characters')
-  end
+  local refusal = check_id_token(id, token)
+  if refusal then return refusal end
   if not lease_ms then return bad_argument('lease_ms must be an integer in 1..' .. LEASE_MS_MAX) end
   if ARGV[5] ~= '0' and ARGV[5] ~= '1' then return bad_argument("pause must be '0' or '1'") end
   local pause = ARGV[5] == '1'
-  local limit = size_limit(Q.config, 'max_checkpoint_bytes')
-  if #saved > limit then
-    return error_reply(ERR.TOO_LARGE, 'job ' .. id .. ': checkpoint of ' .. #saved
-      .. ' bytes exceeds the limit of ' .. limit .. ' bytes (max_checkpoint_bytes)')
-  end
-  if not is_json(saved) then return bad_argument('job ' .. id .. ': checkpoint must be JSON text') end
+  refusal = check_checkpoint(Q.config, id, saved)
+  if refusal then return refusal end
   local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
   redis.call('HSET', Q.checkpoints, id, saved)
@@ -55,7 +50,7 @@ local function checkpoint(KEYS, ARGV)
     return deadline
   end
   redis.call('ZREM', Q.active, id)
-  job.attempts = math.max(0, (job.attempts or 1) - 1)
+  undo_attempt(job)
   job.pauses = (job.pauses or 0) + 1
   job.paused = true
   push_ready(Q, id, job, now)

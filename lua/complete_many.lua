@@ -1,10 +1,10 @@
---[[ psq_complete_many: store the results of many runs of one queue and finish those jobs.
+--[[ psq_complete_many: store the results of runs of one queue and finish those jobs.
 
-A worker that ran many short jobs reports their results in one call: each job is completed as
-psq_complete would, while the work done once per call (the clock, the stats counter, the sweep
-of expired finished records, the freed-slot wake-ups) is done once for the whole batch, and the
-jobs' reads and writes of each key are one command for the whole batch (HMGET jobs, HSET jobs,
-HSET results, ZREM active, ZADD finished, ZADD notices).
+The one way to complete jobs: a worker reports one job's result (calls.complete) or the
+results of many short jobs in one call. The work done once per call (the clock, the stats
+counter, the sweep of expired finished records, the freed-slot wake-ups) is done once for the
+whole batch, and the jobs' reads and writes of each key are one command for the whole batch
+(HMGET jobs, HSET jobs, HSET results, ZREM active, ZADD finished, ZADD notices).
 
 KEYS[1]  jobs         HASH  job id -> job record (JSON)
 KEYS[2]  payloads     HASH  job id -> call payload (JSON text)
@@ -28,13 +28,28 @@ ARGV[3] result  string  JSON text of the handler's return value
 then more id/token/result triples in ARGV[4], ARGV[5], ... 1..COMPLETE_BATCH_MAX triples.
 
 Returns: one entry per job, in order: its run time in milliseconds (an integer, lease start to
-  now) when it was completed, else the text psq_complete would have raised or returned, as a
-  plain string ('PSQ_STALE_TOKEN ...' when the token does not hold the lease, the result is not
-  stored; 'PSQ_NOT_FOUND ...'; 'PSQ_TOO_LARGE ...' when the result was over max_result_bytes
-  and the job failed for good): that job is skipped, the others are still completed.
+  now) when it was completed, else why not, as a plain string: 'PSQ_STALE_TOKEN ...' when the
+  token does not hold the lease (the result is not stored); 'PSQ_NOT_FOUND ...';
+  'PSQ_TOO_LARGE ...' when the result was over the queue's max_result_bytes: the job failed for
+  good with a reason naming the size and the limit. That job is skipped, the others are still
+  completed.
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT: not 1..COMPLETE_BATCH_MAX
   id/token/result triples, a malformed id or token, a result that is not JSON.
 ]]
+
+-- The reason a result over the queue's limit fails its job, or nil when it is within it.
+local function result_too_large(result, limit)
+  if #result <= limit then return nil end
+  return 'result of ' .. #result .. ' bytes exceeds the limit of ' .. limit .. ' bytes (max_result_bytes)'
+end
+
+-- Fail a leased job whose result is too large; returns the reply entry and its new record.
+local function fail_oversized_result(Q, id, job, reason, now)
+  redis.call('ZREM', Q.active, id)
+  job.failure = KIND.REFUSED
+  fail_for_good(Q, id, job, now, reason)
+  return ERR.TOO_LARGE .. ' job ' .. id .. ' failed for good: ' .. reason, cjson.encode(job)
+end
 
 local function complete_many(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], results = KEYS[3], errors = KEYS[4],
@@ -47,12 +62,9 @@ local function complete_many(KEYS, ARGV)
   end
   local ids = {}
   for n = 1, count do
-    local id, token = ARGV[3 * n - 2], ARGV[3 * n - 1]
-    if not is_job_id(id) or not is_token(token) then
-      return bad_argument('triple ' .. n .. ': not a job id and a token of ' .. TOKEN_LENGTH
-        .. ' lowercase hex characters')
-    end
-    ids[n] = id
+    local refusal = check_id_token(ARGV[3 * n - 2], ARGV[3 * n - 1], 'triple ' .. n .. ': ')
+    if refusal then return refusal end
+    ids[n] = ARGV[3 * n - 2]
   end
   local refused = check_keys(KEYS, 'psq_complete_many', ids)
   if refused then return refused end

@@ -1,7 +1,7 @@
 --[[ psq_configure: change a queue's settings (pause, limits, aging), stored in Redis.
 
-KEYS[1] config  HASH  queue settings: paused, concurrency, rate, period_ms, aging and the size
-                      limits
+KEYS[1] config  HASH  queue settings: paused, concurrency, rate, period_ms, aging, the size
+                      limits and max_lost_leases
 KEYS[2] wake    LIST  wake-up tokens for idle workers
 KEYS[3] ready   ZSET  job id -> priority/FIFO score (aging can change only while it is empty)
 
@@ -9,7 +9,9 @@ ARGV[1] field  string  a setting: paused ('1' or ''), concurrency (integer 1..2^
                        (integer 1..2^31), period_ms (integer 1..2^40; rate and period_ms go
                        together), aging (number in (0, 1e6], priority levels gained per second
                        waited), max_payload_bytes, max_result_bytes, max_checkpoint_bytes,
-                       max_error_bytes (integers 1..SIZE_LIMIT_MAX; absent: the defaults)
+                       max_error_bytes (integers 1..SIZE_LIMIT_MAX; absent: the defaults),
+                       max_lost_leases (integer 1..MAX_LOST_LEASES_LIMIT, how many expired
+                       leases a job survives before it fails for good; absent: MAX_LOST_LEASES)
 ARGV[2] value  string  its new value; '' removes the setting
 then more field/value pairs in ARGV[3], ARGV[4], ... (0..CONFIGURE_PAIRS_MAX pairs; none:
 only read the settings). Workers are woken, since a resumed queue or
@@ -25,7 +27,8 @@ Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; BAD_STATE when aging would 
 -- Each setting's highest value (paused is '1' or '').
 local SETTINGS = { paused = true, concurrency = 2 ^ 31, rate = 2 ^ 31, period_ms = 2 ^ 40, aging = 1e6,
   max_payload_bytes = SIZE_LIMIT_MAX, max_result_bytes = SIZE_LIMIT_MAX,
-  max_checkpoint_bytes = SIZE_LIMIT_MAX, max_error_bytes = SIZE_LIMIT_MAX }
+  max_checkpoint_bytes = SIZE_LIMIT_MAX, max_error_bytes = SIZE_LIMIT_MAX,
+  max_lost_leases = MAX_LOST_LEASES_LIMIT }
 
 local function configure(KEYS, ARGV)
   local config_key, wake_key, ready_key = KEYS[1], KEYS[2], KEYS[3]

@@ -38,9 +38,8 @@ local function fail(KEYS, ARGV)
   if #ARGV ~= 5 then return bad_argument('pass id, token, kind, error and jitter') end
   local id, token, kind = ARGV[1], ARGV[2], ARGV[3]
   local jitter = as_number(ARGV[5], 0, 1)
-  if not is_job_id(id) or not is_token(token) then
-    return bad_argument('not a job id and a token of ' .. TOKEN_LENGTH .. ' lowercase hex characters')
-  end
+  local refusal = check_id_token(id, token)
+  if refusal then return refusal end
   if not FAIL_KINDS[kind] then
     return bad_argument('kind must be one of error, timeout, refused, lost')
   end

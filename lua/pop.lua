@@ -2,7 +2,10 @@
 
 In the same atomic call, before popping, it promotes delayed jobs that are due and reclaims
 jobs whose lease expired (their worker died or stalled), each in a bounded batch, so no
-separate scheduler process is needed. When nothing is ready it also sweeps a bounded batch of
+separate scheduler process is needed. A reclaimed job goes back to the score it was popped
+with (its `rank`, as psq_release does), so it runs before the jobs of its priority queued
+after it; one that lost more leases than the queue's `max_lost_leases` setting (default
+MAX_LOST_LEASES) fails for good. When nothing is ready it also sweeps a bounded batch of
 finished records whose result TTL has passed. It enforces the queue's settings across all
 workers: a paused queue leases nothing; at most `concurrency` jobs are active at once; at most
 `rate` jobs start per `period_ms`.
@@ -25,7 +28,8 @@ KEYS[11] results      HASH    job id -> result (JSON text)
 KEYS[12] finished     ZSET    job id -> time its record expires (ms)
 KEYS[13] checkpoints  HASH    job id -> last saved checkpoint (JSON text)
 KEYS[14] notices      ZSET    subtask id -> time it ended (its parent is told)
-KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_ms, aging
+KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_ms, aging,
+                              max_lost_leases
 KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
 
 ARGV[1] max_jobs   integer  0..POP_BATCH_MAX, most jobs to lease in this call (0: only `extra`,
@@ -71,10 +75,17 @@ local function promote_due(Q, now)
   end
 end
 
+-- Jobs whose lease expired go back to `ready` where they were popped (requeue_at_rank), ahead
+-- of the jobs of their priority queued since: their worker died, they did not ask to wait. A
+-- job that lost more leases than the queue's `max_lost_leases` fails for good instead.
 local function reclaim_expired(Q, now)
   local expired = redis.call('ZRANGEBYSCORE', Q.active, '-inf', int(now), 'LIMIT', 0, RECLAIM_BATCH)
   if #expired == 0 then return end
   redis.call('ZREM', Q.active, unpack(expired))
+  local setting = redis.call('HMGET', Q.config, 'max_lost_leases', 'aging_base')
+  -- A value written by hand that psq_configure would refuse is ignored.
+  local max_lost = as_int(setting[1], 1, MAX_LOST_LEASES_LIMIT) or MAX_LOST_LEASES
+  local aging_base = setting[2] or nil
   local records = hmget_many(Q.jobs, expired)
   for n, id in ipairs(expired) do
     local job = decode_job(records[n])
@@ -82,12 +93,12 @@ local function reclaim_expired(Q, now)
       fail_corrupt(Q, id, now)
     else
       job.lost = (job.lost or 0) + 1
-      if job.lost > MAX_LOST_LEASES then
+      if job.lost > max_lost then
         fail_for_good(Q, id, job, now,
           'lease expired ' .. job.lost .. ' times: the job keeps losing its worker')
       else
         incr_stat(Q.stats, 'reclaimed')
-        push_ready(Q, id, job)
+        requeue_at_rank(Q, id, job, aging_base, now)
       end
     end
   end
@@ -217,6 +228,8 @@ local function pop(KEYS, ARGV)
         job.paused = nil
         job.rank = ranks[n]
         job.rank_base = rank_base
+        -- Under a rate limit the worker asks psq_start_run before the handler starts.
+        job.rated = (rate and period) and true or nil
         local record = cjson.encode(job)
         write(writes, 'HSET', Q.jobs, id, record)
         write(writes, 'ZADD', Q.active, deadline_score, id)

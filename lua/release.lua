@@ -34,37 +34,24 @@ local function release(KEYS, ARGV)
     return bad_argument('pass at most ' .. RELEASE_BATCH_MAX .. ' id/token pairs')
   end
   for i = 1, #ARGV, 2 do
-    if not is_job_id(ARGV[i]) or not is_token(ARGV[i + 1]) then
-      return bad_argument('pair ' .. ((i + 1) / 2) .. ': not a job id and a token of ' .. TOKEN_LENGTH
-        .. ' lowercase hex characters')
-    end
+    local refusal = check_id_token(ARGV[i], ARGV[i + 1], 'pair ' .. ((i + 1) / 2) .. ': ')
+    if refusal then return refusal end
   end
 
-  local aging_base = redis.call('HGET', Q.config, 'aging_base') or nil
+  local aging_base = aging_base_of(Q.config)
   local released = 0
-  local now
+  local now = now_ms()
   for i = 1, #ARGV, 2 do
     local id, token = ARGV[i], ARGV[i + 1]
     local job = job_under_lease(Q.jobs, id, token)
     if job then
       redis.call('ZREM', Q.active, id)
       redis.call('ZREM', Q.starts, token)
-      job.attempts = math.max(0, (job.attempts or 1) - 1)
+      undo_attempt(job)
       job.token = nil
       job.started = nil
       job.worker = nil
-      -- The rank as Redis formatted it: a finite decimal score, or the job goes to the back.
-      local score = as_number(job.rank, -math.huge, math.huge)
-      if score and job.rank_base == aging_base then
-        job.status = STATUS.QUEUED
-        redis.call('HSET', Q.jobs, id, cjson.encode(job))
-        redis.call('ZADD', Q.ready, job.rank, id)
-      else
-        now = now or now_ms()
-        job.rank = nil
-        job.rank_base = nil
-        push_ready(Q, id, job, now)
-      end
+      requeue_at_rank(Q, id, job, aging_base, now)
       released = released + 1
     end
   end

@@ -22,10 +22,8 @@ local function renew(KEYS, ARGV)
       .. ' id/token pairs')
   end
   for i = 2, #ARGV, 2 do
-    if not is_job_id(ARGV[i]) or not is_token(ARGV[i + 1]) then
-      return bad_argument('pair ' .. (i / 2) .. ': not a job id and a token of ' .. TOKEN_LENGTH
-        .. ' lowercase hex characters')
-    end
+    local refusal = check_id_token(ARGV[i], ARGV[i + 1], 'pair ' .. (i / 2) .. ': ')
+    if refusal then return refusal end
   end
   local deadline = now_ms() + lease_ms
   local reply = {}

@@ -44,9 +44,8 @@ local function split(KEYS, ARGV)
     return bad_argument('pass id, token, split, total, groups, collect and checkpoint')
   end
   local id, token, saved = ARGV[1], ARGV[2], ARGV[7]
-  if not is_job_id(id) or not is_token(token) then
-    return bad_argument('not a job id and a token of ' .. TOKEN_LENGTH .. ' lowercase hex characters')
-  end
+  local refusal = check_id_token(id, token)
+  if refusal then return refusal end
   local refused = check_keys(KEYS, 'psq_split', { id })
   if refused then return refused end
   local number, total = as_int(ARGV[3], 1, SPLIT_TOTAL_MAX), as_int(ARGV[4], 1, SPLIT_TOTAL_MAX)
@@ -61,12 +60,8 @@ local function split(KEYS, ARGV)
   end
   if ARGV[6] ~= '0' and ARGV[6] ~= '1' then return bad_argument("collect must be '0' or '1'") end
   if saved ~= '' then
-    local limit = size_limit(Q.config, 'max_checkpoint_bytes')
-    if #saved > limit then
-      return error_reply(ERR.TOO_LARGE, 'job ' .. id .. ': checkpoint of ' .. #saved
-        .. ' bytes exceeds the limit of ' .. limit .. ' bytes (max_checkpoint_bytes)')
-    end
-    if not is_json(saved) then return bad_argument('job ' .. id .. ': checkpoint must be JSON text') end
+    refusal = check_checkpoint(Q.config, id, saved)
+    if refusal then return refusal end
   end
   local job, code, message = job_under_lease(Q.jobs, id, token)
   if not job then return error_reply(code, message) end
@@ -83,7 +78,7 @@ local function split(KEYS, ARGV)
   job.collect = ARGV[6] == '1'
   job.results_arg = false
   -- Waiting for subtasks is not a failed attempt.
-  job.attempts = math.max(0, (job.attempts or 1) - 1)
+  undo_attempt(job)
 
   local failure = redis.call('HGET', Q.subtasks, number .. ':failed')
   if failure and not job.collect then

@@ -8,6 +8,9 @@ which works while handlers await; a handler that blocks the loop (sync code insi
 coroutine) cannot be cancelled, so the worker kills this process when a job is well past its
 deadline: the blocking job fails with a timeout, the others of this process fail with a
 reason naming it (their retries apply).
+
+Like an executor, it starts a request only while the worker vouches for its lease (see
+executor.py, lease-safe starts), else reports it "unstarted".
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import math
+import multiprocessing
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -31,6 +36,7 @@ from .executor import (
     prepare_call,
     send_outcome,
     set_up_child,
+    unstarted_outcome,
 )
 from .handlers import HandlerPolicy
 from .protocol import FailKind
@@ -53,6 +59,7 @@ async def run_call_async(
     deadline = asyncio.timeout(timeout_s)
     try:
         async with deadline:
+            await call.context.wait_for_rate_slot_async()  # after the handler's import
             value = call.invoke()
             if inspect.isawaitable(value):
                 value = await value
@@ -71,13 +78,21 @@ async def run_call_async(
         job_context.reset_current(reset)
 
 
-async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redis) -> None:
+async def _serve(
+    conn: Connection, policy: HandlerPolicy, connection: redis.Redis, held_until: Any
+) -> None:
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
 
     async def run(request: dict[str, Any]) -> None:
         began = time.monotonic()
+        # Checked when the task first runs, not when it was read: a handler that blocks the
+        # loop delays the start of the tasks read with it.
+        if began >= held_until[0]:
+            with contextlib.suppress(OSError):
+                send_outcome(conn.fileno(), unstarted_outcome(int(request["seq"])))
+            return
         try:
             outcome = await run_call_async(policy, connection, request)
         except Exception as error:  # before the handler (a corrupt checkpoint, say)
@@ -104,14 +119,24 @@ async def _serve(conn: Connection, policy: HandlerPolicy, connection: redis.Redi
 
 
 def _loop_main(
-    conn: Connection, parent_pid: int, policy: HandlerPolicy, connection: redis.Redis
+    conn: Connection,
+    parent_pid: int,
+    policy: HandlerPolicy,
+    connection: redis.Redis,
+    held_until: Any,
 ) -> None:
     set_up_child(parent_pid)
-    asyncio.run(_serve(conn, policy, connection))
+    asyncio.run(_serve(conn, policy, connection, held_until))
 
 
 class AsyncExecutor(ChildProcess):
     """The worker's event-loop process (see the module docstring)."""
 
     def _child_target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
-        return _loop_main, ()
+        self._held_until: Any = multiprocessing.get_context("fork").RawArray("d", 1)
+        self._held_until[0] = math.inf
+        return _loop_main, (self._held_until,)
+
+    def hold_until(self, when: float) -> None:
+        # One aligned double, written whole; read by the loop after the requests it covers.
+        self._held_until[0] = when

@@ -254,6 +254,14 @@ def pop(
     return parse_pop_reply(keys, reply)
 
 
+def start_run(conn: redis.Redis, keys: QueueKeys, job_id: str, token: str) -> int:
+    """Ask to start the handler of a job leased under the queue's rate limit: 0 when it may
+    start now (its start is counted), else the milliseconds to wait before asking again.
+    Raises LeaseLost when the token no longer holds the lease, JobNotFound."""
+    wait = _fcall(conn, "psq_start_run", keys_for("psq_start_run", keys), [job_id, token])
+    return int(wait)
+
+
 def renew(
     conn: redis.Redis, keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
 ) -> list[int]:
@@ -286,29 +294,29 @@ def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, str]])
     return int(_fcall(conn, "psq_release", release_keys(keys), args))
 
 
-COMPLETE_FIXED_KEYS = len(BY_NAME["psq_complete"].keys)
-# psq_complete takes its fixed keys and the job's subtasks key.
-COMPLETE_NUMKEYS = COMPLETE_FIXED_KEYS + 1
+COMPLETE_MANY_FIXED_KEYS = len(BY_NAME["psq_complete_many"].keys)
+# The one function that completes jobs; a single job's call takes its fixed keys and the
+# job's subtasks key.
+COMPLETE_FUNCTION = "psq_complete_many"
+COMPLETE_NUMKEYS = COMPLETE_MANY_FIXED_KEYS + 1
 
 
 def complete_args(keys: QueueKeys, job_id: str, token: str, result: str) -> list[Any]:
-    """The keys and arguments of one `psq_complete` call, for a client or a pipeline."""
-    return [*keys_for("psq_complete", keys, [job_id]), job_id, token, result]
+    """The keys and arguments of a `psq_complete_many` call completing one job, for a client
+    or a pipeline: `pipe.fcall(COMPLETE_FUNCTION, COMPLETE_NUMKEYS, *call)`; its reply is a
+    list of one entry (`parse_complete_many_reply`)."""
+    return [*keys_for("psq_complete_many", keys, [job_id]), job_id, token, result]
 
 
 def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: str, result: str) -> int:
-    """Store the result; returns the run time in ms. Raises LeaseLost on a stale token, and
-    PayloadTooLarge when the result is over the queue's limit: the job has then failed for good
-    (the library did that atomically, with a reason naming the size and the limit)."""
-    call = complete_args(keys, job_id, token, result)
-    reply = _fcall(conn, "psq_complete", call[:COMPLETE_NUMKEYS], call[COMPLETE_NUMKEYS:])
-    if isinstance(reply, int):
-        return reply
-    text = _text(reply)
-    raise error_from_reply(text) or LibraryError(f"unexpected reply of psq_complete: {text!r}")
-
-
-COMPLETE_MANY_FIXED_KEYS = len(BY_NAME["psq_complete_many"].keys)
+    """Store the result; returns the run time in ms. Raises LeaseLost on a stale token,
+    JobNotFound, and PayloadTooLarge when the result is over the queue's limit: the job has then
+    failed for good (the library did that atomically, with a reason naming the size and the
+    limit)."""
+    (outcome,) = complete_many(conn, keys, [(job_id, token, result)])
+    if isinstance(outcome, PySchedulerError):
+        raise outcome
+    return outcome
 
 
 def complete_many_args(
@@ -324,7 +332,7 @@ def complete_many_args(
 
 
 def parse_complete_many_reply(reply: Sequence[Any]) -> list[int | PySchedulerError]:
-    """Per job, in order: its run time in ms, or the exception psq_complete would have raised
+    """Per job, in order: its run time in ms, or the exception `complete` would raise for it
     (LeaseLost for a stale token, JobNotFound; PayloadTooLarge: the result was over the queue's
     limit and the job failed for good)."""
     outcomes: list[int | PySchedulerError] = []

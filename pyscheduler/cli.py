@@ -417,6 +417,7 @@ def load_scripts(url: str | None, check: bool, print_code: bool) -> None:
     show_default=True,
     help="Lease several short jobs at once while the queue is deep.",
 )
+@click.option("--log-jobs", is_flag=True, help="Log a line per finished job, with its run time.")
 def worker(
     queues: tuple[str, ...],
     url: str | None,
@@ -427,6 +428,7 @@ def worker(
     imports: tuple[str, ...],
     auto_load: bool,
     prefetch: bool,
+    log_jobs: bool,
 ) -> None:
     """Run a worker on QUEUES, taken in the order given, or by weight (`fast:3 slow:1`).
 
@@ -458,6 +460,7 @@ def worker(
             allowed_modules=imports,
             auto_load=auto_load or None,
             prefetch=prefetch,
+            log_jobs=log_jobs,
         )
         w.work(burst=burst)
     except (ValueError, ImportError) as exc:

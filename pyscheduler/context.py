@@ -18,6 +18,7 @@ run starts from the checkpoint.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -28,7 +29,7 @@ from typing import Any, NoReturn, TypeGuard
 import redis
 
 from . import calls, splitting
-from .exceptions import LeaseLost
+from .exceptions import JobNotFound, LeaseLost
 from .keys import QueueKeys
 from .protocol import JOB_ID_RE, QUEUE_NAME_RE, Status
 from .serialization import decode_json, encode_result
@@ -191,6 +192,30 @@ class JobContext:
     @property
     def resumed(self) -> bool:
         return self._checkpoint is not None
+
+    def _rate_wait_ms(self) -> int:
+        """0 when the handler may start now under the queue's rate limit, else how long to
+        wait before asking again (one call per opening of the window, no spinning)."""
+        if self.record.get("rated") is not True:  # leased without a rate limit
+            return 0
+        try:
+            return calls.start_run(self.connection, self.keys, self.id, self.token)
+        except JobNotFound:  # purged meanwhile: nothing to run or to report
+            raise LeaseLost(f"job {self.id} no longer exists") from None
+
+    def wait_for_rate_slot(self) -> None:
+        """Wait until the queue's rate limit lets this job's handler start, and count its start.
+
+        Called right before the handler, after its module was imported, so a child that starts
+        cold does not push its starts into the next window. Raises LeaseLost when the lease is
+        gone (the run ends without a report)."""
+        while (wait_ms := self._rate_wait_ms()) > 0:
+            time.sleep(wait_ms / 1000)
+
+    async def wait_for_rate_slot_async(self) -> None:
+        """`wait_for_rate_slot` for a handler on an event loop: the other jobs run meanwhile."""
+        while (wait_ms := self._rate_wait_ms()) > 0:
+            await asyncio.sleep(wait_ms / 1000)
 
     def should_pause(self) -> bool:
         """True when the time slice is used up or the worker is shutting down."""

@@ -12,7 +12,15 @@ keep the standard library's exact JSON, see serialization.py):
                   {"ok": false, "kind": "suspended"}  the job paused or split: already recorded
                   {"ok": false, "kind": "lost"}       the lease was lost: nothing to report
                   {"ok": false, "kind": "defer"}      an `async def` handler, for the event loop
+                  {"ok": false, "kind": "unstarted"}  not started: its lease was not known held
 A request the worker took back (`Executor.take_back`) is skipped without a message.
+
+Lease-safe starts: the worker keeps, in memory it shares with the child, the time
+(`time.monotonic()`, system-wide) until which it knows the leases of the jobs it sent are held
+with room to spare, and moves it on after each pop and renewal. The child starts a request
+only before that time, else reports it "unstarted" (the worker hands it back): a worker
+paused past its leases (SIGSTOP, a long GC pause, a lost connection) cannot start, when it
+resumes, a job another worker has reclaimed meanwhile.
 
 A child runs the handler with the job's context at hand (`pyscheduler.current_job()`); it uses
 the worker's Redis client (redis-py opens fresh connections after the fork) for checkpoints
@@ -25,6 +33,7 @@ import asyncio
 import contextlib
 import ctypes
 import inspect
+import math
 import multiprocessing
 import os
 import signal
@@ -54,6 +63,8 @@ SUSPENDED = "suspended"
 LOST = "lost"
 # The handler is `async def` and the worker's event loop process has room: run it there.
 DEFER = "defer"
+# The child did not start the job: the worker could no longer vouch for its lease.
+UNSTARTED = "unstarted"
 
 _PR_SET_PDEATHSIG = 1
 
@@ -145,6 +156,7 @@ def run_call(
         return {"ok": False, "kind": DEFER}
     reset = job_context.set_current(call.context)
     try:
+        call.context.wait_for_rate_slot()  # the handler's module is imported: start it now
         value = call.invoke()
         if inspect.iscoroutine(value):  # an `async def` handler, with no event loop free
             value = asyncio.run(value)
@@ -187,10 +199,15 @@ def _child_main(
             seq = int(request["seq"])
             with lock:
                 taken_back = progress[_SKIP_FROM] <= seq < progress[_SKIP_TO]
-                if not taken_back:
-                    progress[_STARTED_AT] = time.monotonic()
+                now = time.monotonic()
+                held = now < progress[_HELD_UNTIL]
+                if held and not taken_back:
+                    progress[_STARTED_AT] = now
                     progress[_STARTED] = seq
             if taken_back:
+                continue
+            if not held:
+                send_outcome(conn.fileno(), unstarted_outcome(seq))
                 continue
             began = time.monotonic()
             try:
@@ -201,6 +218,11 @@ def _child_main(
             outcome["seconds"] = time.monotonic() - began
             flush_output()
             send_outcome(conn.fileno(), outcome)
+
+
+def unstarted_outcome(seq: int) -> dict[str, Any]:
+    """The outcome of a request not started because its lease was not known held."""
+    return {"ok": False, "kind": UNSTARTED, "seq": seq, "seconds": 0.0}
 
 
 def flush_output() -> None:
@@ -230,7 +252,7 @@ def _carried(value: Any) -> Any:
 
 
 # The slots of an executor's shared progress record (doubles; a seq fits exactly).
-_STARTED, _STARTED_AT, _SKIP_FROM, _SKIP_TO = range(4)
+_STARTED, _STARTED_AT, _SKIP_FROM, _SKIP_TO, _HELD_UNTIL = range(5)
 # The largest message `multiprocessing` frames with a 4-byte length (larger: -1, 8 bytes).
 _SHORT_FRAME_MAX = 0x7FFFFFFF
 # How much of the child's outcomes one system call reads.
@@ -405,6 +427,12 @@ class ChildProcess:
         self.kill()
         self.start()
 
+    def hold_until(self, when: float) -> None:
+        """Let the child start requests until `when` (time.monotonic()): the time until which
+        the leases of the requests sent so far are known held. Until first set (and after a
+        restart), the child starts whatever it is sent."""
+        raise NotImplementedError
+
     def exit_code(self) -> int | None:
         self.process.join(timeout=1)
         return self.process.exitcode
@@ -423,9 +451,15 @@ class Executor(ChildProcess):
     def _child_target(self) -> tuple[Callable[..., None], tuple[Any, ...]]:
         context = multiprocessing.get_context("fork")
         self._lock = context.Lock()
-        self._progress: Any = context.RawArray("d", 4)
+        self._progress: Any = context.RawArray("d", 5)
         self._progress[_STARTED] = -1.0
+        self._progress[_HELD_UNTIL] = math.inf
         return _child_main, (self._lock, self._progress)
+
+    def hold_until(self, when: float) -> None:
+        # Without the lock: one aligned double is written whole, and the child reads it after
+        # the request it sent (a pipe read orders the two). No lock per job on this path.
+        self._progress[_HELD_UNTIL] = when
 
     def progress(self) -> Progress | None:
         """What the child started last; None when its lock stays taken (the child is stuck)."""

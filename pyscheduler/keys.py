@@ -45,7 +45,7 @@ class QueueKeys:
     wake: str = field(init=False)  # LIST of wake-up tokens that idle workers block on
     checkpoints: str = field(init=False)  # HASH job id -> last saved checkpoint (JSON)
     notices: str = field(init=False)  # ZSET subtask id -> time it ended, until its parent knows
-    config: str = field(init=False)  # HASH paused, concurrency, rate, period_ms, aging
+    config: str = field(init=False)  # HASH settings: pause, limits, aging, sizes, lost leases
     starts: str = field(init=False)  # ZSET token -> start time (ms), for the rate limit window
     workers: str = field(init=False)  # ZSET worker name -> heartbeat expiry (ms, server clock)
     worker_info: str = field(init=False)  # HASH worker name -> worker record (JSON)

@@ -18,22 +18,6 @@ from .keys import QueueKeys
 STATE = "state"
 STATE_SETS: Final = ("ready", "delayed", "active", "waiting", "failed", "finished")
 
-# Keys fixed for every call of psq_complete and psq_complete_many, which share one layout.
-_COMPLETION: Final = (
-    "jobs",
-    "payloads",
-    "results",
-    "errors",
-    "active",
-    "finished",
-    "stats",
-    "checkpoints",
-    "notices",
-    "config",
-    "wake",
-    "failed",
-)
-
 
 # The Redis type of each key (as TYPE names it); a call whose key holds another type is
 # refused before it reads or writes, since Redis would fail it halfway (WRONGTYPE).
@@ -112,8 +96,26 @@ OPERATIONS: Final = (
         "release.lua",
         ("jobs", "ready", "active", "seq", "wake", "config", "starts"),
     ),
-    Operation("psq_complete", "complete.lua", _COMPLETION, per_item=True),
-    Operation("psq_complete_many", "complete_many.lua", _COMPLETION, per_item=True),
+    Operation("psq_start_run", "start_run.lua", ("jobs", "active", "starts", "config")),
+    Operation(
+        "psq_complete_many",
+        "complete_many.lua",
+        (
+            "jobs",
+            "payloads",
+            "results",
+            "errors",
+            "active",
+            "finished",
+            "stats",
+            "checkpoints",
+            "notices",
+            "config",
+            "wake",
+            "failed",
+        ),
+        per_item=True,
+    ),
     Operation(
         "psq_fail",
         "fail.lua",

@@ -113,9 +113,11 @@ WORKERS_PAGE_MAX: Final = 1000
 OFFSET_MAX: Final = 2**40
 # Wake-up tokens kept for idle workers; bounded so a burst of enqueues cannot grow the list.
 WAKE_TOKENS_MAX: Final = 64
-# A job whose lease expired this many times (its worker died each time) fails for good:
-# a job that kills its worker must not kill every worker in turn.
+# A job whose lease expired more than this many times (its worker died each time) fails for
+# good: a job that kills its worker must not kill every worker in turn. The default of the
+# queue setting `max_lost_leases` (psq_configure: an integer 1..MAX_LOST_LEASES_LIMIT).
 MAX_LOST_LEASES: Final = 3
+MAX_LOST_LEASES_LIMIT: Final = 1000
 MAX_BACKOFF_MS: Final = 3_600_000
 # Subtask outcomes not yet delivered to their parent's queue after this long are re-driven.
 NOTICE_REDRIVE_MS: Final = 10_000
@@ -181,6 +183,7 @@ def template_context() -> dict[str, object]:
         "WAKE_TOKENS_MAX": WAKE_TOKENS_MAX,
         "PAST_TOLERANCE_MS": PAST_TOLERANCE_MS,
         "MAX_LOST_LEASES": MAX_LOST_LEASES,
+        "MAX_LOST_LEASES_LIMIT": MAX_LOST_LEASES_LIMIT,
         "MAX_BACKOFF_MS": MAX_BACKOFF_MS,
         "NOTICE_REDRIVE_MS": NOTICE_REDRIVE_MS,
         "TOKEN_LENGTH": TOKEN_LENGTH,

@@ -501,6 +501,13 @@ class Queue:
             raise InvalidOption(f"aging rate must be a positive number, not {levels_per_second!r}")
         self._configure({"aging": "" if rate is None else repr(rate)})
 
+    def set_max_lost_leases(self, times: int | None) -> None:
+        """Fail a job for good once its lease expired more than `times` times (its worker died
+        or stalled each time); None: the library's default (MAX_LOST_LEASES)."""
+        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
+            raise InvalidOption(f"max_lost_leases must be an integer, not {times!r}")
+        self._configure({"max_lost_leases": "" if times is None else str(times)})
+
     def _configure(self, changes: dict[str, str]) -> dict[str, str]:
         ensure_loaded(self.connection, self.auto_load)
         return calls.configure(self.connection, self.keys, changes)

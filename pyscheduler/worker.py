@@ -3,8 +3,8 @@
 The main process never runs handler code. It leases jobs (`psq_pop`), hands each to an idle
 child, renews the leases while the children work, stops a child that passes its job's hard
 timeout, and reports outcomes (`psq_complete` / `psq_fail`). When it has room for work and
-nothing is ready, it blocks inside Redis (BLPOP on the queues' wake lists) and, for the next
-delayed job or lease deadline, on its own precise timer: no polling loop.
+nothing is ready, it blocks inside Redis (a BLPOP per queue on its wake list, see waiting.py)
+and, for the next delayed job or lease deadline, on its own precise timer: no polling loop.
 
 While jobs are short and the queue deep, a child gets several at once (prefetch, leased like
 any other): the worker then looks at it once a tick, reports the results in one round trip
@@ -29,7 +29,7 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait as wait_for_ready
 from types import FrameType
@@ -41,15 +41,54 @@ from . import calls, splitting
 from .async_executor import BLOCKED_LOOP_GRACE_SECONDS, AsyncExecutor
 from .context import BadRecord, check_record
 from .exceptions import LeaseLost, LibraryError, PySchedulerError
-from .executor import DEFER, LOST, SUSPENDED, Executor, Progress
+from .executor import DEFER, LOST, SUSPENDED, UNSTARTED, ChildProcess, Executor, Progress
 from .handlers import HandlerPolicy
 from .keys import QueueKeys
 from .library import auto_load_requested, ensure_loaded, load
 from .live_workers import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
+from .logs import duration, plural, set_up_logging
 from .protocol import COMPLETE_BATCH_MAX, FailKind, Status
 from .queue import Queue
+from .waiting import WorkWaiting
 
 log = logging.getLogger("pyscheduler.worker")
+
+
+def _func_of(run: Run) -> str:
+    """' (module:function)' of a run's handler, for log lines; '' when the record has none."""
+    func = run.record.get("func")
+    return f" ({func})" if isinstance(func, str) else ""
+
+
+_FAILED_HOW = {
+    FailKind.ERROR: "failed",
+    FailKind.TIMEOUT: "timed out",
+    FailKind.LOST: "lost its lease",
+    FailKind.REFUSED: "was refused",
+}
+
+
+def _log_failure(
+    run: Run, kind: FailKind, error: str, seconds: float | None, status: str, delay_ms: int
+) -> None:
+    """One line per failed run that says what happens next: a retry (when, which attempt of
+    how many) or the end (for good)."""
+    last_line = (error.strip().splitlines() or ["(no error text)"])[-1]
+    how = _FAILED_HOW[kind]
+    if seconds is not None:
+        how += f" after {duration(seconds)}"
+    attempt, retries = run.record.get("attempts"), run.record.get("retries", 0)
+    of = ""  # the record is checked (context.check_record): both are counts when present
+    if isinstance(attempt, int | float) and isinstance(retries, int | float):
+        of = f" (attempt {int(attempt)} of {int(retries) + 1})"
+    who = f"job {run.lease.id}{_func_of(run)}"
+    if status == Status.FAILED:
+        if kind == FailKind.REFUSED:
+            of = " (never retried)"
+        log.warning("%s %s for good%s: %s", who, how, of, last_line)
+    else:
+        when = "now" if delay_ms <= 0 else f"in {delay_ms / 1000:.1f} s"
+        log.info("%s %s, retrying %s%s: %s", who, how, when, of, last_line)
 
 
 def _text(data: bytes, what: str) -> str:
@@ -62,8 +101,6 @@ def _text(data: bytes, what: str) -> str:
         ) from None
 
 
-# How long one BLPOP may block; the worker's own timer handles anything due sooner.
-BLOCK_SECONDS = 5.0
 RECONNECT_BACKOFF_MAX = 5.0
 # A worker waiting for Redis at start says so again this often.
 WAITING_REMINDER_SECONDS = 60.0
@@ -79,6 +116,12 @@ TICK_SECONDS = 0.004
 SLOW_SECONDS = 0.004
 # Weight of the newest job in the running average of job durations.
 PACE_SMOOTHING = 0.2
+# A child starts a job only while the worker knows its lease is held with this share of the
+# lease to spare: a lease is counted as held until (time the pop or renewal was sent + lease
+# * (1 - LEASE_SPARE)), and renewals come every third of a lease, so a loop that is on time
+# never stops a start, and one paused past that point (SIGSTOP, swapping, a lost connection)
+# never lets its children start a job that another worker may have reclaimed.
+LEASE_SPARE = 1 / 3
 
 
 @dataclass(eq=False)
@@ -95,6 +138,7 @@ class Run:
     seq: int = -1
     started: float | None = None  # monotonic, once the child started it
     lost: bool = False  # its lease was lost while it ran on the event loop
+    held_until: float = 0.0  # monotonic: its lease is known held, with room to spare, till then
 
     @property
     def timeout_at(self) -> float:
@@ -160,6 +204,7 @@ class Worker:
         weights: Mapping[str, int] | None = None,
         prefetch: bool = True,
         heartbeat_seconds: float = DEFAULT_HEARTBEAT_SECONDS,
+        log_jobs: bool = False,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -175,9 +220,11 @@ class Worker:
         self.concurrency = concurrency
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease_ms = int(lease_seconds * 1000)
+        self._lease_trust = self.lease_ms / 1000 * (1 - LEASE_SPARE)
         self.policy = HandlerPolicy(strict=strict, allowed_modules=allowed_modules)
         self.auto_load = auto_load if auto_load is not None else self.queues[0].auto_load
         self.prefetch = prefetch
+        self.log_jobs = log_jobs  # a log line per finished job, with its run time
         self.processed = 0
         self.failed = 0  # of the processed jobs, runs that failed (retried or for good)
         self.handed_back = 0  # prefetched jobs given back unstarted (see `_hand_back`)
@@ -189,9 +236,7 @@ class Worker:
         self._completions: list[tuple[Run, str]] = []
         self._stopping = False
         self._aborting = False
-        self._block_conn: Any = None
-        self._block_pending = False
-        self._wake_keys = [q.keys.wake for q in self.queues]
+        self._waiting: WorkWaiting | None = None  # the blocking waits, while `work` runs
         self._weights = self._check_weights(weights)
         self._turns = dict.fromkeys(self._weights, 0)
         self._next_renewal = 0.0
@@ -216,8 +261,10 @@ class Worker:
     def work(self, burst: bool = False) -> int:
         """Run until stopped (SIGTERM/SIGINT), or with `burst` until nothing is ready.
 
-        Returns the number of jobs this worker finished (completed or failed).
+        Returns the number of jobs this worker finished (completed or failed). Logs to
+        stderr when the application has not configured logging (see `logs.set_up_logging`).
         """
+        restore_logging = set_up_logging()
         # Signals first: a worker waiting for Redis to come up stops on SIGTERM too.
         restore = self._install_signal_handlers()
         wake_read, wake_write = os.pipe()
@@ -225,6 +272,7 @@ class Worker:
         os.set_blocking(wake_write, False)
         previous_wakeup = self._set_wakeup_fd(wake_write)
         self._wake_fd = wake_read
+        self._waiting = WorkWaiting(self.connection, [q.keys.wake for q in self.queues], wake_write)
         try:
             if not self._wait_for_redis():
                 return self.processed
@@ -255,13 +303,15 @@ class Worker:
                 slot.executor.kill()
             if self._loop is not None:
                 self._loop.executor.kill()
-            self._close_block_conn()
+            self._waiting.close()  # before the pipe closes: its threads write to it
+            self._waiting = None
             self._set_wakeup_fd(previous_wakeup)
             os.close(wake_read)
             os.close(wake_write)
             restore()
             self._heartbeat.leave()
-            log.info("worker %s stopped after %d jobs", self.name, self.processed)
+            log.info("worker %s stopped after %s", self.name, plural(self.processed, "job"))
+            restore_logging()
         return self.processed
 
     def _wait_for_redis(self) -> bool:
@@ -409,13 +459,14 @@ class Worker:
                 more = min(more, -(-wanted * self._weights[queue.name] // total_weight))
             if starts + more <= 0:
                 continue
+            asked = time.monotonic()  # the leases run from (at the earliest) now
             if self._completions:  # report results and take the next jobs in one round trip
                 result = self._send_completions(queue, starts, more)
             else:
                 result = calls.pop(
                     self.connection, queue.keys, starts, self.lease_ms, self.name, more
                 )
-            self._hand_out(queue, result.leases, idle, extra)
+            self._hand_out(queue, result.leases, idle, extra, asked + self._lease_trust)
             took += result.leases
             if result.wait_ms >= 0 and (soonest < 0 or result.wait_ms < soonest):
                 soonest = result.wait_ms
@@ -424,13 +475,19 @@ class Worker:
         return took, soonest
 
     def _hand_out(
-        self, queue: Queue, leases: list[calls.Lease], idle: list[Slot], extra: dict[int, int]
+        self,
+        queue: Queue,
+        leases: list[calls.Lease],
+        idle: list[Slot],
+        extra: dict[int, int],
+        held_until: float,
     ) -> None:
         """Send leased jobs to slots: one to each idle slot first, then prefetch."""
         batches: dict[int, list[Run]] = {}
         by_id = {id(slot): slot for slot in self._slots}
         runs = [self._make_run(queue, lease) for lease in leases]
         for run in runs:
+            run.held_until = held_until
             if run.refusal is not None:
                 self.processed += 1
                 self._report_failure(run, FailKind.REFUSED, run.refusal)
@@ -452,6 +509,7 @@ class Worker:
             for run, seq in zip(runs, slot.executor.number(requests), strict=True):
                 run.seq = seq
             slot.runs.extend(runs)
+            self._vouch(slot.executor, slot.runs)
             try:
                 slot.executor.submit(requests)
             except OSError:  # the child died since it last reported
@@ -502,6 +560,7 @@ class Worker:
 
     def _event_loop(self) -> LoopSlot:
         if self._loop is None:
+            self._before_fork()
             executor = AsyncExecutor(self.policy, self.connection)
             self._loop = LoopSlot(executor, self.concurrency)
         return self._loop
@@ -530,6 +589,7 @@ class Worker:
         for run, seq in zip(runs, loop.executor.number(requests), strict=True):
             run.seq, run.started = seq, now
             loop.runs[seq] = run
+        self._vouch(loop.executor, loop.runs.values())
         try:
             loop.executor.submit(requests)
         except OSError:  # it died since it last reported
@@ -552,16 +612,24 @@ class Worker:
         if outcomes is None:
             self._loop_died(loop)
             return
+        unstarted: list[Run] = []
         for outcome in outcomes:
             run = loop.runs.pop(int(outcome["seq"]), None)
-            if run is not None and not run.lost:
+            if run is None or run.lost:
+                continue
+            if outcome.get("kind") == UNSTARTED:
+                unstarted.append(run)
+            else:
                 self._finish(run, outcome)
+        if unstarted:
+            self._not_started(unstarted)
 
     def _loop_died(self, loop: LoopSlot, blocker: Run | None = None) -> None:
         """The loop process died or was killed (`blocker` blocked it): fail its runs."""
         code = loop.executor.exit_code() if blocker is None else None
         runs = list(loop.runs.values())
         loop.runs.clear()
+        self._before_fork()
         loop.executor.restart()
         for run in runs:
             if run.lost:
@@ -622,8 +690,9 @@ class Worker:
         if outcomes is None:
             self._child_died(slot)
             return
-        for outcome in outcomes:
-            self._take_outcome(slot, outcome)
+        unstarted = [run for outcome in outcomes if (run := self._take_outcome(slot, outcome))]
+        if unstarted:
+            self._not_started(unstarted)
         if progress is None:
             self._child_stuck(slot)
         elif slot.runs:
@@ -637,20 +706,26 @@ class Worker:
         if first.started is None and first.seq == progress.started_seq:
             first.started = progress.started_at
 
-    def _take_outcome(self, slot: Slot, outcome: dict[str, Any]) -> None:
+    def _take_outcome(self, slot: Slot, outcome: dict[str, Any]) -> Run | None:
+        """Take in one outcome; returns the run when the child did not start it (to hand
+        back, see `_not_started`)."""
         seq = int(outcome["seq"])
         if not slot.runs or slot.runs[0].seq != seq:
-            return  # its lease was lost meanwhile
+            return None  # its lease was lost meanwhile
         run = slot.runs.popleft()
-        if outcome.get("kind") == DEFER:
+        kind = outcome.get("kind")
+        if kind == UNSTARTED:
+            return run
+        if kind == DEFER:
             self._deferred(run)
-            return
+            return None
         seconds = float(outcome.get("seconds", 0.0))
         slot.pace = (
             seconds if slot.pace is None else slot.pace + PACE_SMOOTHING * (seconds - slot.pace)
         )
         slot.reported = True
         self._finish(run, outcome)
+        return None
 
     @staticmethod
     def _flush_requests(slot: Slot | LoopSlot) -> None:
@@ -679,12 +754,15 @@ class Worker:
         """Kill a slot's child; take in the outcomes it sent before; hand back the runs it had
         not started; return the one it was running, if any (not reported yet)."""
         slot.executor.kill(keep_outcomes=True)
+        unstarted: list[Run] = []
         for outcome in slot.executor.outcomes() or []:
-            self._take_outcome(slot, outcome)
+            if (run := self._take_outcome(slot, outcome)) is not None:
+                unstarted.append(run)
         started = slot.executor.started_seq_after_exit()
         running = next((run for run in slot.runs if run.seq == started), None)
-        unstarted = [run for run in slot.runs if run.seq > started]
+        unstarted += [run for run in slot.runs if run.seq > started]
         slot.runs.clear()
+        self._before_fork()
         slot.executor.start()
         self._hand_back(unstarted)
         return running
@@ -721,6 +799,20 @@ class Worker:
 
             self._send_or_keep(release)
 
+    def _not_started(self, runs: list[Run]) -> None:
+        """A child refused to start these runs: their leases were not known held (this
+        worker was paused or cut off past them). Hand back those still held; the others are
+        another worker's by now, or will be reclaimed."""
+        log.warning(
+            "%d leased %s not started: %s not renewed in time (the worker was paused or cut off"
+            " from Redis); handing %s back",
+            len(runs),
+            "job" if len(runs) == 1 else "jobs",
+            "its lease was" if len(runs) == 1 else "their leases were",
+            "it" if len(runs) == 1 else "them",
+        )
+        self._hand_back(runs)
+
     def _hand_back_unstarted(self) -> None:
         for slot in self._slots:
             if slot.runs:
@@ -744,6 +836,9 @@ class Worker:
             log.info("job %s %s", lease.id, what)
             return
         self.processed += 1
+        seconds = float(outcome.get("seconds", 0.0))
+        if outcome.get("ok") and self.log_jobs:
+            log.info("job %s%s finished in %s", lease.id, _func_of(run), duration(seconds))
         if outcome.get("ok") and not isinstance(run.record.get("parent"), dict):
             self._completions.append((run, str(outcome["result"])))
         elif outcome.get("ok"):  # a subtask: its parent is told right after
@@ -755,7 +850,9 @@ class Worker:
 
             self._report(send_result, run, "result")
         else:
-            self._report_failure(run, FailKind(outcome["kind"]), str(outcome["error"]))
+            self._report_failure(
+                run, FailKind(outcome["kind"]), str(outcome["error"]), seconds=seconds
+            )
 
     def _send_completions(
         self, pop_from: Queue | None = None, want: int = 0, extra: int = 0
@@ -808,17 +905,18 @@ class Worker:
             elif isinstance(outcome, PySchedulerError):
                 log.error("result of job %s not stored: %s", run.lease.id, outcome)
 
-    def _report_failure(self, run: Run, kind: FailKind, error: str) -> None:
+    def _report_failure(
+        self, run: Run, kind: FailKind, error: str, seconds: float | None = None
+    ) -> None:
         lease = run.lease
         jitter = random.random()
-        last_line = (error.strip().splitlines() or ["(no error text)"])[-1]
-        log.info("job %s failed (%s): %s", lease.id, kind.value, last_line)
         self.failed += 1
 
         def send_failure() -> None:
-            status, _ = calls.fail(
+            status, delay_ms = calls.fail(
                 self.connection, run.queue.keys, lease.id, lease.token, kind, error, jitter
             )
+            _log_failure(run, kind, error, seconds, status, delay_ms)
             if status == Status.FAILED:
                 self._tell_parent(run, False, error)
 
@@ -914,6 +1012,7 @@ class Worker:
 
     def _renew_leases(self) -> None:
         self._next_renewal = time.monotonic() + self.lease_ms / 3000
+        renewed = False
         for queue in self.queues:
             runs = [run for slot in self._slots for run in slot.runs if run.queue is queue]
             if self._loop is not None:
@@ -921,10 +1020,31 @@ class Worker:
             if not runs:
                 continue
             held = [(r.lease.id, r.lease.token) for r in runs]
+            held_until = time.monotonic() + self._lease_trust
             deadlines = calls.renew(self.connection, queue.keys, self.lease_ms, held)
+            renewed = True
+            lost: list[Run] = []
             for run, deadline in zip(runs, deadlines, strict=True):
                 if deadline == 0:
-                    self._lease_lost(run)
+                    lost.append(run)
+                else:
+                    run.held_until = held_until
+            for run in lost:
+                self._lease_lost(run)
+        if renewed:
+            for slot in self._slots:
+                if slot.runs:
+                    self._vouch(slot.executor, slot.runs)
+            if self._loop is not None and self._loop.runs:
+                self._vouch(self._loop.executor, self._loop.runs.values())
+
+    @staticmethod
+    def _vouch(executor: ChildProcess, runs: Iterable[Run]) -> None:
+        """Tell a child until when it may start the jobs sent to it: while every lease it was
+        sent is known held (a lost one is being taken back and stops nothing else)."""
+        held = [run.held_until for run in runs if not run.lost]
+        if held:
+            executor.hold_until(min(held))
 
     def _lease_lost(self, run: Run) -> None:
         if self._loop is not None and self._loop.runs.get(run.seq) is run:
@@ -947,20 +1067,11 @@ class Worker:
 
     # -- waiting --------------------------------------------------------------------------------
 
-    def _ensure_block_pending(self) -> None:
-        if self._block_pending:
-            return
-        if self._block_conn is None:
-            self._block_conn = self.connection.connection_pool.get_connection("BLPOP")
-        self._block_conn.send_command("BLPOP", *self._wake_keys, BLOCK_SECONDS)
-        self._block_pending = True
-
-    def _close_block_conn(self) -> None:
-        if self._block_conn is not None:
-            self._block_conn.disconnect()
-            self.connection.connection_pool.release(self._block_conn)
-            self._block_conn = None
-        self._block_pending = False
+    def _before_fork(self) -> None:
+        """End the waiting threads before a child is forked (see waiting.py); the next wait
+        for work starts new ones."""
+        if self._waiting is not None:
+            self._waiting.stop_threads()
 
     def _wait_for_news(self, wait_ms: int, wake_fd: int) -> None:
         """Sleep until a child reports, a job may be ready, or something falls due."""
@@ -989,7 +1100,8 @@ class Worker:
                 return
             if wait_ms > 0:
                 timeout = min(timeout, wait_ms / 1000)
-            self._ensure_block_pending()
+            assert self._waiting is not None  # set while `work` runs
+            self._waiting.arm()  # a blocking wait per queue, each waking us through the pipe
         self._wait(max(0.0, timeout), listen_for_jobs, wake_fd, watched)
 
     def _wait(
@@ -1000,25 +1112,21 @@ class Worker:
         watched: dict[object, Slot | LoopSlot],
     ) -> None:
         sources: list[Any] = [*watched, wake_fd]
-        block_sock = self._block_conn._sock if self._block_pending and self._block_conn else None
-        if block_sock is not None:
-            sources.append(block_sock)
         for ready in wait_for_ready(sources, timeout):
             if ready is wake_fd:
                 with contextlib.suppress(BlockingIOError):
                     os.read(wake_fd, 512)
-            elif ready is block_sock:
-                self._block_pending = False
-                token = self._block_conn.read_response()
-                if token is not None and not listen_for_jobs:
-                    # Pass the wake-up on to another worker: this one has no room now.
-                    self.connection.lpush(token[0], token[1])
             else:
                 source = watched[ready]
                 if isinstance(source, LoopSlot):
                     self._collect_loop(source)
                 else:
                     self._collect(source)
+        if self._waiting is not None:
+            for key, token in self._waiting.take():
+                if not listen_for_jobs:
+                    # Pass the wake-up on to another worker: this one has no room now.
+                    self.connection.lpush(key, token)
 
     # -- signals and connection loss ------------------------------------------------------------
 
@@ -1052,7 +1160,6 @@ class Worker:
             return -1
 
     def _connection_lost(self, exc: Exception) -> None:
-        self._close_block_conn()
         now = time.monotonic()
         if self._disconnected_since is None:
             self._disconnected_since = now

@@ -121,3 +121,9 @@ def summary_ms(samples: list[float]) -> str:
 def other_token(token: str) -> str:
     """A well-formed fencing token that is not `token` (a stale or forged one)."""
     return ("0" if token[0] != "0" else "1") + token[1:]
+
+
+def server_ms(conn: redis.Redis) -> int:
+    """The Redis server's clock in milliseconds (the clock leases and due times are on)."""
+    seconds, micros = conn.time()
+    return int(seconds) * 1000 + int(micros) // 1000

@@ -719,8 +719,10 @@ def test_complete_without_its_result_is_refused_and_the_job_stays_leased(
 ) -> None:
     before = snapshot(conn)
     call = calls.complete_args(queue.keys, leased.id, leased.token, "1")
-    with pytest.raises(InvalidOption, match="pass id, token and result"):
-        _raw_call(conn, "psq_complete", call[: calls.COMPLETE_NUMKEYS], [leased.id, leased.token])
+    with pytest.raises(InvalidOption, match=r"pass 1\.\.\d+ id/token/result triples"):
+        _raw_call(
+            conn, "psq_complete_many", call[: calls.COMPLETE_NUMKEYS], [leased.id, leased.token]
+        )
     assert_nothing_written(conn, before)
 
 
@@ -731,7 +733,7 @@ def test_complete_with_another_queues_keys_is_refused(
     other = calls.complete_args(QueueKeys("other"), leased.id, leased.token, "1")
     mixed = [queue.keys.jobs, *other[1 : calls.COMPLETE_NUMKEYS]]
     with pytest.raises(InvalidKeys, match=r"KEYS\[2\] must be psq:\{work\}:payloads"):
-        _raw_call(conn, "psq_complete", mixed, [leased.id, leased.token, "1"])
+        _raw_call(conn, "psq_complete_many", mixed, [leased.id, leased.token, "1"])
     assert_nothing_written(conn, before)
 
 
@@ -742,7 +744,7 @@ def test_keys_out_of_order_are_refused(
     keys = calls.complete_args(queue.keys, leased.id, leased.token, "1")[: calls.COMPLETE_NUMKEYS]
     keys[1], keys[2] = keys[2], keys[1]
     with pytest.raises(InvalidKeys, match=r"KEYS\[2\] must be"):
-        _raw_call(conn, "psq_complete", keys, [leased.id, leased.token, "1"])
+        _raw_call(conn, "psq_complete_many", keys, [leased.id, leased.token, "1"])
     assert_nothing_written(conn, before)
 
 
@@ -753,7 +755,10 @@ def test_subtasks_key_of_another_job_is_refused(
     keys = calls.complete_args(queue.keys, "someone-else", leased.token, "1")
     with pytest.raises(InvalidKeys, match="subtasks:" + leased.id):
         _raw_call(
-            conn, "psq_complete", keys[: calls.COMPLETE_NUMKEYS], [leased.id, leased.token, "1"]
+            conn,
+            "psq_complete_many",
+            keys[: calls.COMPLETE_NUMKEYS],
+            [leased.id, leased.token, "1"],
         )
     assert_nothing_written(conn, before)
 

@@ -1,5 +1,6 @@
-"""psq_complete_many: many results of one queue in one call, each job completed as psq_complete
-would, the once-per-call work (clock, stats, sweep, freed-slot wake-ups) done once.
+"""psq_complete_many, the one function that completes jobs: one result (`calls.complete`) or
+many of one queue in one call, the once-per-call work (clock, stats, sweep, freed-slot
+wake-ups) done once.
 
 The "workers" here are plain calls of the library (`calls.pop`, `calls.complete_many`, ...).
 """
@@ -169,7 +170,7 @@ def test_no_items_makes_no_call(conn: redis.Redis, queue: Queue) -> None:
     assert command_calls(conn).get("fcall", 0) == before
 
 
-def test_completed_subtasks_notice_their_parent_like_psq_complete(conn: redis.Redis) -> None:
+def test_completed_subtasks_notice_their_parent(conn: redis.Redis) -> None:
     main = Queue("main", connection=conn)
     parent = main.enqueue_group(
         [Subtask(part, 1, queue="side"), Subtask(part, 2, queue="side")], gather
@@ -194,7 +195,7 @@ def test_completed_subtasks_notice_their_parent_like_psq_complete(conn: redis.Re
 
 
 def test_a_finished_parent_s_subtask_outcomes_expire_with_it(conn: redis.Redis) -> None:
-    """Each job's own subtasks key (KEYS[11 + i]) is the one that expires with it."""
+    """Each job's own subtasks key (KEYS[12 + i]) is the one that expires with it."""
     main = Queue("main", connection=conn)
     main.enqueue(add, 0, job_id="plain")
     parent = main.enqueue_group([Subtask(part, 1)], gather, result_ttl=60)

@@ -378,6 +378,16 @@ def test_old_token_is_refused_once_reclaimed_before_a_new_lease(queue: Queue) ->
     assert job.status == "queued"
 
 
+def test_reclaimed_job_popped_before_aging_was_set_goes_behind_newer_jobs(queue: Queue) -> None:
+    # Its rank was computed without aging: not comparable with the scores aging gives.
+    job = queue.enqueue(add, 1)
+    lease_one(queue, lease_ms=50)
+    queue.set_aging(1.0)
+    later = queue.enqueue(add, 2)
+    time.sleep(0.08)
+    assert [x.id for x in pop(queue, max_jobs=2).leases] == [later.id, job.id]
+
+
 def test_job_losing_its_lease_too_often_fails_for_good(queue: Queue) -> None:
     job = queue.enqueue(add, 1, retries=10)
     for _ in range(MAX_LOST_LEASES + 1):

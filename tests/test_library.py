@@ -218,6 +218,7 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     calls.enqueue(conn, keys, [queue.prepare(add, (1,)), queue.prepare(add, (2,))])
     first, second = calls.pop(conn, keys, 2, 10_000, "w").leases
     calls.renew(conn, keys, 10_000, [(first.id, first.token)])
+    calls.start_run(conn, keys, first.id, first.token)
     calls.complete(conn, keys, first.id, first.token, "3")
     calls.fail(conn, keys, second.id, second.token, FailKind.ERROR, "boom", 0.5)
     calls.cancel(conn, keys, [calls.enqueue(conn, keys, [queue.prepare(add, (3,))])[0].id])

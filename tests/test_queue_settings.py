@@ -455,7 +455,7 @@ def test_purge_complete_keeps_cancelled_jobs_across_batches(
         pipe = conn.pipeline(transaction=False)
         for lease in pop(queue, batch).leases:
             call = calls.complete_args(queue.keys, lease.id, lease.token, "null")
-            pipe.fcall("psq_complete", calls.COMPLETE_NUMKEYS, *call)
+            pipe.fcall("psq_complete_many", calls.COMPLETE_NUMKEYS, *call)
             completed.append(lease.id)
         pipe.execute()
 

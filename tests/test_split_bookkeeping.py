@@ -774,7 +774,7 @@ def complete_and_deliver(conn: redis.Redis, leases: list[calls.Lease]) -> list[s
         keys = QueueKeys(lease.queue)
         index = int(lease.id.rsplit(".", 1)[1])
         pipe.fcall(
-            "psq_complete",
+            "psq_complete_many",
             calls.COMPLETE_NUMKEYS,
             *calls.complete_args(keys, lease.id, lease.token, str(index)),
         )
@@ -872,7 +872,7 @@ def test_every_library_call_of_a_cross_queue_group_touches_one_queue(
     assert functions >= {
         "psq_enqueue",
         "psq_pop",
-        "psq_complete",
+        "psq_complete_many",
         "psq_fail",
         "psq_checkpoint",
         "psq_split",

@@ -624,7 +624,7 @@ def measure_ceiling(url: str, config: Config, results: Results) -> None:
         complete = [
             resp(
                 "FCALL",
-                "psq_complete",
+                "psq_complete_many",
                 calls.COMPLETE_NUMKEYS,
                 *calls.complete_args(keys, lease.id, lease.token, "null"),
             )

@@ -233,12 +233,12 @@ def good_call(rnd: random.Random, state: State, name: str) -> tuple[list[str], l
         args = []
         for _ in range(rnd.randint(0, 3)):
             args += _active(rnd, state)
-    elif name == "psq_complete":
-        args = [*_active(rnd, state), rnd.choice(['"r"', "1", "null", "[1, 2]"])]
+    elif name == "psq_start_run":
+        args = [*_active(rnd, state)]
     elif name == "psq_complete_many":
         args = []
         for _ in range(rnd.randint(1, 3)):
-            args += [*_active(rnd, state), rnd.choice(['"r"', "1", "{}"])]
+            args += [*_active(rnd, state), rnd.choice(['"r"', "1", "{}", "null", "[1, 2]"])]
     elif name == "psq_fail":
         kinds = [k.value for k in FailKind]
         args = [*_active(rnd, state), rnd.choice(kinds), "Error\nValueError: x", rnd.random()]
@@ -275,6 +275,7 @@ def good_call(rnd: random.Random, state: State, name: str) -> tuple[list[str], l
             ("max_payload_bytes", rnd.choice(["", "20", "100000"])),
             ("max_checkpoint_bytes", rnd.choice(["", "5"])),
             ("max_error_bytes", rnd.choice(["", "10"])),
+            ("max_lost_leases", rnd.choice(["", "1", "1000"])),
         ]
         args = []
         for setting, value in rnd.sample(settings, rnd.randint(0, 2)):
