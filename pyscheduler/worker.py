@@ -401,7 +401,8 @@ class Worker:
             self._flush_requests(self._loop)
             self._collect_loop(self._loop)
         now = time.monotonic()
-        self._heartbeat.beat(now, self._running_jobs(), self.processed, self.failed)
+        if self._heartbeat.due_in(now) == 0:  # the list of runs is built only when sent
+            self._heartbeat.beat(now, self._running_jobs(), self.processed, self.failed)
         self._enforce_timeouts(now)
         self._enforce_loop_timeouts(now)
         self._hand_back_behind_slow_jobs(now)

@@ -127,3 +127,26 @@ def server_ms(conn: redis.Redis) -> int:
     """The Redis server's clock in milliseconds (the clock leases and due times are on)."""
     seconds, micros = conn.time()
     return int(seconds) * 1000 + int(micros) // 1000
+
+
+def cluster_port(host: str = "127.0.0.1") -> int:
+    """A port free for a cluster node: it and its bus port (10,000 higher) free now, which also
+    keeps it at or below 55535 as cluster mode requires."""
+    import random
+    import socket
+
+    for _ in range(200):
+        port = random.randrange(20_000, 55_536)
+        sockets = []
+        try:
+            for candidate in (port, port + 10_000):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind((host, candidate))
+            return port
+        except OSError:
+            continue
+        finally:
+            for sock in sockets:
+                sock.close()
+    raise RuntimeError("no free port pair for a cluster node")

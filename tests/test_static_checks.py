@@ -50,3 +50,13 @@ def test_wheel_carries_the_lua_sources(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     for source in (ROOT / "lua").iterdir():
         assert f"pyscheduler/lua/{source.name}" in names
+
+
+def test_lua_block_comments_hold_no_nested_long_brackets() -> None:
+    # Lua 5.1 (Valkey 8.0) refuses to compile "[[" inside a --[[ ]] comment: "nesting of
+    # [[...]] is deprecated"; Redis and newer Valkey builds accept it, so only this catches it.
+    for source in sorted((ROOT / "lua").glob("*.lua")):
+        text = source.read_text()
+        for comment in text.split("--[[")[1:]:
+            body = comment.split("]]", 1)[0]
+            assert "[[" not in body, f"{source.name}: '[[' inside a block comment"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import blocked_clients, send, start_worker, wait_idle, wait_until
+from helpers import blocked_clients, cluster_port, send, start_worker, wait_idle, wait_until
 from redis.cluster import RedisCluster
 
 from pyscheduler import Queue
@@ -63,7 +63,8 @@ def test_waiting_worker_raises_no_deprecation_warning(
 def cluster(engine: Any) -> Iterator[RedisCluster]:
     """A one-node Redis Cluster (every slot on it) of the session's engine kind."""
     args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-    with Engine(kind=engine.kind if engine.kind != "external" else None, extra_args=args) as node:
+    kind = engine.kind if engine.kind != "external" else None
+    with Engine(kind=kind, port=cluster_port(), extra_args=args) as node:
         setup = redis.Redis(host="127.0.0.1", port=node.port)
         setup.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
         wait_until(lambda: setup.cluster("info")["cluster_state"] == "ok", timeout=15)
