@@ -127,6 +127,15 @@ end
 
 -- An integer written in decimal digits (a '-' allowed): no fraction, exponent, hex, spaces,
 -- NaN or infinity; lo..hi.
+-- A count setting as psq_configure stores it (a positive integer); nil for anything else a
+-- writer other than the library may have put there. psq_pop and psq_start_run read the limits
+-- with it, so they agree on whether a queue has one.
+local function setting_count(value)
+  local n = tonumber(value)
+  if n and n >= 1 and n < 2 ^ 53 then return math.floor(n) end
+  return nil
+end
+
 local function as_int(text, lo, hi)
   if type(text) ~= 'string' or #text > 17 or not text:find('^%-?%d+$') then return nil end
   local n = tonumber(text)

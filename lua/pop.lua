@@ -115,14 +115,6 @@ local function rate_wait(Q, period, now)
   return oldest and math.max(1, oldest + period - now) or period
 end
 
--- A count setting as psq_configure stores it (a positive integer); nil for anything else a
--- writer other than the library may have put there.
-local function setting_count(value)
-  local n = tonumber(value)
-  if n and n >= 1 and n < 2 ^ 53 then return math.floor(n) end
-  return nil
-end
-
 local function pop(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], errors = KEYS[3], ready = KEYS[4],
     delayed = KEYS[5], active = KEYS[6], failed = KEYS[7], seq = KEYS[8], stats = KEYS[9],

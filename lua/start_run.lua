@@ -25,14 +25,6 @@ Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; NOT_FOUND; STALE_TOKEN: the
   not hold the lease, or the lease's deadline has passed (the job may be reclaimed any moment).
 ]]
 
--- A count setting as psq_configure stores it (a positive integer); nil for anything else, read
--- as psq_pop reads it, so both agree on whether the queue has a rate limit.
-local function rate_setting(value)
-  local n = tonumber(value)
-  if n and n >= 1 and n < 2 ^ 53 then return math.floor(n) end
-  return nil
-end
-
 local function start_run(KEYS, ARGV)
   local jobs_key, active_key, starts_key, config_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   local refused = check_keys(KEYS, 'psq_start_run')
@@ -52,7 +44,7 @@ local function start_run(KEYS, ARGV)
   end
 
   local settings = redis.call('HMGET', config_key, 'rate', 'period_ms')
-  local rate, period = rate_setting(settings[1]), rate_setting(settings[2])
+  local rate, period = setting_count(settings[1]), setting_count(settings[2])
   if not (rate and period) then return 0 end
   -- Entries later than now (the server clock stepped back) count too: never fewer than due.
   local since = '(' .. int(now - period)
