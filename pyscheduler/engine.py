@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import importlib.util
 import os
 import re
@@ -36,6 +35,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from .parent_death import signal_on_parent_death
 
 __all__ = [
     "ENV_BINARY",
@@ -63,13 +64,9 @@ _PROCESS_ID_RE = re.compile(rb"^process_id:(\d+)\s*$", re.MULTILINE)
 
 
 def _stop_with_parent() -> None:
-    """In the server's child process: ask Linux for SIGTERM when its parent dies, so a test
-    session that is killed outright leaves no server behind (atexit does not run then)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: atexit cleanup still applies
-        pass
+    """In the server's child process: SIGTERM when its parent dies, so a test session that is
+    killed outright leaves no server behind (atexit does not run then)."""
+    signal_on_parent_death(signal.SIGTERM)
 
 
 class EngineNotFound(RuntimeError):

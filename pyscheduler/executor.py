@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import inspect
 import math
 import multiprocessing
@@ -56,6 +55,7 @@ import redis
 from . import context as job_context
 from .exceptions import HandlerRefused, HandlerUnavailable, LeaseLost, PayloadNotJSON
 from .handlers import HandlerPolicy
+from .parent_death import signal_on_parent_death
 from .protocol import FailKind
 from .serialization import decode_payload, encode_result
 
@@ -66,15 +66,11 @@ DEFER = "defer"
 # The child did not start the job: the worker could no longer vouch for its lease.
 UNSTARTED = "unstarted"
 
-_PR_SET_PDEATHSIG = 1
-
 
 def die_with_parent(parent_pid: int) -> None:
-    """Ask Linux to SIGKILL this child when the worker dies, so no run outlives its lease."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:
+    """SIGKILL this child when the worker dies, so no run outlives its lease."""
+    signal_on_parent_death(signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the worker died before the request took effect
         os._exit(1)
 
 

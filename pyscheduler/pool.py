@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
+import functools
 import logging
 import math
 import os
@@ -56,6 +56,7 @@ from typing import Any
 import click
 import redis
 
+from . import parent_death
 from .connection import DEFAULT_URL, URL_ENV, client_from_url, redacted, resolve_url, validate_url
 from .exceptions import InvalidURL, PySchedulerError
 from .keys import validate_queue_name
@@ -518,23 +519,10 @@ class Scaler:
 # -- processes ----------------------------------------------------------------------------------
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _child_setup() -> Callable[[], None] | None:
-    """On Linux: a function run in each worker before exec so it gets SIGTERM when we die."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-    return setup
+def _child_setup() -> Callable[[], None]:
+    """A function run in each worker before exec, so that it gets SIGTERM when the pool dies."""
+    parent_death.prepare()
+    return functools.partial(parent_death.signal_on_parent_death, signal.SIGTERM)
 
 
 @dataclass

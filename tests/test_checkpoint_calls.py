@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import server_ms
 
 from pyscheduler import InvalidOption, JobNotFound, LeaseLost, Queue, calls
 from pyscheduler.context import JobContext, JobSuspended
@@ -20,11 +21,6 @@ from pyscheduler.protocol import FailKind
 
 def step(n: int) -> int:
     return n
-
-
-def server_ms(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 @pytest.fixture

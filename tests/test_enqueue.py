@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import server_ms
 
 from pyscheduler import Job, JobNotFound, Queue, Status, calls, task
 from pyscheduler.exceptions import InvalidOption
@@ -27,11 +28,6 @@ def add(a: int, b: int = 0) -> int:
 @task(name="custom-add")
 def custom_named_add(a: int, b: int) -> int:
     return a + b
-
-
-def server_ms(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def pop(queue: Queue, max_jobs: int = 1, lease_ms: int = 10_000) -> calls.PopResult:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import other_token
+from helpers import other_token, server_ms
 
 from pyscheduler import (
     InvalidJobState,
@@ -34,11 +34,6 @@ from pyscheduler.protocol import MAX_BACKOFF_MS, MAX_LOST_LEASES, FailKind
 
 def add(a: int, b: int = 0) -> int:
     return a + b
-
-
-def server_ms(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import server_ms
 
 from pyscheduler import Queue, calls, library
 from pyscheduler.engine import free_port
@@ -60,11 +61,6 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 def load_outdated(conn: redis.Redis) -> None:
     version, code = library.library_code()
     conn.function_load(code.replace(version, "old"), replace=True)
-
-
-def server_ms(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
 
 
 # -- rendering and version --------------------------------------------------------------------

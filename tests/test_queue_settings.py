@@ -32,11 +32,6 @@ def key() -> str:
     return f"test:{uuid.uuid4().hex[:12]}"
 
 
-def server_ms(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 def server_us(conn: redis.Redis) -> int:
     seconds, micros = conn.time()
     return int(seconds) * 1_000_000 + int(micros)
