@@ -1,18 +1,11 @@
 --[[ psq_pop: lease the next jobs of a queue to a worker.
 
-In the same atomic call, before popping, it promotes delayed jobs that are due and reclaims
-jobs whose lease expired (their worker died or stalled), each in a bounded batch, so no
-separate scheduler process is needed. A reclaimed job goes back to the score it was popped
-with (its `rank`, as psq_release does), so it runs before the jobs of its priority queued
-after it; one that lost more leases than the queue's `max_lost_leases` setting (default
-MAX_LOST_LEASES) fails for good. When nothing is ready it also sweeps a bounded batch of
-finished records whose result TTL has passed. It enforces the queue's settings across all
-workers: a paused queue leases nothing; at most `concurrency` jobs are active at once; at most
-`rate` jobs start per `period_ms`.
-
-Each leased job's record keeps its ready-set score as the string field `rank` (the text Redis
-gave, exact; cjson would round it) and the queue's `aging_base` it was computed under as
-`rank_base`, so psq_release can put a job it never started back exactly where it was.
+Before popping, in the same call, it promotes due delayed jobs and reclaims expired leases (a
+bounded batch each), so no scheduler process is needed; a reclaimed job goes back to the score
+it was popped with (its `rank`), one that lost more than `max_lost_leases` leases fails for good.
+With nothing ready it sweeps a bounded batch of expired finished records. It enforces the
+queue's settings (paused, concurrency, rate per period_ms) across all workers. Each leased
+record keeps its exact score as `rank` and the aging base as `rank_base` (see psq_release).
 
 KEYS[1]  jobs         HASH    job id -> job record (JSON)
 KEYS[2]  payloads     HASH    job id -> call payload (JSON text)
@@ -32,31 +25,23 @@ KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_
                               max_lost_leases
 KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
 
-ARGV[1] max_jobs   integer  0..POP_BATCH_MAX, most jobs to lease in this call (0: only `extra`,
-                            for a busy worker topping up its prefetched jobs); max_jobs + extra
-                            in 1..POP_BATCH_MAX
+ARGV[1] max_jobs   integer  0..POP_BATCH_MAX, most jobs to lease (0: only `extra`, a busy
+                            worker topping up); max_jobs + extra in 1..POP_BATCH_MAX
 ARGV[2] lease_ms   integer  1..LEASE_MS_MAX, lease length; the worker renews before it runs out
 ARGV[3] worker     string   name of the worker taking the jobs (for inspection), 1..
                             WORKER_NAME_MAX_BYTES bytes
-ARGV[4] extra      integer  0..POP_BATCH_MAX: up to this many more jobs beyond max_jobs, which
-                            the worker holds before it can start them (prefetch). Only when
-                            the queue has no concurrency and no rate limit: with a limit it is
-                            ignored, so one worker cannot hoard limited slots with jobs it has not
-                            started. A paused queue still leases nothing.
-ARGV[5] nonce      string   TOKEN_LENGTH lowercase hex characters, random, fresh per call: each
-                            leased job's fencing token is the first TOKEN_LENGTH characters of
-                            sha1hex(nonce .. ':' .. seq), seq a sequence number of its own
+ARGV[4] extra      integer  0..POP_BATCH_MAX more jobs to hold before they can start
+                            (prefetch); ignored on a queue with a concurrency or rate limit
+ARGV[5] nonce      string   TOKEN_LENGTH lowercase hex, random per call: a lease's token is
+                            sha1hex(nonce .. ':' .. its own seq), cut to TOKEN_LENGTH
 
-A popped job whose id is malformed (not JOB_ID_PATTERN: written by someone else) or whose
-record is corrupt is moved to failed with the reason and not leased.
+A popped job with a malformed id or a corrupt record is moved to failed with the reason.
 
 Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadline_ms,
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
-  wait_ms is -1 when jobs were leased or nothing is scheduled, else the milliseconds until
-  the next delayed job is due, the next lease expires or the rate limit lets a job start
-  (0: call again now). When this call filled the rate limit's window with jobs still ready,
-  it is the time until the window lets the next job start, even though jobs were leased.
-  A freed concurrency slot or a resumed queue wakes workers instead.
+  wait_ms: -1 when jobs were leased or nothing is scheduled, else ms until the next due job,
+  lease deadline or rate-window opening (0: call again now); also set when this call filled the
+  rate window with jobs still ready. Freed slots and resumed queues wake workers instead.
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 

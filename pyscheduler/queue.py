@@ -420,16 +420,19 @@ class Queue:
         library's limit for this queue."""
         if self.max_payload_bytes is not None:
             return self.max_payload_bytes
-        return self.size_limits()["max_payload_bytes"]
+        return self._cached_limits()["max_payload_bytes"]
 
     def size_limits(self) -> dict[str, int]:
         """The sizes the library accepts on this queue, in bytes (max_payload_bytes,
         max_result_bytes, max_checkpoint_bytes, max_error_bytes); read from Redis at most once
         every LIMITS_CACHE_SECONDS."""
+        return dict(self._cached_limits())
+
+    def _cached_limits(self) -> dict[str, int]:
         now = time.monotonic()
         if self._library_limits is None or now - self._library_limits[0] > LIMITS_CACHE_SECONDS:
             self._library_limits = (now, calls.size_limits(self.connection, self.keys))
-        return dict(self._library_limits[1])
+        return self._library_limits[1]
 
     def set_size_limits(
         self,

@@ -150,3 +150,19 @@ def cluster_port(host: str = "127.0.0.1") -> int:
             for sock in sockets:
                 sock.close()
     raise RuntimeError("no free port pair for a cluster node")
+
+
+def snapshot(conn: redis.Redis) -> dict[Any, Any]:
+    """Every key with its serialised value: equal snapshots mean nothing was written."""
+    return {key: conn.dump(key) for key in conn.keys("*")}
+
+
+def max_in_window(times: list[int], width: int) -> int:
+    """The most of `times` within any window (t - width, t]."""
+    ordered = sorted(times)
+    most = first = 0
+    for i, t in enumerate(ordered):
+        while ordered[first] <= t - width:
+            first += 1
+        most = max(most, i - first + 1)
+    return most

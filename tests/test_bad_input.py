@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import snapshot
 
 from pyscheduler import (
     HandlerRefused,
@@ -53,11 +54,6 @@ class Greeter:
 
 
 Snapshot = dict[bytes, bytes | None]
-
-
-def snapshot(conn: redis.Redis) -> Snapshot:
-    """Every key with its serialised value."""
-    return {key: conn.dump(key) for key in conn.keys("*")}
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from helpers import server_ms, wait_until
+from helpers import server_ms, snapshot, wait_until
 
 from pyscheduler import Queue
 from pyscheduler.cli import EXIT_REDIS, EXIT_USAGE, main
@@ -41,11 +41,6 @@ from pyscheduler.protocol import WORKER_JOBS_MAX, WORKER_TTL_MS_MAX, WORKERS_PAG
 Snapshot = dict[bytes, bytes | None]
 
 SHORT = 0.2  # seconds between heartbeats where a test waits for an expiry
-
-
-def snapshot(conn: redis.Redis) -> Snapshot:
-    """Every key with its serialised value."""
-    return {key: conn.dump(key) for key in conn.keys("*")}
 
 
 def heartbeat(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import WorkerLog, summary_ms, wait_until
+from helpers import WorkerLog, max_in_window, summary_ms, wait_until
 
 from pyscheduler import InvalidJobState, InvalidOption, JobNotFound, Queue, Status, calls
 from pyscheduler.protocol import FailKind
@@ -496,17 +496,6 @@ def max_overlap(intervals: Iterable[tuple[int, int]]) -> int:
     for _, delta in events:
         running += delta
         most = max(most, running)
-    return most
-
-
-def max_in_window(times: Iterable[int], width: int) -> int:
-    """The most of `times` within any window (t - width, t]."""
-    ordered = sorted(times)
-    most = first = 0
-    for i, t in enumerate(ordered):
-        while ordered[first] <= t - width:
-            first += 1
-        most = max(most, i - first + 1)
     return most
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import other_token, start_worker, wait_until
+from helpers import max_in_window, other_token, server_ms, snapshot, start_worker, wait_until
 
 from pyscheduler import LeaseLost, Queue, Status, calls
 from pyscheduler.exceptions import InvalidKeys
@@ -50,21 +50,6 @@ def record(queue: Queue, job_id: str) -> dict[str, Any]:
     return result
 
 
-def snapshot(conn: redis.Redis) -> dict[Any, Any]:
-    return {key: conn.dump(key) for key in conn.keys("*")}
-
-
-def max_in_window(times: list[int], width: int) -> int:
-    """The most of `times` within any window (t - width, t]."""
-    ordered = sorted(times)
-    most = first = 0
-    for i, t in enumerate(ordered):
-        while ordered[first] <= t - width:
-            first += 1
-        most = max(most, i - first + 1)
-    return most
-
-
 # -- the library ------------------------------------------------------------------------------
 
 
@@ -88,30 +73,37 @@ def test_start_is_counted_at_the_handler_start_not_at_the_lease(queue: Queue) ->
     assert queue.connection.zscore(queue.keys.starts, leased.token) == started
 
 
+def started_ago(queue: Queue, leased: calls.Lease, ms: int) -> None:
+    """Date a job's entry in the rate window `ms` back on the server clock, as if its lease or
+    start were that long ago (no sleep, so a stalled test process cannot move the window)."""
+    queue.connection.zadd(queue.keys.starts, {leased.token: server_ms(queue.connection) - ms})
+
+
 def test_start_is_refused_with_the_wait_when_the_window_is_full(queue: Queue) -> None:
-    queue.set_limits(rate=1, period=0.3)
+    queue.set_limits(rate=1, period=60.0)
     queue.enqueue(add, 1)
     queue.enqueue(add, 2)
     late = lease(queue)
-    time.sleep(0.35)  # its lease leaves the window before its handler starts
+    started_ago(queue, late, 61_000)  # its lease left the window before its handler starts
     on_time = lease(queue)  # the window let the next lease in
     before = snapshot(queue.connection)
     wait_ms = start(queue, late)
-    assert 1 <= wait_ms <= 300
+    assert 1 <= wait_ms <= 60_000
     assert snapshot(queue.connection) == before  # not started, nothing counted
     assert start(queue, on_time) == 0
 
 
 def test_start_goes_ahead_after_the_wait_it_was_told(queue: Queue) -> None:
-    queue.set_limits(rate=1, period=0.3)
+    queue.set_limits(rate=1, period=60.0)
     queue.enqueue(add, 1)
     queue.enqueue(add, 2)
     late = lease(queue)
-    time.sleep(0.35)
+    started_ago(queue, late, 61_000)
     on_time = lease(queue)
     assert start(queue, on_time) == 0
+    started_ago(queue, on_time, 60_000 - 1_500)  # leaves the window 1.5 s from now
     wait_ms = start(queue, late)
-    assert wait_ms >= 1
+    assert 1 <= wait_ms <= 1_500
     time.sleep(wait_ms / 1000)
     assert start(queue, late) == 0
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import other_token
+from helpers import other_token, snapshot
 
 from pyscheduler import LeaseLost, Queue, calls
 
@@ -42,10 +42,6 @@ def record(queue: Queue, job_id: str) -> dict[str, Any]:
     assert raw is not None
     result: dict[str, Any] = json.loads(raw)
     return result
-
-
-def snapshot(conn: redis.Redis) -> dict[bytes, bytes | None]:
-    return {key: conn.dump(key) for key in conn.keys("*")}
 
 
 # -- where a released job goes ----------------------------------------------------------------
