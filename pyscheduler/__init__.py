@@ -1,6 +1,9 @@
 """pyscheduler: a job scheduler on Redis whose brain is a library of atomic Lua functions."""
 
-from .context import JobContext, JobSuspended, current_job
+from .client.job import Job
+from .client.queue import Queue
+from .client.splitting import Subtask, SubtaskFailed
+from .client.tasks import task
 from .exceptions import (
     HandlerRefused,
     HandlerUnavailable,
@@ -20,12 +23,9 @@ from .exceptions import (
     PySchedulerError,
     WaitTimeout,
 )
-from .handlers import task
-from .job import Job
-from .protocol import Status
-from .queue import Queue
-from .splitting import Subtask, SubtaskFailed
-from .worker import Worker
+from .runtime.context import JobContext, JobSuspended, current_job
+from .runtime.worker import Worker
+from .store.protocol import Status
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ The library reports errors as replies starting with a code from `protocol.ErrorC
 
 from __future__ import annotations
 
-from .protocol import ErrorCode
+from .store.protocol import ErrorCode
 
 
 class PySchedulerError(Exception):

@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from pyscheduler.engine import Engine, EngineNotFound, free_port, ping
+from pyscheduler.dev.engine import Engine, EngineNotFound, free_port, ping
 
 EXTERNAL_REDIS_URL: str | None = os.environ.get("REDIS_URL", "").strip() or None
 ENGINE_PARAMS: list[str] = ["external"] if EXTERNAL_REDIS_URL else ["redis", "valkey"]
@@ -286,7 +286,7 @@ def conn(redis_url: str) -> Iterator[Any]:
     """A client to an empty database with the current Lua library loaded."""
     import redis
 
-    from pyscheduler import library
+    from pyscheduler.store import library
 
     client = redis.Redis.from_url(redis_url)
     client.flushall()

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 import redis
 import trustme
 
-from pyscheduler.engine import Engine, EngineNotFound, find_engine_binary, free_port
+from pyscheduler.dev.engine import Engine, EngineNotFound, find_engine_binary, free_port
 
 HOST = "127.0.0.1"
 SECURITY_DOC = Path(__file__).resolve().parent.parent / "docs" / "security.md"
@@ -277,9 +277,9 @@ def tls_binary_candidates(kind: str) -> list[tuple[str, str | None]]:
     try:
         _, path = find_engine_binary(kind)
     except EngineNotFound:
-        found.append((f"pyscheduler.engine.find_engine_binary({kind!r})", None))
+        found.append((f"pyscheduler.dev.engine.find_engine_binary({kind!r})", None))
     else:
-        found.append((f"pyscheduler.engine.find_engine_binary({kind!r})", path))
+        found.append((f"pyscheduler.dev.engine.find_engine_binary({kind!r})", path))
     return found
 
 

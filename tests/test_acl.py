@@ -34,10 +34,11 @@ from servers import (
     with_password,
 )
 
-from pyscheduler import Job, Queue, Status, Worker, library
-from pyscheduler.cli import main
-from pyscheduler.engine import Engine
+from pyscheduler import Job, Queue, Status, Worker
+from pyscheduler.dev.engine import Engine
 from pyscheduler.exceptions import PySchedulerError, WaitTimeout
+from pyscheduler.ops.cli import main
+from pyscheduler.store import library
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent

@@ -19,7 +19,7 @@ import redis
 from helpers import start_worker, wait_until
 
 from pyscheduler import HandlerRefused, HandlerUnavailable, Queue, Status
-from pyscheduler.handlers import HandlerPolicy
+from pyscheduler.runtime.allowlist import HandlerPolicy
 
 # Reachable from an allowed application module by attribute, but not defined there.
 THROUGH_ATTRIBUTES = [
@@ -83,9 +83,9 @@ FOREIGN = [
     "jinja2:Template",
     "__main__:main",
     "__main__:os.popen",
-    "pyscheduler.engine:os.popen",
-    "pyscheduler.cli:main",
-    "pyscheduler.handlers:task",
+    "pyscheduler.dev.engine:os.popen",
+    "pyscheduler.ops.cli:main",
+    "pyscheduler.client.tasks:task",
     "pyscheduler:Queue",
 ]
 
@@ -175,7 +175,7 @@ def test_function_of_main_is_refused_at_enqueue(conn: redis.Redis) -> None:
 
 
 def test_function_of_pyscheduler_is_refused_at_enqueue(conn: redis.Redis) -> None:
-    from pyscheduler import engine
+    from pyscheduler.dev import engine
 
     with pytest.raises(HandlerRefused, match="pyscheduler itself"):
         Queue("fast", connection=conn).enqueue(engine.free_port)
@@ -194,8 +194,8 @@ WORKER_BYPASSES = [
     ("allowlist_app:touchy.popen", "touch {canary}"),
     ("tasks:os.popen", "touch {canary}"),
     ("__main__:os.popen", "touch {canary}"),
-    ("pyscheduler.engine:os.popen", "touch {canary}"),
-    ("pyscheduler.cli:os.popen", "touch {canary}"),
+    ("pyscheduler.dev.engine:os.popen", "touch {canary}"),
+    ("pyscheduler.ops.cli:os.popen", "touch {canary}"),
     ("os:popen", "touch {canary}"),
     ("allowlist_app:shutil.rmtree", "{victim}"),
 ]
@@ -203,7 +203,7 @@ WORKER_BYPASSES = [
 
 def _enqueue_raw(conn: redis.Redis, queue: Queue, ref: str, arg: str) -> str:
     """Enqueue a job naming `ref` as a hostile producer would (the client refuses some)."""
-    from pyscheduler import calls
+    from pyscheduler.store import calls
 
     job = queue.prepare("allowlist_app:greet", [arg], retries=2)
     forged = calls.NewJob(**{**_fields(job), "func": ref})

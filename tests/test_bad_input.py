@@ -30,13 +30,12 @@ from pyscheduler import (
     PayloadNotJSON,
     PayloadTooLarge,
     Queue,
-    calls,
-    library,
 )
 from pyscheduler.exceptions import InvalidKeys
-from pyscheduler.keys import QueueKeys
-from pyscheduler.operations import keys_for
-from pyscheduler.protocol import (
+from pyscheduler.store import calls, library
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.store.operations import keys_for
+from pyscheduler.store.protocol import (
     COMPLETE_BATCH_MAX,
     RELEASE_BATCH_MAX,
     SIZE_LIMIT_DEFAULTS,

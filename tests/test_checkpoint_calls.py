@@ -14,9 +14,10 @@ import pytest
 import redis
 from helpers import server_ms
 
-from pyscheduler import InvalidOption, JobNotFound, LeaseLost, Queue, calls
-from pyscheduler.context import JobContext, JobSuspended
-from pyscheduler.protocol import FailKind
+from pyscheduler import InvalidOption, JobNotFound, LeaseLost, Queue
+from pyscheduler.runtime.context import JobContext, JobSuspended
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import FailKind
 
 
 def step(n: int) -> int:

@@ -15,10 +15,11 @@ import redis
 from click.testing import CliRunner, Result
 from helpers import wait_until
 
-from pyscheduler import Queue, Status, calls
-from pyscheduler.cli import EXIT_PROBLEM, EXIT_REDIS, EXIT_USAGE, main
-from pyscheduler.engine import free_port
-from pyscheduler.protocol import FailKind
+from pyscheduler import Queue, Status
+from pyscheduler.dev.engine import free_port
+from pyscheduler.ops.cli import EXIT_PROBLEM, EXIT_REDIS, EXIT_USAGE, main
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import FailKind
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"

@@ -18,11 +18,12 @@ import pytest
 import redis
 from helpers import WorkerLog
 
-from pyscheduler import Queue, calls
-from pyscheduler.cli import EXIT_PROBLEM, EXIT_REDIS, EXIT_USAGE
-from pyscheduler.connection import DEFAULT_URL, client_from_url, resolve_url, validate_url
-from pyscheduler.engine import ENV_BINARY, free_port
+from pyscheduler import Queue
+from pyscheduler.dev.engine import ENV_BINARY, free_port
 from pyscheduler.exceptions import InvalidURL
+from pyscheduler.ops.cli import EXIT_PROBLEM, EXIT_REDIS, EXIT_USAGE
+from pyscheduler.store import calls
+from pyscheduler.store.connection import DEFAULT_URL, client_from_url, resolve_url, validate_url
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent

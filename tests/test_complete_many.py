@@ -15,10 +15,12 @@ import pytest
 import redis
 from helpers import other_token
 
-from pyscheduler import JobNotFound, LeaseLost, Queue, calls, splitting
-from pyscheduler.keys import QueueKeys
-from pyscheduler.protocol import COMPLETE_BATCH_MAX
-from pyscheduler.splitting import Subtask
+from pyscheduler import JobNotFound, LeaseLost, Queue
+from pyscheduler.client import splitting
+from pyscheduler.client.splitting import Subtask
+from pyscheduler.store import calls
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.store.protocol import COMPLETE_BATCH_MAX
 
 
 def add(a: int, b: int = 0) -> int:

@@ -14,11 +14,12 @@ import pytest
 import redis
 from helpers import server_ms
 
-from pyscheduler import Job, JobNotFound, Queue, Status, calls, task
+from pyscheduler import Job, JobNotFound, Queue, Status, task
+from pyscheduler.client.splitting import Subtask
 from pyscheduler.exceptions import InvalidOption
-from pyscheduler.keys import QUEUES_KEY
-from pyscheduler.protocol import ENQUEUE_BATCH_MAX
-from pyscheduler.splitting import Subtask
+from pyscheduler.store import calls
+from pyscheduler.store.keys import QUEUES_KEY
+from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX
 
 
 def add(a: int, b: int = 0) -> int:

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from pyscheduler import InvalidOption, PayloadTooLarge, Queue
-from pyscheduler.protocol import ENQUEUE_BATCH_MAX
+from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX
 
 JOBS = 2 * ENQUEUE_BATCH_MAX + 500  # three library calls
 

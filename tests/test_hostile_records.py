@@ -17,11 +17,11 @@ from conftest import TESTS_DIR, ServerHandle
 from helpers import WorkerLog, executor_pids, start_worker, wait_until
 
 from pyscheduler import Queue, Worker
-from pyscheduler.engine import Engine, free_port
+from pyscheduler.dev.engine import Engine, free_port
 from pyscheduler.exceptions import PayloadNotJSON
-from pyscheduler.executor import Executor
-from pyscheduler.handlers import HandlerPolicy
-from pyscheduler.keys import QueueKeys
+from pyscheduler.runtime.allowlist import HandlerPolicy
+from pyscheduler.runtime.executor import Executor
+from pyscheduler.store.keys import QueueKeys
 
 QUEUE = "hostile"
 KEYS = QueueKeys(QUEUE)

@@ -27,9 +27,9 @@ from pyscheduler import (
     LeaseLost,
     Queue,
     WaitTimeout,
-    calls,
 )
-from pyscheduler.protocol import MAX_BACKOFF_MS, MAX_LOST_LEASES, FailKind
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import MAX_BACKOFF_MS, MAX_LOST_LEASES, FailKind
 
 
 def add(a: int, b: int = 0) -> int:

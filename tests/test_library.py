@@ -16,11 +16,12 @@ import pytest
 import redis
 from helpers import server_ms
 
-from pyscheduler import Queue, calls, library
-from pyscheduler.engine import free_port
-from pyscheduler.keys import QueueKeys
-from pyscheduler.operations import OPERATIONS, Operation
-from pyscheduler.protocol import FUNCTION_PREFIX, LIBRARY_NAME, FailKind, template_context
+from pyscheduler import Queue
+from pyscheduler.dev.engine import free_port
+from pyscheduler.store import calls, library
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.store.operations import OPERATIONS, Operation
+from pyscheduler.store.protocol import FUNCTION_PREFIX, LIBRARY_NAME, FailKind, template_context
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA_DIR = ROOT / "lua"

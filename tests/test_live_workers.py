@@ -24,19 +24,19 @@ from click.testing import CliRunner, Result
 from helpers import server_ms, snapshot, wait_until
 
 from pyscheduler import Queue
-from pyscheduler.cli import EXIT_REDIS, EXIT_USAGE, main
-from pyscheduler.engine import free_port
+from pyscheduler.dev.engine import free_port
 from pyscheduler.exceptions import InvalidOption
-from pyscheduler.keys import QUEUES_KEY, QueueKeys
-from pyscheduler.live_workers import (
+from pyscheduler.ops.cli import EXIT_REDIS, EXIT_USAGE, main
+from pyscheduler.runtime.live_workers import (
     Heartbeat,
     LiveWorker,
     heartbeat_ttl,
     list_page,
     list_workers,
 )
-from pyscheduler.operations import keys_for
-from pyscheduler.protocol import WORKER_JOBS_MAX, WORKER_TTL_MS_MAX, WORKERS_PAGE_MAX
+from pyscheduler.store.keys import QUEUES_KEY, QueueKeys
+from pyscheduler.store.operations import keys_for
+from pyscheduler.store.protocol import WORKER_JOBS_MAX, WORKER_TTL_MS_MAX, WORKERS_PAGE_MAX
 
 Snapshot = dict[bytes, bytes | None]
 
@@ -165,8 +165,8 @@ def test_a_worker_whose_heartbeats_stop_disappears_after_its_expiry(conn: redis.
 BEATING_PROCESS = """
 import sys, time
 import redis
-from pyscheduler.keys import QueueKeys
-from pyscheduler.live_workers import Heartbeat
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.runtime.live_workers import Heartbeat
 beat = Heartbeat(redis.Redis.from_url(sys.argv[1]), [QueueKeys("work")], "doomed", 1, %r)
 while True:
     beat.beat(time.monotonic())

@@ -21,10 +21,10 @@ import redis
 from helpers import as_int, executor_pids, is_gone, send, start_worker, wait_until
 
 from pyscheduler import Job, JobFailed, Queue, Status, Subtask
-from pyscheduler.executor import Executor
-from pyscheduler.handlers import HandlerPolicy
-from pyscheduler.serialization import encode_payload
-from pyscheduler.splitting import subtask_id
+from pyscheduler.client.splitting import subtask_id
+from pyscheduler.runtime.allowlist import HandlerPolicy
+from pyscheduler.runtime.executor import Executor
+from pyscheduler.store.serialization import encode_payload
 
 pytestmark = pytest.mark.crash
 

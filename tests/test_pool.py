@@ -23,7 +23,7 @@ import redis
 from helpers import WorkerLog, as_int, blocked_clients, is_gone, wait_until
 
 from pyscheduler import Queue, Status
-from pyscheduler.pool import (
+from pyscheduler.ops.pool import (
     Backlog,
     GroupConfig,
     Pool,

@@ -17,7 +17,7 @@ import redis
 from helpers import send, start_worker, wait_until
 
 from pyscheduler import Queue, Status, Worker
-from pyscheduler.protocol import FailKind
+from pyscheduler.store.protocol import FailKind
 
 WARM_UP = 300  # no-op jobs first, so the worker has measured that jobs here are short
 

@@ -22,8 +22,9 @@ import pytest
 import redis
 from helpers import WorkerLog, max_in_window, summary_ms, wait_until
 
-from pyscheduler import InvalidJobState, InvalidOption, JobNotFound, Queue, Status, calls
-from pyscheduler.protocol import FailKind
+from pyscheduler import InvalidJobState, InvalidOption, JobNotFound, Queue, Status
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import FailKind
 
 TASK = "settings_tasks:started"  # any handler: library-level tests never run it
 

@@ -19,10 +19,11 @@ import pytest
 import redis
 from helpers import max_in_window, other_token, server_ms, snapshot, start_worker, wait_until
 
-from pyscheduler import LeaseLost, Queue, Status, calls
+from pyscheduler import LeaseLost, Queue, Status
 from pyscheduler.exceptions import InvalidKeys
-from pyscheduler.keys import QueueKeys
-from pyscheduler.operations import keys_for
+from pyscheduler.store import calls
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.store.operations import keys_for
 
 
 def add(a: int = 0) -> int:

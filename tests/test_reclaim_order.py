@@ -17,8 +17,9 @@ import pytest
 import redis
 from helpers import server_ms, start_worker, wait_until
 
-from pyscheduler import InvalidOption, Queue, calls
-from pyscheduler.protocol import MAX_LOST_LEASES_LIMIT
+from pyscheduler import InvalidOption, Queue
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import MAX_LOST_LEASES_LIMIT
 
 
 def add(a: int, b: int = 0) -> int:

@@ -12,7 +12,8 @@ import pytest
 import redis
 from helpers import other_token, snapshot
 
-from pyscheduler import LeaseLost, Queue, calls
+from pyscheduler import LeaseLost, Queue
+from pyscheduler.store import calls
 
 
 def add(a: int, b: int = 0) -> int:

@@ -15,8 +15,9 @@ from typing import Any
 
 import redis
 
-from pyscheduler import Queue, Worker, calls
-from pyscheduler.protocol import ENQUEUE_BATCH_MAX
+from pyscheduler import Queue, Worker
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX
 
 
 @dataclass

@@ -8,8 +8,9 @@ import pytest
 import redis
 from helpers import start_worker, wait_until
 
-from pyscheduler import InvalidOption, PayloadTooLarge, Queue, Status, calls
-from pyscheduler.protocol import SIZE_LIMIT_DEFAULTS
+from pyscheduler import InvalidOption, PayloadTooLarge, Queue, Status
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import SIZE_LIMIT_DEFAULTS
 
 
 def test_a_queue_reports_the_library_s_defaults(conn: redis.Redis) -> None:

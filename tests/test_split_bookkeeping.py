@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 import redis
 
-from pyscheduler import InvalidOption, Job, JobNotFound, LeaseLost, Queue, calls, splitting
-from pyscheduler.context import JobContext, JobSuspended
+from pyscheduler import InvalidOption, Job, JobNotFound, LeaseLost, Queue
+from pyscheduler.client import splitting
+from pyscheduler.client.splitting import Subtask, SubtaskFailed
 from pyscheduler.exceptions import InvalidKeys, PayloadNotJSON
-from pyscheduler.keys import QueueKeys
-from pyscheduler.protocol import MAX_LOST_LEASES, NOTICE_REDRIVE_MS, FailKind
-from pyscheduler.splitting import Subtask, SubtaskFailed
+from pyscheduler.runtime.context import JobContext, JobSuspended
+from pyscheduler.store import calls
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.store.protocol import MAX_LOST_LEASES, NOTICE_REDRIVE_MS, FailKind
 
 
 def part(n: int) -> int:

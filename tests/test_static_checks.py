@@ -8,7 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from pyscheduler import library
+from pyscheduler.store import library
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,9 +23,10 @@ import redis
 from click.testing import CliRunner, Result
 from servers import TlsServer, documented_rules, make_tls_files, start_tls_server, with_password
 
-from pyscheduler import Job, Queue, Status, library
-from pyscheduler.cli import main
+from pyscheduler import Job, Queue, Status
 from pyscheduler.exceptions import WaitTimeout
+from pyscheduler.ops.cli import main
+from pyscheduler.store import library
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent

@@ -7,8 +7,9 @@ from typing import Any
 
 import redis
 
-from pyscheduler import Queue, calls
-from pyscheduler.protocol import RENEW_BATCH_MAX
+from pyscheduler import Queue
+from pyscheduler.store import calls
+from pyscheduler.store.protocol import RENEW_BATCH_MAX
 
 TOKEN = re.compile(r"^[0-9a-f]{32}$")
 

@@ -15,10 +15,11 @@ from typing import Any
 
 import redis
 
-from pyscheduler import Queue, Worker, calls
-from pyscheduler.engine import free_port
-from pyscheduler.executor import Executor
-from pyscheduler.handlers import HandlerPolicy
+from pyscheduler import Queue, Worker
+from pyscheduler.dev.engine import free_port
+from pyscheduler.runtime.allowlist import HandlerPolicy
+from pyscheduler.runtime.executor import Executor
+from pyscheduler.store import calls
 
 SIZE = 48 * 1024 * 1024
 # The worker's CPU seconds to move SIZE bytes each way: about 0.3 s when linear, over 15 s

@@ -17,9 +17,9 @@ from helpers import blocked_clients, cluster_port, send, start_worker, wait_idle
 from redis.cluster import RedisCluster
 
 from pyscheduler import Queue
-from pyscheduler.engine import Engine
-from pyscheduler.keys import QueueKeys
-from pyscheduler.waiting import WorkWaiting
+from pyscheduler.dev.engine import Engine
+from pyscheduler.runtime.waiting import WorkWaiting
+from pyscheduler.store.keys import QueueKeys
 
 QUEUES = ("wa", "wb", "wc")
 

@@ -14,7 +14,7 @@ from helpers import as_int, start_worker, summary_ms, wait_idle, wait_until
 from tasks import quick_task
 
 from pyscheduler import Queue, Status, Worker
-from pyscheduler.keys import QueueKeys
+from pyscheduler.store.keys import QueueKeys
 
 
 def key() -> str:

@@ -12,7 +12,8 @@ import pytest
 import redis
 from helpers import as_int, executor_pids, is_gone, send, start_worker, wait_idle, wait_until
 
-from pyscheduler import Queue, Status, library
+from pyscheduler import Queue, Status
+from pyscheduler.store import library
 
 pytestmark = pytest.mark.crash
 

@@ -65,8 +65,9 @@ def _run(executor: Any, request: dict[str, Any]) -> tuple[float, float, dict[str
 
 def through_redis(sizes_mb: list[float]) -> None:
     """The same through a whole worker and a private Redis, limits raised for the sizes."""
-    from pyscheduler import Queue, Worker, calls
-    from pyscheduler.engine import Engine
+    from pyscheduler import Queue, Worker
+    from pyscheduler.dev.engine import Engine
+    from pyscheduler.store import calls
 
     top = int(max(sizes_mb) * 1_000_000) * 2 + 1024
     with Engine() as engine:
@@ -104,8 +105,8 @@ def main() -> None:
     if options.redis:
         through_redis(options.mb)
         return
-    from pyscheduler.executor import Executor
-    from pyscheduler.handlers import HandlerPolicy
+    from pyscheduler.runtime.allowlist import HandlerPolicy
+    from pyscheduler.runtime.executor import Executor
 
     executor = Executor(HandlerPolicy(), redis.Redis())
     try:

@@ -33,10 +33,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyscheduler import calls, library
-from pyscheduler.keys import QueueKeys
-from pyscheduler.operations import BY_NAME, OPERATIONS, STATE_SETS, keys_for
-from pyscheduler.protocol import LEASE_MS_MAX, FailKind
+from pyscheduler.store import calls, library
+from pyscheduler.store.keys import QueueKeys
+from pyscheduler.store.operations import BY_NAME, OPERATIONS, STATE_SETS, keys_for
+from pyscheduler.store.protocol import LEASE_MS_MAX, FailKind
 
 QUEUE = "fz"
 OTHER = "other"
@@ -645,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = None
     url = options.url
     if url is None:
-        from pyscheduler.engine import Engine
+        from pyscheduler.dev.engine import Engine
 
         engine = Engine(kind=options.engine).start()
         url = engine.url

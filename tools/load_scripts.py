@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pyscheduler.cli import load_scripts_command
+from pyscheduler.ops.cli import load_scripts_command
 
 
 def main() -> int:

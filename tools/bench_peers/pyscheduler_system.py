@@ -10,7 +10,8 @@ from typing import Any, ClassVar
 import bench_tasks
 import redis
 
-from pyscheduler import Queue, library
+from pyscheduler import Queue
+from pyscheduler.store import library
 
 from .base import System
 

@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import redis
 
-from .exceptions import LibraryError, PySchedulerError, error_from_reply
+from ..exceptions import LibraryError, PySchedulerError, error_from_reply
 from .keys import QueueKeys
 from .library import DEPLOY_HINT
 from .operations import BY_NAME, keys_for

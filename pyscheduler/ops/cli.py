@@ -43,14 +43,21 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import library
-from .connection import DEFAULT_URL, URL_ENV, client_from_url, redacted, resolve_url, validate_url
-from .exceptions import InvalidInput, InvalidURL, LibraryError, PySchedulerError
-from .job import Job, JobInfo
-from .live_workers import LiveWorker, list_workers
+from ..client.job import Job, JobInfo
+from ..client.queue import Queue, QueueLimits, QueueStats
+from ..exceptions import InvalidInput, InvalidURL, LibraryError, PySchedulerError
+from ..runtime.live_workers import LiveWorker, list_workers
+from ..store import library
+from ..store.connection import (
+    DEFAULT_URL,
+    URL_ENV,
+    client_from_url,
+    redacted,
+    resolve_url,
+    validate_url,
+)
+from ..store.protocol import JOB_ID_RE, Status
 from .pool import pool_command
-from .protocol import JOB_ID_RE, Status
-from .queue import Queue, QueueLimits, QueueStats
 
 URL_HELP = f"Redis URL (default: ${URL_ENV}, else {DEFAULT_URL})"
 
@@ -435,7 +442,7 @@ def worker(
     SIGTERM or Ctrl-C: stop taking jobs, finish the running ones, exit 0; a second signal
     stops at once (exit 1) and the leases bring the jobs back.
     """
-    from .worker import Worker
+    from ..runtime.worker import Worker
 
     sys.path.insert(0, "")  # handlers of the current directory's application
     click.get_current_context().meta[_URL_META] = url
@@ -1130,7 +1137,7 @@ def limit(
 )
 def demo(url: str | None, fast_jobs: int) -> None:
     """Show how long jobs and short ones share workers: separate queues, splits, time slices."""
-    from .demo import run_demo
+    from ..dev.demo import run_demo
 
     click.get_current_context().meta[_URL_META] = url
     sys.exit(run_demo(url, fast_jobs))

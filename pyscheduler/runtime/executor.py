@@ -52,12 +52,12 @@ from typing import Any
 import orjson
 import redis
 
+from ..exceptions import HandlerRefused, HandlerUnavailable, LeaseLost, PayloadNotJSON
+from ..store.protocol import FailKind
+from ..store.serialization import decode_payload, encode_result
 from . import context as job_context
-from .exceptions import HandlerRefused, HandlerUnavailable, LeaseLost, PayloadNotJSON
-from .handlers import HandlerPolicy
+from .allowlist import HandlerPolicy
 from .parent_death import signal_on_parent_death
-from .protocol import FailKind
-from .serialization import decode_payload, encode_result
 
 SUSPENDED = "suspended"
 LOST = "lost"

@@ -12,7 +12,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .exceptions import PayloadNotJSON, PayloadTooLarge
+from ..exceptions import PayloadNotJSON, PayloadTooLarge
 
 _encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 _CARRIED = "pass str, int, float, bool, None, lists and dicts with string keys"

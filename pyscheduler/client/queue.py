@@ -13,20 +13,18 @@ from typing import Any, NoReturn
 
 import redis
 
-from . import calls, splitting
-from .connection import client_from_url
-from .exceptions import (
+from ..exceptions import (
     HandlerRefused,
     InvalidJobId,
     InvalidOption,
     PayloadTooLarge,
     PySchedulerError,
 )
-from .handlers import MAIN_MODULE, never_a_handler, reference_of, registered_tasks, task_options
-from .job import Job, JobInfo, parse_record
-from .keys import QUEUES_KEY, QueueKeys
-from .library import ensure_loaded
-from .protocol import (
+from ..store import calls
+from ..store.connection import client_from_url
+from ..store.keys import QUEUES_KEY, QueueKeys
+from ..store.library import ensure_loaded
+from ..store.protocol import (
     DEFAULT_BACKOFF_S,
     DEFAULT_RESULT_TTL_S,
     DEFAULT_RETRIES,
@@ -38,8 +36,11 @@ from .protocol import (
     PRIORITY_MIN,
     Status,
 )
-from .serialization import decode_payload, decode_result, encode_payload
+from ..store.serialization import decode_payload, decode_result, encode_payload
+from . import splitting
+from .job import Job, JobInfo, parse_record
 from .splitting import Subtask
+from .tasks import MAIN_MODULE, never_a_handler, reference_of, registered_tasks, task_options
 
 # How long a client trusts the size limits it read from Redis before it reads them again.
 LIMITS_CACHE_SECONDS = 30.0

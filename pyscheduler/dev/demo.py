@@ -23,14 +23,14 @@ from typing import Any
 import click
 import redis
 
-from . import library
-from .connection import client_from_url, redacted
-from .context import current_job
+from ..client.queue import Queue
+from ..client.splitting import Subtask
+from ..client.tasks import task
+from ..exceptions import PySchedulerError
+from ..runtime.context import current_job
+from ..store import library
+from ..store.connection import client_from_url, redacted
 from .engine import EngineNotFound, engine_or_url
-from .exceptions import PySchedulerError
-from .handlers import task
-from .queue import Queue
-from .splitting import Subtask
 
 SLOW_ORDERS = 4
 SLOW_SECONDS = 1.5

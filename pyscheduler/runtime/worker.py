@@ -37,18 +37,19 @@ from typing import Any
 
 import redis
 
-from . import calls, splitting
+from ..client import splitting
+from ..client.queue import Queue
+from ..exceptions import LeaseLost, LibraryError, PySchedulerError
+from ..store import calls
+from ..store.keys import QueueKeys
+from ..store.library import auto_load_requested, ensure_loaded, load
+from ..store.protocol import COMPLETE_BATCH_MAX, FailKind, Status
+from .allowlist import HandlerPolicy
 from .async_executor import BLOCKED_LOOP_GRACE_SECONDS, AsyncExecutor
 from .context import BadRecord, check_record
-from .exceptions import LeaseLost, LibraryError, PySchedulerError
 from .executor import DEFER, LOST, SUSPENDED, UNSTARTED, ChildProcess, Executor, Progress
-from .handlers import HandlerPolicy
-from .keys import QueueKeys
-from .library import auto_load_requested, ensure_loaded, load
 from .live_workers import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
 from .logs import duration, plural, set_up_logging
-from .protocol import COMPLETE_BATCH_MAX, FailKind, Status
-from .queue import Queue
 from .waiting import WorkWaiting
 
 log = logging.getLogger("pyscheduler.worker")

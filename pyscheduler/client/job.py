@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 import orjson
 import redis
 
-from . import calls, splitting
-from .exceptions import InvalidJobState, JobCancelled, JobFailed, JobNotFound, WaitTimeout
-from .keys import QueueKeys
-from .library import ensure_loaded
-from .protocol import Status
+from ..exceptions import InvalidJobState, JobCancelled, JobFailed, JobNotFound, WaitTimeout
+from ..store import calls
+from ..store.keys import QueueKeys
+from ..store.library import ensure_loaded
+from ..store.protocol import Status
+from . import splitting
 
 if TYPE_CHECKING:
     from .queue import Queue

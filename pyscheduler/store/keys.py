@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .exceptions import InvalidQueueName
+from ..exceptions import InvalidQueueName
 from .protocol import KEY_PREFIX, QUEUE_NAME_RE
 
 # A set of known queue names, for listing queues and finding a job by id alone.

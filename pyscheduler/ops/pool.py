@@ -56,11 +56,18 @@ from typing import Any
 import click
 import redis
 
-from . import parent_death
-from .connection import DEFAULT_URL, URL_ENV, client_from_url, redacted, resolve_url, validate_url
-from .exceptions import InvalidURL, PySchedulerError
-from .keys import validate_queue_name
-from .queue import Queue
+from ..client.queue import Queue
+from ..exceptions import InvalidURL, PySchedulerError
+from ..runtime import parent_death
+from ..store.connection import (
+    DEFAULT_URL,
+    URL_ENV,
+    client_from_url,
+    redacted,
+    resolve_url,
+    validate_url,
+)
+from ..store.keys import validate_queue_name
 
 log = logging.getLogger("pyscheduler.pool")
 

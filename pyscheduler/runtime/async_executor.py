@@ -28,7 +28,10 @@ from typing import Any
 import orjson
 import redis
 
+from ..store.protocol import FailKind
+from ..store.serialization import encode_result
 from . import context as job_context
+from .allowlist import HandlerPolicy
 from .executor import (
     ChildProcess,
     flush_output,
@@ -38,9 +41,6 @@ from .executor import (
     set_up_child,
     unstarted_outcome,
 )
-from .handlers import HandlerPolicy
-from .protocol import FailKind
-from .serialization import encode_result
 
 # How long past its deadline a job on the loop may run before the worker kills the process
 # (the loop is blocked: the job's cancellation could not take effect).

@@ -1,8 +1,6 @@
-"""Naming handler functions in job records, and deciding which ones a worker may run.
+"""Deciding which handlers a worker may run: the line of defence between a record and code.
 
-A job names its handler as "module:qualname" (or by the name it was registered under). Anyone
-who can write to a queue's keys can write a job record, so this module is the line of defence
-between a record and the code it makes a worker run. A worker runs:
+Anyone who can write to a queue's keys can write a job record. A worker runs:
 
 - a function registered with `@task`, looked up by its registered name; or
 - unless strict, a plain Python function *defined* in an application module: `module` is the
@@ -23,97 +21,18 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import os
 import site
-import sys
 import sysconfig
 import traceback
 import types
 from collections.abc import Callable, Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any
 
-from .exceptions import HandlerRefused, HandlerUnavailable
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-_registry: dict[str, Callable[..., Any]] = {}
-
-# The package itself: its functions are never handlers, whether it is installed or not.
-_OWN_PACKAGE = __name__.partition(".")[0]
-MAIN_MODULE = "__main__"
-
-
-def reference_of(func: Callable[..., Any]) -> str:
-    """The "module:qualname" that names `func` in a job record."""
-    registered = getattr(func, "__pyscheduler_name__", None)
-    if isinstance(registered, str):
-        return registered
-    module = getattr(func, "__module__", None)
-    qualname = getattr(func, "__qualname__", None)
-    # A bound method's reference names the plain function: the worker would call it without
-    # its object.
-    if not module or not qualname or "<" in qualname or inspect.ismethod(func):
-        raise HandlerRefused(
-            f"{func!r} cannot be named by a job: use a module-level function (not a lambda,"
-            " a nested function or a bound method)"
-        )
-    return f"{module}:{qualname}"
-
-
-@overload
-def task(func: Callable[P, R], /) -> Callable[P, R]: ...
-@overload
-def task(
-    *,
-    name: str | None = None,
-    timeout: float | None = None,
-    retries: int | None = None,
-    time_slice: float | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
-def task(
-    func: Callable[P, R] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    timeout: float | None = None,
-    retries: int | None = None,
-    time_slice: float | None = None,
-) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
-    """Register a handler, so that workers run it even in strict mode.
-
-    `timeout`, `retries` and `time_slice` become the defaults of jobs enqueued with it.
-    """
-    options = {
-        key: value
-        for key, value in (("timeout", timeout), ("retries", retries), ("time_slice", time_slice))
-        if value is not None
-    }
-
-    def register(f: Callable[P, R]) -> Callable[P, R]:
-        ref = name or reference_of(f)
-        _registry[ref] = f
-        f.__pyscheduler_name__ = ref  # type: ignore[attr-defined]
-        f.__pyscheduler_options__ = options  # type: ignore[attr-defined]
-        return f
-
-    return register(func) if func is not None else register
-
-
-def task_options(func: object) -> dict[str, Any]:
-    """The enqueue defaults a handler was registered with (see `task`)."""
-    if isinstance(func, str):
-        func = _registry.get(func)
-    options = getattr(func, "__pyscheduler_options__", None)
-    return dict(options) if isinstance(options, dict) else {}
-
-
-def registered_tasks() -> dict[str, Callable[..., Any]]:
-    return dict(_registry)
-
+from ..client.tasks import OWN_PACKAGE, never_a_handler, registered_task, top_package
+from ..exceptions import HandlerRefused, HandlerUnavailable
 
 # -- where a module comes from -------------------------------------------------------------------
 
@@ -136,36 +55,12 @@ def _distributed_packages() -> frozenset[str]:
     return frozenset(importlib.metadata.packages_distributions())
 
 
-def _top(module: str) -> str:
-    return module.partition(".")[0]
-
-
-def stdlib_refusal(module: str) -> str | None:
-    """Why a module's functions are never handlers by default: it is the standard library."""
-    top = _top(module)
-    if top in sys.stdlib_module_names or top in sys.builtin_module_names:
-        return "it belongs to the standard library"
-    return None
-
-
-def never_a_handler(module: str) -> str | None:
-    """Why no function of `module` may ever be named by a job, allowed or not; else None."""
-    if module == MAIN_MODULE:
-        return (
-            "functions of __main__ (the script that was run) cannot be named by a job: move"
-            " the function into a module of your application"
-        )
-    if _top(module) == _OWN_PACKAGE:
-        return "it belongs to pyscheduler itself"
-    return stdlib_refusal(module)
-
-
 def _not_application_code(module: str) -> str | None:
     """Why `module` is not the user's own application code, or None when it is.
 
     Looks only at where the top-level package would be found: nothing is imported.
     """
-    top = _top(module)
+    top = top_package(module)
     installed = f"it is an installed third-party package (allow it with --import {top})"
     if top in _distributed_packages():
         return installed
@@ -224,7 +119,7 @@ def _import_problem(module: str, exc: BaseException) -> HandlerUnavailable:
     if (
         isinstance(exc, ModuleNotFoundError)
         and exc.name is not None
-        and _top(module).startswith(_top(exc.name))
+        and top_package(module).startswith(top_package(exc.name))
     ):
         what = f"there is no module {module!r} on this worker's path"
     else:
@@ -248,7 +143,7 @@ class HandlerPolicy:
                 raise ValueError(f"--import {module!r}: not a module name")
             # pyscheduler's own modules may be imported for the tasks they register (the demo's);
             # their other functions stay refused (see check_reference).
-            why = None if _top(module) == _OWN_PACKAGE else never_a_handler(module)
+            why = None if top_package(module) == OWN_PACKAGE else never_a_handler(module)
             if why:
                 raise ValueError(f"--import {module!r} cannot be allowed: {why}")
             importlib.import_module(module)
@@ -257,7 +152,7 @@ class HandlerPolicy:
         return any(module == m or module.startswith(m + ".") for m in self.allowed_modules)
 
     def _registered(self, ref: str) -> Callable[..., Any] | None:
-        found = _registry.get(ref)
+        found = registered_task(ref)
         if found is None or not (self.strict and self.allowed_modules):
             return found
         # strict with --import M: only the tasks M defines.

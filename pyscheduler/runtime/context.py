@@ -28,11 +28,12 @@ from typing import Any, NoReturn, TypeGuard
 
 import redis
 
-from . import calls, splitting
-from .exceptions import JobNotFound, LeaseLost
-from .keys import QueueKeys
-from .protocol import JOB_ID_RE, QUEUE_NAME_RE, Status
-from .serialization import decode_json, encode_result
+from ..client import splitting
+from ..exceptions import JobNotFound, LeaseLost
+from ..store import calls
+from ..store.keys import QueueKeys
+from ..store.protocol import JOB_ID_RE, QUEUE_NAME_RE, Status
+from ..store.serialization import decode_json, encode_result
 
 
 @cache
@@ -254,7 +255,7 @@ class JobContext:
         fails for good fails this job, unless `collect` is true (it then appears as a
         `SubtaskFailed` among the results).
         """
-        from .queue import Queue
+        from ..client.queue import Queue
 
         number = int(self.record.get("split") or 0) + 1
         queues: dict[str, Queue] = {}

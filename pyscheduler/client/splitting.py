@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from . import calls
-from .keys import QueueKeys
-from .protocol import ENQUEUE_BATCH_MAX, Status
+from ..store import calls
+from ..store.keys import QueueKeys
+from ..store.protocol import ENQUEUE_BATCH_MAX, Status
 
 if TYPE_CHECKING:
     from .queue import Queue

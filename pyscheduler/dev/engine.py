@@ -36,7 +36,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .parent_death import signal_on_parent_death
+from ..runtime.parent_death import signal_on_parent_death
 
 __all__ = [
     "ENV_BINARY",

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 from redis.connection import parse_url
 
-from .exceptions import InvalidURL
+from ..exceptions import InvalidURL
 
 __all__ = [
     "DEFAULT_URL",

@@ -16,7 +16,7 @@ from pathlib import Path
 import jinja2
 import redis
 
-from .exceptions import LibraryError
+from ..exceptions import LibraryError
 from .operations import OPERATIONS
 from .operations import template_context as operations_context
 from .protocol import FUNCTION_PREFIX, LIBRARY_NAME, template_context
@@ -32,11 +32,11 @@ DEPLOY_HINT = (
 
 def lua_dir() -> Path:
     """Where the Lua sources are: inside the installed package, else the source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "lua", here.parent / "lua"):
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "lua", package.parent / "lua"):
         if (candidate / "library.lua.j2").is_file():
             return candidate
-    raise LibraryError(f"Lua sources not found next to {here}")
+    raise LibraryError(f"Lua sources not found next to {package}")
 
 
 def _render(version: str) -> str:

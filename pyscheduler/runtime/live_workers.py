@@ -26,11 +26,11 @@ from typing import Any
 
 import redis
 
-from .calls import raise_mapped
-from .exceptions import InvalidOption, PySchedulerError
-from .keys import QUEUES_KEY, QueueKeys
-from .operations import keys_for
-from .protocol import (
+from ..exceptions import InvalidOption, PySchedulerError
+from ..store.calls import raise_mapped
+from ..store.keys import QUEUES_KEY, QueueKeys
+from ..store.operations import keys_for
+from ..store.protocol import (
     DELAY_MS_MAX,
     WORKER_CONCURRENCY_MAX,
     WORKER_HOST_MAX_BYTES,

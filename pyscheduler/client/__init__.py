@@ -1,0 +1,1 @@
+"""The client: queues, jobs, subtasks and the task registry that producers use."""

@@ -1,0 +1,1 @@
+"""Operations: the command line and the self-scaling pool."""

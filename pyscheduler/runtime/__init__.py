@@ -1,0 +1,1 @@
+"""The runtime: the worker, its children, leases, reporting, waiting for work, the job context."""
