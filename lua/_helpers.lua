@@ -60,7 +60,20 @@ local SIZE_LIMIT_DEFAULTS = {
   {{ name }} = {{ value }},
 {%- endfor %}
 }
-local STAT_FIELDS = { {% for name in STAT_FIELDS %}'{{ name }}'{% if not loop.last %}, {% endif %}{% endfor %} }
+local HISTOGRAM_BOUNDS_MS = {
+{%- for row in HISTOGRAM_BOUNDS_MS|batch(8) %}
+  {% for bound in row %}{{ bound }},{% if not loop.last %} {% endif %}{% endfor %}
+{%- endfor %}
+}
+local THROUGHPUT_MINUTES = {{ THROUGHPUT_MINUTES }}
+local EVENT_KINDS = { {% for kind in EVENT_KINDS %}'{{ kind }}'{% if not loop.last %}, {% endif %}{% endfor %} }
+local EVENT_IDS_MAX = {{ EVENT_IDS_MAX }}
+local EVENTS_MAXLEN = {{ EVENTS_MAXLEN }}
+local STAT_FIELDS = {
+{%- for row in STAT_FIELDS|batch(6) %}
+  {% for name in row %}'{{ name }}',{% if not loop.last %} {% endif %}{% endfor %}
+{%- endfor %}
+}
 local QUEUE_NAME_MAX = {{ QUEUE_NAME_MAX }}
 local JOB_ID_MAX = {{ JOB_ID_MAX }}
 local QUEUE_NAME_PATTERN = '{{ QUEUE_NAME_LUA }}'
@@ -419,12 +432,13 @@ local function wake_workers(wake_key, count)
 end
 
 -- Put a job at the back of its priority in the ready set (uses Q.jobs, Q.ready, Q.seq, and
--- Q.config when the operation passes it, for the queue's aging rate).
-local function push_ready(Q, id, job, now)
+-- Q.config when the operation passes it, for the queue's aging rate). Its `queued_at` (where
+-- its wait time starts) is `since` when given (a delayed job's due time), else now.
+local function push_ready(Q, id, job, now, since)
   now = now or now_ms()
   job.status = STATUS.QUEUED
   job.due = nil
-  job.queued_at = now
+  job.queued_at = since or now
   redis.call('HSET', Q.jobs, id, cjson.encode(job))
   local sequence = redis.call('INCR', Q.seq)
   local aging
@@ -477,8 +491,118 @@ local function note_subtask_end(Q, id, job, now, W)
   if job.parent then write(W, 'ZADD', Q.notices, int(now), id) end
 end
 
+-- Metrics (psq_metrics reads them), in the queue's `metrics` hash, and job events, in its
+-- `events` stream: a call gathers what it saw in a tally (new_tally; observe adds a wait or
+-- run time, note_event a job's event, fail_for_good a failure) and records it once at its end
+-- (record_tally): one HMGET and one HSET of `metrics`, one XADD per kind of event. The metrics
+-- fields are read and rewritten rather than incremented, so a field another writer spoiled is
+-- reset instead of failing the call after its writes.
+-- Bucket i is field '<name>:<HISTOGRAM_LABELS[i]>': its bound in ms, 'inf' for the last.
+local HISTOGRAM_LABELS = {
+{%- for row in HISTOGRAM_BOUNDS_MS|batch(8) %}
+  {% for bound in row %}'{{ bound }}',{% if not loop.last %} {% endif %}{% endfor %}
+{%- endfor %}
+  'inf',
+}
+
+local function new_tally()
+  return { wait = { buckets = {}, sum = 0, count = 0 }, run = { buckets = {}, sum = 0, count = 0 },
+    completed = 0, failed = 0, events = {} }
+end
+
+-- Note event `kind` (one of EVENT_KINDS) of job `id` in tally `T` (nothing without one).
+local function note_event(T, kind, id)
+  if not T then return end
+  local ids = T.events[kind]
+  if not ids then
+    ids = {}
+    T.events[kind] = ids
+  end
+  ids[#ids + 1] = id
+end
+
+-- One wait or run time (`name`) of `ms` milliseconds: it goes to the first bucket whose bound
+-- is >= it.
+local function observe(T, name, ms)
+  if ms ~= ms or ms < 0 then ms = 0 end
+  local h = T[name]
+  local i = 1
+  while i <= #HISTOGRAM_BOUNDS_MS and ms > HISTOGRAM_BOUNDS_MS[i] do i = i + 1 end
+  h.buckets[i] = (h.buckets[i] or 0) + 1
+  h.sum = h.sum + ms
+  h.count = h.count + 1
+end
+
+-- A stored count as a number (0 for anything else another writer left).
+local function stored_count(value)
+  local n = tonumber(value)
+  if not n or n ~= n or n < 0 or n >= 2 ^ 53 then return 0 end
+  return math.floor(n)
+end
+
+-- Write the events of tally `T` to the stream `key`, EVENT_IDS_MAX ids per entry at most.
+local function record_events(key, T)
+  for _, kind in ipairs(EVENT_KINDS) do
+    local ids = T.events[kind]
+    if ids then
+      for first = 1, #ids, EVENT_IDS_MAX do
+        redis.call('XADD', key, 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'event', kind, 'ids',
+          table.concat(ids, ' ', first, math.min(first + EVENT_IDS_MAX - 1, #ids)))
+      end
+    end
+  end
+end
+
+-- Record the call's tally Q.tally: its events in Q.events; in Q.metrics (when the call has
+-- it) its histograms, and its completed and failed jobs in this minute's slot of the
+-- throughput ring (a slot stamped with another minute is stale: it starts again from zero).
+local function record_tally(Q, now)
+  local T = Q.tally
+  if Q.events then record_events(Q.events, T) end
+  local key = Q.metrics
+  if not key then return end
+  local fields, add = {}, {}
+  for _, name in ipairs({ 'wait', 'run' }) do
+    local h = T[name]
+    if h.count > 0 then
+      fields[#fields + 1] = name .. ':sum_ms'
+      add[#add + 1] = h.sum
+      fields[#fields + 1] = name .. ':count'
+      add[#add + 1] = h.count
+      for i, n in pairs(h.buckets) do
+        fields[#fields + 1] = name .. ':' .. HISTOGRAM_LABELS[i]
+        add[#add + 1] = n
+      end
+    end
+  end
+  local minute = math.floor(now / 60000)
+  local slot
+  if T.completed + T.failed > 0 then
+    slot = 'minute:' .. int(minute % THROUGHPUT_MINUTES)
+    fields[#fields + 1] = slot
+  end
+  if #fields == 0 then return end
+  local values = redis.call('HMGET', key, unpack(fields))
+  local out = {}
+  for n = 1, #add do
+    out[#out + 1] = fields[n]
+    out[#out + 1] = int(stored_count(values[n]) + add[n])
+  end
+  if slot then
+    local done, lost = 0, 0
+    local stored = values[#fields]
+    if stored then
+      local at, c, f = string.match(stored, '^(%d+):(%d+):(%d+)$')
+      if tonumber(at) == minute then done, lost = tonumber(c), tonumber(f) end
+    end
+    out[#out + 1] = slot
+    out[#out + 1] = int(minute) .. ':' .. int(done + T.completed) .. ':' .. int(lost + T.failed)
+  end
+  redis.call('HSET', key, unpack(out))
+end
+
 -- The failed set keeps the job for inspection; the record stays until purged
--- (uses Q.jobs, Q.errors, Q.failed, Q.stats, Q.notices).
+-- (uses Q.jobs, Q.errors, Q.failed, Q.stats, Q.notices; counted in Q.tally when there is one).
 local function fail_for_good(Q, id, job, now, reason)
   job.status = STATUS.FAILED
   job.ended = now
@@ -486,14 +610,21 @@ local function fail_for_good(Q, id, job, now, reason)
   redis.call('HSET', Q.errors, id, reason)
   redis.call('ZADD', Q.failed, int(now), id)
   incr_stat(Q.stats, 'failed')
+  if Q.tally then Q.tally.failed = Q.tally.failed + 1 end
+  -- An id another writer put in a set unchecked would spoil the entry's list of ids.
+  if is_job_id(id) then note_event(Q.tally, 'failed', id) end
   note_subtask_end(Q, id, job, now)
 end
 
--- A record that cannot be decoded is moved to failed with the reason, raw text kept.
+-- A record that cannot be decoded is moved to failed with the reason, raw text kept (uses
+-- Q.errors, Q.failed, Q.stats; counted in Q.tally when there is one).
 local function fail_corrupt(Q, id, now)
   redis.call('HSET', Q.errors, id, 'corrupt job record: not a JSON object with status, func and priority')
   redis.call('ZADD', Q.failed, int(now), id)
   incr_stat(Q.stats, 'failed')
+  if Q.tally then Q.tally.failed = Q.tally.failed + 1 end
+  -- An id another writer put in a set unchecked would spoil the entry's list of ids.
+  if is_job_id(id) then note_event(Q.tally, 'failed', id) end
 end
 
 -- Drop the records of finished jobs whose result TTL has passed, a bounded batch per call:

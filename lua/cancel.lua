@@ -13,14 +13,15 @@ KEYS[5] waiting   ZSET  job id -> time it began to wait (ms)
 KEYS[6] finished  ZSET  job id -> time its record expires (ms)
 KEYS[7] stats     HASH  counters
 KEYS[8] notices   ZSET  subtask id -> time it ended (its parent is told)
-KEYS[8 + i] subtasks  HASH  subtask outcomes of the i-th job (expire with it): the queue's key
+KEYS[9] events    STREAM  job events (cancelled)
+KEYS[9 + i] subtasks  HASH  subtask outcomes of the i-th job (expire with it): the queue's key
                            subtasks:<id>
 
 ARGV[1] cascade  string  '1' when the jobs are cancelled because their parent was: their
                          parent is not told; '0' a cancelled subtask is noted for its parent,
                          which treats it as a failed subtask
 ARGV[2] id       string  the first job id (JOB_ID_PATTERN); ARGV[1 + i] the i-th, one per KEYS
-                         beyond the eighth, 1..CANCEL_BATCH_MAX ids
+                         beyond the ninth, 1..CANCEL_BATCH_MAX ids
 
 Returns: two entries per job: the status it had when cancelled, 'missing' when there is no
   such job, or 'ended:<status>' when it had already ended (nothing changed for it); then its
@@ -28,10 +29,11 @@ Returns: two entries per job: the status it had when cancelled, 'missing' when t
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 
-local FIXED_KEYS = 8
+local FIXED_KEYS = 9
 
 local function cancel(KEYS, ARGV)
-  local Q = { jobs = KEYS[1], finished = KEYS[6], stats = KEYS[7], notices = KEYS[8] }
+  local Q = { jobs = KEYS[1], finished = KEYS[6], stats = KEYS[7], notices = KEYS[8],
+    events = KEYS[9], tally = new_tally() }
   local set_of = { [STATUS.QUEUED] = KEYS[2], [STATUS.DELAYED] = KEYS[3], [STATUS.ACTIVE] = KEYS[4],
     [STATUS.WAITING] = KEYS[5] }
   if (ARGV[1] ~= '0' and ARGV[1] ~= '1') or #ARGV < 2 or #ARGV - 1 > CANCEL_BATCH_MAX then
@@ -66,10 +68,12 @@ local function cancel(KEYS, ARGV)
       redis.call('HSET', Q.jobs, id, record)
       keep_finished(Q.finished, KEYS[FIXED_KEYS + i - 1], id, job, now)
       incr_stat(Q.stats, 'cancelled')
+      note_event(Q.tally, 'cancelled', id)
       if not cascade then note_subtask_end(Q, id, job, now) end
       reply[#reply + 1] = record
     end
   end
+  record_tally(Q, now)
   return reply
 end
 

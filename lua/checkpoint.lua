@@ -12,6 +12,7 @@ KEYS[5] seq          STRING  sequence counter
 KEYS[6] stats        HASH    counters
 KEYS[7] wake         LIST    wake-up tokens for idle workers
 KEYS[8] config       HASH    queue settings (aging, max_checkpoint_bytes)
+KEYS[9] events       STREAM  job events (paused)
 
 ARGV[1] id          string   job id (JOB_ID_PATTERN)
 ARGV[2] token       string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
@@ -27,7 +28,7 @@ Errors (nothing is saved or changed): BAD_KEYS; BAD_ARGUMENT; TOO_LARGE (a check
 
 local function checkpoint(KEYS, ARGV)
   local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], seq = KEYS[5],
-    stats = KEYS[6], wake = KEYS[7], config = KEYS[8] }
+    stats = KEYS[6], wake = KEYS[7], config = KEYS[8], events = KEYS[9] }
   local refused = check_keys(KEYS, 'psq_checkpoint')
   if refused then return refused end
   if #ARGV ~= 5 then return bad_argument('pass id, token, checkpoint, lease_ms and pause') end
@@ -56,6 +57,9 @@ local function checkpoint(KEYS, ARGV)
   push_ready(Q, id, job, now)
   incr_stat(Q.stats, 'paused')
   wake_workers(Q.wake, 1)
+  Q.tally = new_tally()
+  note_event(Q.tally, 'paused', id)
+  record_tally(Q, now)
   return 0
 end
 

@@ -19,7 +19,9 @@ KEYS[10] config       HASH  queue settings (a concurrency limit: freed slots wak
                             max_result_bytes)
 KEYS[11] wake         LIST  wake-up tokens for idle workers
 KEYS[12] failed       ZSET  job id -> failed time (ms): where a job with too large a result goes
-then one `subtasks` key per job, in the order of the jobs: KEYS[12 + i] is the queue's key
+KEYS[13] metrics      HASH  wait/run time buckets, jobs ended per minute (psq_metrics)
+KEYS[14] events       STREAM  job events (completed, failed)
+then one `subtasks` key per job, in the order of the jobs: KEYS[14 + i] is the queue's key
   subtasks:<id> of job i, the HASH of its own subtask outcomes (expire with the job).
 
 ARGV[1] id      string  job id (JOB_ID_PATTERN)
@@ -54,8 +56,9 @@ end
 local function complete_many(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], results = KEYS[3], errors = KEYS[4],
     active = KEYS[5], finished = KEYS[6], stats = KEYS[7], checkpoints = KEYS[8],
-    notices = KEYS[9], config = KEYS[10], wake = KEYS[11], failed = KEYS[12] }
-  local fixed_keys = 12
+    notices = KEYS[9], config = KEYS[10], wake = KEYS[11], failed = KEYS[12],
+    metrics = KEYS[13], events = KEYS[14] }
+  local fixed_keys = 14
   local count = #ARGV / 3
   if #ARGV % 3 ~= 0 or count < 1 or count > COMPLETE_BATCH_MAX then
     return bad_argument('pass 1..' .. COMPLETE_BATCH_MAX .. ' id/token/result triples')
@@ -87,6 +90,7 @@ local function complete_many(KEYS, ARGV)
   local writes = new_writes()
   local replies = {}
   local completed, freed = 0, 0
+  Q.tally = new_tally()
   for n = 1, count do
     local at = 3 * n - 2
     local id, token, result = ARGV[at], ARGV[at + 1], ARGV[at + 2]
@@ -96,6 +100,8 @@ local function complete_many(KEYS, ARGV)
       freed = freed + 1
     elseif job then
       replies[n], records[id] = complete_leased(Q, KEYS[fixed_keys + n], id, job, result, now, writes)
+      observe(Q.tally, 'run', replies[n])
+      note_event(Q.tally, 'completed', id)
       completed = completed + 1
     else
       replies[n] = code .. ' ' .. message
@@ -108,6 +114,8 @@ local function complete_many(KEYS, ARGV)
     sweep_finished(Q, now, math.max(SWEEP_BATCH, completed))
   end
   slot_freed(Q, completed + freed)
+  Q.tally.completed = completed
+  record_tally(Q, now)
   return replies
 end
 

@@ -9,6 +9,7 @@ KEYS[6] stats     HASH    counters
 KEYS[7] wake      LIST    wake-up tokens for idle workers
 KEYS[8] waiting   ZSET    job id -> time it began to wait for subtasks (ms)
 KEYS[9] config    HASH    queue settings (aging, max_payload_bytes)
+KEYS[10] events   STREAM  job events (enqueued)
 
 ARGV[1] count  integer  number of jobs N (1..ENQUEUE_BATCH_MAX)
 then, for each job i = 0..N-1, thirteen fields starting at ARGV[2 + 13 * i]:
@@ -95,7 +96,8 @@ end
 
 local function enqueue(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], ready = KEYS[3], delayed = KEYS[4], seq = KEYS[5],
-    stats = KEYS[6], wake = KEYS[7], waiting = KEYS[8], config = KEYS[9] }
+    stats = KEYS[6], wake = KEYS[7], waiting = KEYS[8], config = KEYS[9],
+    events = KEYS[10], tally = new_tally() }
   local refused = check_keys(KEYS, 'psq_enqueue')
   if refused then return refused end
   local count = as_int(ARGV[1], 1, ENQUEUE_BATCH_MAX)
@@ -219,6 +221,7 @@ local function enqueue(KEYS, ARGV)
         push_ready(Q, id, job, now)
       end
       created = created + 1
+      note_event(Q.tally, 'enqueued', id)
       reply[#reply + 1] = id
       reply[#reply + 1] = job.status
       reply[#reply + 1] = 1
@@ -228,6 +231,7 @@ local function enqueue(KEYS, ARGV)
     incr_stat(Q.stats, 'enqueued', created)
     -- Delayed jobs wake a worker too, so an idle worker shortens its wait to the new due time.
     wake_workers(Q.wake, created)
+    record_tally(Q, now)
   end
   return reply
 end

@@ -11,6 +11,8 @@ KEYS[8] stats     HASH    counters
 KEYS[9] wake      LIST    wake-up tokens for idle workers
 KEYS[10] notices  ZSET    subtask id -> time it ended (its parent is told)
 KEYS[11] config   HASH    queue settings (aging, max_error_bytes)
+KEYS[12] metrics  HASH    wait/run time buckets, jobs ended per minute (psq_metrics)
+KEYS[13] events   STREAM  job events (failed, retried)
 
 ARGV[1] id        string   job id (JOB_ID_PATTERN)
 ARGV[2] token     string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
@@ -32,7 +34,8 @@ local FAIL_KINDS = {
 
 local function fail(KEYS, ARGV)
   local Q = { jobs = KEYS[1], errors = KEYS[2], ready = KEYS[3], delayed = KEYS[4], active = KEYS[5],
-    failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10], config = KEYS[11] }
+    failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10], config = KEYS[11],
+    metrics = KEYS[12], events = KEYS[13] }
   local refused = check_keys(KEYS, 'psq_fail')
   if refused then return refused end
   if #ARGV ~= 5 then return bad_argument('pass id, token, kind, error and jitter') end
@@ -51,11 +54,14 @@ local function fail(KEYS, ARGV)
   local now = now_ms()
   redis.call('ZREM', Q.active, id)
   job.failure = kind
+  Q.tally = new_tally()
+  observe(Q.tally, 'run', now - (job.started or now))
 
   local retries = job.retries or 0
   if kind == KIND.REFUSED or (job.attempts or 1) > retries then
     fail_for_good(Q, id, job, now, error_text)
     slot_freed(Q)
+    record_tally(Q, now)
     return { STATUS.FAILED, 0 }
   end
 
@@ -74,6 +80,8 @@ local function fail(KEYS, ARGV)
     redis.call('ZADD', Q.delayed, int(job.due), id)
   end
   wake_workers(Q.wake, 1)
+  note_event(Q.tally, 'retried', id)
+  record_tally(Q, now)
   return { job.status, delay }
 end
 

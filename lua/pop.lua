@@ -1,11 +1,10 @@
 --[[ psq_pop: lease the next jobs of a queue to a worker.
 
-Before popping, in the same call, it promotes due delayed jobs and reclaims expired leases (a
-bounded batch each), so no scheduler process is needed; a reclaimed job goes back to the score
-it was popped with (its `rank`), one that lost more than `max_lost_leases` leases fails for good.
-With nothing ready it sweeps a bounded batch of expired finished records. It enforces the
-queue's settings (paused, concurrency, rate per period_ms) across all workers. Each leased
-record keeps its exact score as `rank` and the aging base as `rank_base` (see psq_release).
+First it promotes due delayed jobs and reclaims expired leases (a bounded batch each); a
+reclaimed job goes back to its popped score (`rank`), one that lost more than `max_lost_leases`
+leases fails for good. With nothing ready it sweeps expired finished records (bounded). It
+enforces paused, concurrency and rate per period_ms across all workers. Each leased record
+keeps its exact score as `rank` and the aging base as `rank_base` (see psq_release).
 
 KEYS[1]  jobs         HASH    job id -> job record (JSON)
 KEYS[2]  payloads     HASH    job id -> call payload (JSON text)
@@ -14,7 +13,7 @@ KEYS[4]  ready        ZSET    job id -> priority/FIFO score
 KEYS[5]  delayed      ZSET    job id -> due time (ms)
 KEYS[6]  active       ZSET    job id -> lease deadline (ms)
 KEYS[7]  failed       ZSET    job id -> failed time (ms)
-KEYS[8]  seq          STRING  sequence counter, also mixed into each lease's fencing token
+KEYS[8]  seq          STRING  sequence counter, mixed into each lease's fencing token
 KEYS[9]  stats        HASH    counters
 KEYS[10] wake         LIST    wake-up tokens for idle workers
 KEYS[11] results      HASH    job id -> result (JSON text)
@@ -24,12 +23,13 @@ KEYS[14] notices      ZSET    subtask id -> time it ended (its parent is told)
 KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_ms, aging,
                               max_lost_leases
 KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
+KEYS[17] metrics      HASH    wait/run time buckets, jobs ended per minute
+KEYS[18] events       STREAM  job events (started, failed)
 
 ARGV[1] max_jobs   integer  0..POP_BATCH_MAX, most jobs to lease (0: only `extra`, a busy
                             worker topping up); max_jobs + extra in 1..POP_BATCH_MAX
 ARGV[2] lease_ms   integer  1..LEASE_MS_MAX, lease length; the worker renews before it runs out
-ARGV[3] worker     string   name of the worker taking the jobs (for inspection), 1..
-                            WORKER_NAME_MAX_BYTES bytes
+ARGV[3] worker     string   the worker's name, 1..WORKER_NAME_MAX_BYTES bytes
 ARGV[4] extra      integer  0..POP_BATCH_MAX more jobs to hold before they can start
                             (prefetch); ignored on a queue with a concurrency or rate limit
 ARGV[5] nonce      string   TOKEN_LENGTH lowercase hex, random per call: a lease's token is
@@ -41,19 +41,26 @@ Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadlin
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
   wait_ms: -1 when jobs were leased or nothing is scheduled, else ms until the next due job,
   lease deadline or rate-window opening (0: call again now); also set when this call filled the
-  rate window with jobs still ready. Freed slots and resumed queues wake workers instead.
+  rate window with jobs still ready.
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 
+-- A promoted job's wait starts at its due time, not when a pop got to it.
 local function promote_due(Q, now)
-  local due = redis.call('ZRANGEBYSCORE', Q.delayed, '-inf', int(now), 'LIMIT', 0, PROMOTE_BATCH)
-  if #due == 0 then return end
+  local scored = redis.call('ZRANGEBYSCORE', Q.delayed, '-inf', int(now), 'WITHSCORES', 'LIMIT', 0,
+    PROMOTE_BATCH)
+  if #scored == 0 then return end
+  local due, due_at = {}, {}
+  for i = 1, #scored, 2 do
+    due[#due + 1] = scored[i]
+    due_at[#due_at + 1] = math.min(tonumber(scored[i + 1]) or now, now)
+  end
   redis.call('ZREM', Q.delayed, unpack(due))
   local records = hmget_many(Q.jobs, due)
   for n, id in ipairs(due) do
     local job = decode_job(records[n])
     if job then
-      push_ready(Q, id, job)
+      push_ready(Q, id, job, now, due_at[n])
     else
       fail_corrupt(Q, id, now)
     end
@@ -72,6 +79,7 @@ local function reclaim_expired(Q, now)
   local max_lost = as_int(setting[1], 1, MAX_LOST_LEASES_LIMIT) or MAX_LOST_LEASES
   local aging_base = setting[2] or nil
   local records = hmget_many(Q.jobs, expired)
+  incr_stat(Q.stats, 'lost_leases', #expired)
   for n, id in ipairs(expired) do
     local job = decode_job(records[n])
     if not job then
@@ -104,7 +112,8 @@ local function pop(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], errors = KEYS[3], ready = KEYS[4],
     delayed = KEYS[5], active = KEYS[6], failed = KEYS[7], seq = KEYS[8], stats = KEYS[9],
     wake = KEYS[10], results = KEYS[11], finished = KEYS[12], checkpoints = KEYS[13],
-    notices = KEYS[14], config = KEYS[15], starts = KEYS[16] }
+    notices = KEYS[14], config = KEYS[15], starts = KEYS[16], metrics = KEYS[17],
+    events = KEYS[18] }
   local refused = check_keys(KEYS, 'psq_pop')
   if refused then return refused end
   if #ARGV ~= 5 then
@@ -129,6 +138,7 @@ local function pop(KEYS, ARGV)
     return bad_argument('nonce must be ' .. TOKEN_LENGTH .. ' lowercase hex characters')
   end
   local now = now_ms()
+  Q.tally = new_tally()
 
   promote_due(Q, now)
   reclaim_expired(Q, now)
@@ -176,6 +186,7 @@ local function pop(KEYS, ARGV)
         .. ' letters, digits and _.:- starting with a letter or digit')
       redis.call('ZADD', Q.failed, int(now), id)
       incr_stat(Q.stats, 'failed')
+      Q.tally.failed = Q.tally.failed + 1
     elseif not job then
       fail_corrupt(Q, id, now)
     elseif not payloads[n] then
@@ -192,6 +203,8 @@ local function pop(KEYS, ARGV)
     local checkpoints = hmget_many(Q.checkpoints, ids)
     local writes = new_writes()
     local deadline_score, start_score = int(deadline), int(now)
+    -- Under a rate limit a run starts at psq_start_run, which counts it then.
+    local started = 0
     for n, id in ipairs(ids) do
       local job = jobs[n]
       if job then
@@ -217,11 +230,19 @@ local function pop(KEYS, ARGV)
         reply[at + 4] = record
         reply[at + 5] = payloads[n]
         reply[at + 6] = checkpoints[n]
-        if rate and period then write(writes, 'ZADD', Q.starts, start_score, token) end
+        if rate and period then
+          write(writes, 'ZADD', Q.starts, start_score, token)
+        else
+          observe(Q.tally, 'wait', now - (job.queued_at or now))
+          note_event(Q.tally, 'started', id)
+          started = started + 1
+        end
       end
     end
     flush_writes(writes)
+    if started > 0 then incr_stat(Q.stats, 'started', started) end
   end
+  record_tally(Q, now)
   reply[2] = leased
 
   if leased > 0 and rate and period and redis.call('ZCARD', Q.starts) >= rate

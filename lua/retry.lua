@@ -7,6 +7,7 @@ KEYS[4] seq      STRING  sequence counter
 KEYS[5] stats    HASH    counters
 KEYS[6] wake     LIST    wake-up tokens for idle workers
 KEYS[7] config   HASH    queue settings (aging)
+KEYS[8] events   STREAM  job events (retried)
 
 ARGV[1] count  integer  1..RETRY_BATCH_MAX, with no ids: retry the oldest `count` failed jobs
 ARGV[2] id     string   optional: the first job id (JOB_ID_PATTERN) to retry; more may follow
@@ -19,7 +20,7 @@ Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 
 local function retry(KEYS, ARGV)
   local Q = { jobs = KEYS[1], ready = KEYS[2], failed = KEYS[3], seq = KEYS[4], stats = KEYS[5],
-    wake = KEYS[6], config = KEYS[7] }
+    wake = KEYS[6], config = KEYS[7], events = KEYS[8], tally = new_tally() }
   local refused = check_keys(KEYS, 'psq_retry')
   if refused then return refused end
   local count = as_int(ARGV[1], 1, RETRY_BATCH_MAX)
@@ -46,11 +47,13 @@ local function retry(KEYS, ARGV)
       job.ended = nil
       push_ready(Q, id, job, now)
       moved[#moved + 1] = id
+      note_event(Q.tally, 'retried', id)
     end
   end
   if #moved > 0 then
     incr_stat(Q.stats, 'retried', #moved)
     wake_workers(Q.wake, #moved)
+    record_tally(Q, now)
   end
   return moved
 end

@@ -10,16 +10,20 @@ within the period before it. Every start that went ahead counted all the earlier
 its window, so no window of `period_ms` holds more than `rate` handler starts; and since
 psq_pop counts the same entries, it leases the next jobs when the window opens again.
 
-KEYS[1] jobs    HASH  job id -> job record (JSON)
-KEYS[2] active  ZSET  job id -> lease deadline (ms)
-KEYS[3] starts  ZSET  token -> lease or start time (ms) of the jobs leased within the period
-KEYS[4] config  HASH  queue settings: rate, period_ms
+KEYS[1] jobs        HASH  job id -> job record (JSON)
+KEYS[2] active      ZSET  job id -> lease deadline (ms)
+KEYS[3] starts      ZSET  token -> lease or start time (ms) of the jobs leased within the period
+KEYS[4] config      HASH  queue settings: rate, period_ms
+KEYS[5] stats       HASH  counters (a start under the rate limit counts as started)
+KEYS[6] metrics     HASH  wait/run time buckets (its wait: queued or due, to start)
+KEYS[7] events      STREAM  job events (started)
 
 ARGV[1] id     string  job id (JOB_ID_PATTERN)
 ARGV[2] token  string  fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
 
 Returns: 0 when the handler may start now (its start time goes to `starts` and to the record's
-  `started`; nothing is written when the queue has no rate limit), else the milliseconds until
+  `started`, and the run is counted as started; nothing is written when the queue has no rate
+  limit: psq_pop counted it), else the milliseconds until
   the window lets one more start (at least 1; nothing is changed): call again then.
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; NOT_FOUND; STALE_TOKEN: the token does
   not hold the lease, or the lease's deadline has passed (the job may be reclaimed any moment).
@@ -56,6 +60,11 @@ local function start_run(KEYS, ARGV)
     -- The run starts now, not at its lease: its run time and `started` say so.
     job.started = now
     redis.call('HSET', jobs_key, id, cjson.encode(job))
+    incr_stat(KEYS[5], 'started')
+    local Q = { metrics = KEYS[6], events = KEYS[7], tally = new_tally() }
+    observe(Q.tally, 'wait', now - (job.queued_at or now))
+    note_event(Q.tally, 'started', id)
+    record_tally(Q, now)
     return 0
   end
   -- The window is full (the rate was lowered, or this job's lease left the window before it

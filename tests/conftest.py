@@ -310,22 +310,12 @@ class WorkerProcesses:
         burst: bool = False,
         extra: tuple[str, ...] = (),
     ) -> Any:
-        import subprocess
-        import sys
+        from helpers import worker_process
 
-        args = [sys.executable, "-m", "pyscheduler", "worker", *queues, "--url", self.redis_url]
-        args += ["--concurrency", str(concurrency), "--lease", str(lease), *extra]
+        args = ["--concurrency", str(concurrency), "--lease", str(lease), *extra]
         if burst:
             args.append("--burst")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        proc = subprocess.Popen(
-            args,
-            cwd=TESTS_DIR,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        proc = worker_process(self.redis_url, *queues, args=args)
         self.procs.append(proc)
         return proc
 

@@ -27,6 +27,7 @@ from urllib.parse import quote, urlencode
 
 import redis
 import trustme
+from helpers import cluster_port
 
 from pyscheduler.dev.engine import Engine, EngineNotFound, find_engine_binary, free_port
 
@@ -295,3 +296,55 @@ def start_tls_server(kind: str, files: TlsFiles) -> tuple[TlsServer | None, Sequ
         except TlsUnsupported as exc:
             reasons.append(f"{where}: {path} is built without TLS ({exc})")
     return None, reasons
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+
+
+@dataclass
+class Cluster:
+    """A local Redis Cluster of private servers, every slot covered, no replicas."""
+
+    nodes: list[Engine]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+
+    def node(self, index: int) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.nodes[index].port)
+
+    @property
+    def names(self) -> list[str]:
+        return [f"{HOST}:{node.port}" for node in self.nodes]
+
+
+@contextlib.contextmanager
+def cluster(kind: str, primaries: int = 3) -> Iterator[Cluster]:
+    """Start `primaries` cluster-mode servers of `kind`, split the 16384 slots between them
+    and join them (CLUSTER ADDSLOTSRANGE and MEET: the same as `redis-cli --cluster create`
+    without replicas), and wait until every node says the cluster is ok."""
+    args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+    with contextlib.ExitStack() as stack:
+        nodes = [
+            stack.enter_context(Engine(kind=kind, port=cluster_port(), extra_args=args))
+            for _ in range(primaries)
+        ]
+        clients = [redis.Redis(host=HOST, port=node.port) for node in nodes]
+        stack.callback(lambda: [client.close() for client in clients])
+        per_node = 16384 // primaries
+        for index, client in enumerate(clients):
+            last = 16383 if index == primaries - 1 else (index + 1) * per_node - 1
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * per_node, last)
+        for node in nodes[1:]:
+            clients[0].execute_command("CLUSTER", "MEET", HOST, node.port)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all(
+            client.cluster("info")["cluster_state"] == "ok"
+            and int(client.cluster("info")["cluster_known_nodes"]) == primaries
+            for client in clients
+        ):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {kind} cluster did not come up")
+            time.sleep(0.05)
+        yield Cluster(nodes)

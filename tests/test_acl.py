@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,7 +21,9 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from helpers import wait_until
+from helpers import cli_process, run_cli, terminate, wait_until, worker_process
+from helpers import wait_result as result_or_fail
+from prometheus_client import generate_latest
 from servers import (
     ACL_ROLES,
     ADMIN_PASSWORD,
@@ -38,10 +39,10 @@ from pyscheduler import Job, Queue, Status, Worker
 from pyscheduler.dev.engine import Engine
 from pyscheduler.exceptions import PySchedulerError, WaitTimeout
 from pyscheduler.ops.cli import main
+from pyscheduler.ops.metrics import registry_for
 from pyscheduler.store import library
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS_DIR = Path(__file__).resolve().parent
 # redis-py sends it on connect and ignores the refusal; the page says so.
 IGNORED_REFUSALS = {"client|setinfo"}
 WORKER_TIMEOUT_S = 60.0
@@ -150,35 +151,16 @@ def cli(server: AclServer, user: str, *args: str) -> Result:
     return CliRunner().invoke(main, [*args, "--url", server.url(user)], catch_exceptions=False)
 
 
-def run_worker(server: AclServer, user: str, *queues: str, burst: bool = True) -> Any:
-    """`pyscheduler worker` in tests/ (so `tasks` imports), as `user`."""
-    args = [sys.executable, "-m", "pyscheduler", "worker", *queues, "--url", server.url(user)]
-    return subprocess.Popen(
-        [*args, "--lease", "2", *(["--burst"] if burst else [])],
-        cwd=TESTS_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
 def burst(server: AclServer, user: str, *queues: str) -> Any:
-    proc = run_worker(server, user, *queues)
-    try:
-        output, _ = proc.communicate(timeout=WORKER_TIMEOUT_S)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, f"worker exited {proc.returncode}; {server.why()}\n{output}"
+    """`pyscheduler worker --burst` as `user`, to its end; its output."""
+    args = ("--url", server.url(user), "--lease", "2", "--burst")
+    code, output = run_cli("worker", *queues, *args, timeout=WORKER_TIMEOUT_S)
+    assert code == 0, f"worker exited {code}; {server.why()}\n{output}"
     return output
 
 
 def wait_result(server: AclServer, job: Job, timeout: float = 10.0) -> Any:
-    try:
-        return job.wait(timeout=timeout)
-    except WaitTimeout:
-        raise AssertionError(f"job {job.id} did not end; {server.why()}") from None
+    return result_or_fail(job, timeout, why=server.why())
 
 
 # --------------------------------------------------------------------------- the page itself
@@ -208,7 +190,7 @@ def test_the_page_lists_exactly_the_commands_the_library_calls() -> None:
 def test_producer_and_worker_are_granted_only_what_the_library_or_the_client_sends() -> None:
     # What pyscheduler's Python code sends itself, beside the library's own commands
     # (docs/security.md names each one's use); a grant nothing uses any more shows up here.
-    direct = {"fcall", "fcall_ro", "sadd", "smembers", "hexists", "hmget"}
+    direct = {"fcall", "fcall_ro", "sadd", "smembers", "hexists", "hmget", "xread", "xrevrange"}
     expected = {
         "psq-producer": library_commands() | direct,
         "psq-worker": library_commands() | direct | {"blpop"},
@@ -412,7 +394,7 @@ def test_worker_from_python_runs_under_worker_rights(server: AclServer) -> None:
 
 
 def test_idle_worker_blocks_in_redis_and_takes_a_new_job(server: AclServer) -> None:
-    proc = run_worker(server, "psq-worker", "q", burst=False)
+    proc = worker_process(server.url("psq-worker"), "q", args=("--lease", "2"))
     try:
 
         def idle_workers() -> int:
@@ -429,8 +411,7 @@ def test_idle_worker_blocks_in_redis_and_takes_a_new_job(server: AclServer) -> N
             listed = cli(server, user, "workers", "q", "--json")
             assert listed.exit_code == 0, f"{user}: {listed.output}; {server.why()}"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        output = terminate(proc)
     assert proc.returncode == 0, output
 
 
@@ -438,18 +419,11 @@ def test_pool_runs_jobs_under_worker_rights(server: AclServer) -> None:
     queue = Queue("q", connection=server.client("psq-producer"))
     jobs = [queue.enqueue("tasks:add", i, i) for i in range(4)]
     args = ["pool", "--group", "q:1", "--check-interval", "0.2", "--url", server.url("psq-worker")]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyscheduler", *args],
-        cwd=TESTS_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = cli_process(*args)
     try:
         results = [wait_result(server, job, timeout=30) for job in jobs]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        output = terminate(proc)
     assert results == [0, 2, 4, 6], output
     assert proc.returncode == 0, output
 
@@ -504,12 +478,16 @@ def test_monitor_user_reads_but_changes_nothing(server: AclServer) -> None:
     workers = cli(server, "psq-monitor", "workers", "--json")
     listed = cli(server, "psq-monitor", "jobs", "q", "--json")
     shown = cli(server, "psq-monitor", "job", job.id, "--json")
+    events = cli(server, "psq-monitor", "events", "q", "--from-start", "--count", "1", "--json")
     cancelled = cli(server, "psq-monitor", "cancel", job.id)
     with pytest.raises(redis.exceptions.NoPermissionError):
         monitor.hset("psq:{q}:jobs", "forged", "{}")
 
-    for result in (stats, workers, listed, shown):
+    for result in (stats, workers, listed, shown, events):
         assert result.exit_code == 0, f"{result.output}; {server.why()}"
     assert job.id in listed.output
+    assert job.id in events.output
+    scrape = generate_latest(registry_for(monitor)).decode()
+    assert 'pyscheduler_queue_ready{queue="q"} 1.0' in scrape
     assert cancelled.exit_code == 3, cancelled.output
     assert job.info().status == Status.QUEUED

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 import redis
-from helpers import executor_pids, start_worker, wait_until
+from helpers import executor_pids, most_at_once, spans, start_worker, wait_until
 
 from pyscheduler import Queue, Status
-
-
-def spans(conn: redis.Redis, key: str) -> list[dict[str, Any]]:
-    return [json.loads(item) for item in conn.lrange(key, 0, -1)]
-
-
-def most_at_once(runs: list[dict[str, Any]]) -> int:
-    edges = sorted([(r["start"], 1) for r in runs] + [(r["end"], -1) for r in runs])
-    level = peak = 0
-    for _, step in edges:
-        level += step
-        peak = max(peak, level)
-    return peak
 
 
 def test_async_jobs_share_one_event_loop_process(

@@ -440,7 +440,7 @@ def _complete_many_raw(conn: redis.Redis, keys: list[str], args: list[Any]) -> N
 @pytest.mark.parametrize(
     ("drop_keys", "tail", "message"),
     [
-        (1, [], "takes 13 keys here, got 12"),
+        (1, [], "takes 15 keys here, got 14"),
         (0, ["other"], "triples"),
         (0, ["other", "1"], "triples"),
         (-1, ["other", "not-a-token", "1"], "not a job id and a token"),
@@ -476,7 +476,7 @@ def test_complete_many_with_an_extra_key_is_refused(
     before = snapshot(conn)
     numkeys, flat = calls.complete_many_args(queue.keys, [(leased.id, leased.token, "1")])
     keys = [*flat[:numkeys], queue.keys.subtasks("other")]
-    with pytest.raises(InvalidKeys, match="takes 13 keys here, got 14"):
+    with pytest.raises(InvalidKeys, match="takes 15 keys here, got 16"):
         _complete_many_raw(conn, keys, flat[numkeys:])
     assert_nothing_written(conn, before)
 

@@ -43,6 +43,7 @@ COMMANDS = [
     "limit",
     "load-scripts",
     "demo",
+    "dashboard",
 ]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from helpers import WorkerLog
+from helpers import WorkerLog, cli_process
 
 from pyscheduler import Queue
 from pyscheduler.dev.engine import ENV_BINARY, free_port
@@ -27,7 +27,6 @@ from pyscheduler.store.connection import DEFAULT_URL, client_from_url, resolve_u
 
 TESTS_DIR = Path(__file__).resolve().parent
 ROOT = TESTS_DIR.parent
-POOL = [sys.executable, "-m", "pyscheduler", "pool"]
 RUN_TIMEOUT = 120
 PYTHONPATH = os.environ.get("PYTHONPATH", "")  # seconds; generous, for a loaded machine
 
@@ -443,14 +442,8 @@ def test_pool_bad_check_interval_exits_2() -> None:
 
 
 def test_pool_with_redis_down_keeps_running_without_a_traceback() -> None:
-    base = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
-    proc = subprocess.Popen(
-        [*POOL, "--group", "work:1", "--url", unreachable_url(), "--check-interval", "0.1"],
-        cwd=TESTS_DIR,
-        env={**base, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+    proc = cli_process(
+        "pool", "--group", "work:1", "--url", unreachable_url(), "--check-interval", "0.1"
     )
     log = WorkerLog(proc)
     try:

@@ -8,18 +8,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from typing import Any
 
 import pytest
 import redis
-from conftest import TESTS_DIR, ServerHandle
-from helpers import WorkerLog, executor_pids, start_worker, wait_until
+from conftest import ServerHandle
+from helpers import WorkerLog, executor_pids, start_worker, wait_until, worker_process
 
 from pyscheduler import Queue, Worker
 from pyscheduler.dev.engine import Engine, free_port
 from pyscheduler.exceptions import PayloadNotJSON
 from pyscheduler.runtime.allowlist import HandlerPolicy
+from pyscheduler.runtime.child_protocol import OutcomeKind, RunRequest
 from pyscheduler.runtime.executor import Executor
 from pyscheduler.store.keys import QueueKeys
 
@@ -49,12 +49,14 @@ def failed_error(conn: redis.Redis, job_id: str, timeout: float = 15.0) -> str:
 
 
 class Watched:
-    """A worker process on a paused queue, with its children noted before any job runs."""
+    """A worker process on a paused queue, with its children noted after one good job (a
+    child starts when a job needs it)."""
 
     def __init__(self, conn: redis.Redis, workers: Any) -> None:
         self.queue = Queue(QUEUE, connection=conn)
-        self.queue.pause()
         self.proc, self.log = start_worker(workers, QUEUE)
+        assert self.queue.enqueue("tasks:add", 1, 1).wait(15) == 2
+        self.queue.pause()
         self.children = sorted(executor_pids(self.proc.pid))
 
     def run(self) -> None:
@@ -243,38 +245,37 @@ def test_handler_module_that_cannot_be_imported_is_an_ordinary_failed_attempt(
 @pytest.mark.parametrize(
     "broken",
     [
-        {"record": None},
-        {"record": "[1, 2"},
-        {"payload": None},
-        {"lease_ms": "abc"},
-        {"checkpoint": "[" * 5000},
+        {"record": b""},
+        {"record": b"[1, 2"},
+        {"payload": b""},
+        {"payload": b"\xff\xfe"},
+        {"checkpoint": b"[" * 5000},
         {"queue": "not a queue name!"},
     ],
-    ids=["no-record", "bad-record", "no-payload", "bad-lease", "deep-checkpoint", "bad-queue"],
+    ids=["no-record", "bad-record", "no-payload", "bad-payload", "deep-checkpoint", "bad-queue"],
 )
 def test_malformed_request_gives_an_outcome_and_the_child_lives(broken: dict[str, Any]) -> None:
     record = {"status": "active", "func": "tasks:add", "priority": 0, "attempts": 1}
-    good = {
+    good: dict[str, Any] = {
         "queue": QUEUE,
-        "id": "job-1",
+        "job_id": "job-1",
         "token": "0" * 32,
-        "record": json.dumps(record),
-        "payload": '{"args":[1,2],"kwargs":{}}',
+        "record": json.dumps(record).encode(),
+        "payload": b'{"args":[1,2],"kwargs":{}}',
         "checkpoint": None,
         "lease_ms": 10_000,
         "timeout": 10,
-        "may_defer": False,
     }
     executor = Executor(HandlerPolicy(), redis.Redis(port=free_port()))
     try:
-        requests = [{**good, **broken}, dict(good)]
+        requests = [RunRequest(**{**good, **broken}), RunRequest(**good)]
         executor.number(requests)
         executor.submit(requests)
         first, second = executor.receive(), executor.receive()
         assert first is not None and second is not None, "the child died"
-        assert first["ok"] is False and first["kind"] in ("refused", "error"), first
-        assert first["error"], first
-        assert second["ok"] is True and json.loads(second["result"]) == 3, second
+        assert first.kind in (OutcomeKind.REFUSED, OutcomeKind.ERROR), first
+        assert first.error, first
+        assert second.ok and json.loads(second.result) == 3, second
         assert executor.process.is_alive()
     finally:
         executor.kill()
@@ -284,14 +285,7 @@ def test_malformed_request_gives_an_outcome_and_the_child_lives(broken: dict[str
 
 
 def start_cli_worker(url: str, *extra: str) -> tuple[subprocess.Popen[str], WorkerLog]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyscheduler", "worker", QUEUE, "--url", url, *extra],
-        cwd=TESTS_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**__import__("os").environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = worker_process(url, QUEUE, args=extra)
     return proc, WorkerLog(proc)
 
 

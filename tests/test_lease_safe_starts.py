@@ -13,10 +13,9 @@ import time
 import uuid
 from typing import Any
 
-import psutil
 import pytest
 import redis
-from helpers import WorkerLog, send, start_worker, wait_until
+from helpers import WorkerLog, is_stopped, send, start_worker, stop_worker, wait_until
 
 from pyscheduler import Queue, Status, Worker
 
@@ -25,10 +24,7 @@ pytestmark = pytest.mark.crash
 LEASE = 1.0
 WARM_UP = 300  # no-op jobs first, so the worker has measured that jobs here are short
 BEHIND = 10  # short jobs leased with the one that stops the worker
-
-
-def stopped(pid: int) -> bool:
-    return psutil.Process(pid).status() == psutil.STATUS_STOPPED
+LABELS = ["first", *(f"behind-{i}" for i in range(BEHIND))]
 
 
 def starts_of(conn: redis.Redis, key: str) -> list[str]:
@@ -46,7 +42,7 @@ def pause_worker_past_its_leases(
 ) -> None:
     """With `proc` stopped by the first job: wait past the lease, let another worker complete
     every job, let the stopped worker's child go on, then SIGCONT the worker."""
-    wait_until(lambda: stopped(proc.pid), timeout=15, what="the worker to be stopped")
+    wait_until(lambda: is_stopped(proc.pid), timeout=15, what="the worker to be stopped")
     try:
         time.sleep(LEASE * 1.5)  # past every lease the stopped worker holds
         Worker([queue], lease_seconds=LEASE, concurrency=2).work(burst=True)
@@ -60,6 +56,30 @@ def pause_worker_past_its_leases(
         time.sleep(0.5)  # its next starts (if any) take milliseconds
     finally:
         send(proc, signal.SIGCONT)
+
+
+def enqueue_first_and_behind(
+    queue: Queue, redis_url: str, starts: str, go: str, worker_pid: int, stopper: str, appender: str
+) -> None:
+    """In one call, so the idle worker leases them in one pop (prefetch): `first`, whose run
+    stops the worker, and BEHIND jobs behind it that note their starts."""
+    queue.enqueue_many(
+        [
+            queue.prepare(stopper, [redis_url, starts, worker_pid, go, "first"], job_id="first"),
+            *(
+                queue.prepare(appender, [redis_url, starts, label], job_id=label)
+                for label in LABELS[1:]
+            ),
+        ]
+    )
+
+
+def assert_none_started_again(conn: redis.Redis, starts: str) -> list[str]:
+    """No job behind `first` started twice; the labels of every start."""
+    recorded = starts_of(conn, starts)
+    started_twice = [label for label in LABELS[1:] if recorded.count(label) > 1]
+    assert started_twice == [], f"{len(started_twice)} jobs completed elsewhere started again"
+    return recorded
 
 
 def wait_for_first_job_settled(log: WorkerLog) -> None:
@@ -84,32 +104,16 @@ def test_worker_paused_past_its_leases_starts_no_prefetched_job(
     queue.enqueue("lease_tasks:stop_worker_then_wait", redis_url, starts, 0, go, "warm")
     queue.enqueue_many([queue.prepare("tasks:noop") for _ in range(WARM_UP)])
     wait_until(lambda: queue.counts().stats.get("completed") == WARM_UP + 1, timeout=30)
-    labels = ["first", *(f"behind-{i}" for i in range(BEHIND))]
-    # One call: the idle worker leases them in one pop, all for its one child (prefetch).
-    queue.enqueue_many(
-        [
-            queue.prepare(
-                "lease_tasks:stop_worker_then_wait",
-                [redis_url, starts, proc.pid, go, "first"],
-                job_id="first",
-            ),
-            *(
-                queue.prepare("tasks:append", [redis_url, starts, label], job_id=label)
-                for label in labels[1:]
-            ),
-        ]
-    )
+    # All for its one child.
+    stopper, appender = "lease_tasks:stop_worker_then_wait", "tasks:append"
+    enqueue_first_and_behind(queue, redis_url, starts, go, proc.pid, stopper, appender)
 
-    pause_worker_past_its_leases(conn, queue, proc, log, starts, go, labels)
+    pause_worker_past_its_leases(conn, queue, proc, log, starts, go, LABELS)
 
     wait_for_first_job_settled(log)
-    recorded = starts_of(conn, starts)
-    started_twice = [label for label in labels[1:] if recorded.count(label) > 1]
-    assert started_twice == [], f"{len(started_twice)} jobs completed elsewhere started again"
+    recorded = assert_none_started_again(conn, starts)
     assert recorded.count("first") == 2  # its own run, and the other worker's
-    send(proc, signal.SIGTERM)
-    log.finish(timeout=10)
-    assert proc.returncode == 0, log.text
+    stop_worker(proc, log)
 
 
 def test_event_loop_blocked_past_its_leases_starts_no_job_read_with_the_blocker(
@@ -126,27 +130,11 @@ def test_event_loop_blocked_past_its_leases_starts_no_job_read_with_the_blocker(
     ]
     for job in warm:
         assert job.wait(timeout=15) == "warm"
-    labels = ["first", *(f"behind-{i}" for i in range(BEHIND))]
-    queue.enqueue_many(
-        [
-            queue.prepare(
-                "lease_tasks:async_stop_worker_then_block",
-                [redis_url, starts, proc.pid, go, "first"],
-                job_id="first",
-            ),
-            *(
-                queue.prepare("lease_tasks:async_append", [redis_url, starts, label], job_id=label)
-                for label in labels[1:]
-            ),
-        ]
-    )
+    stopper, appender = "lease_tasks:async_stop_worker_then_block", "lease_tasks:async_append"
+    enqueue_first_and_behind(queue, redis_url, starts, go, proc.pid, stopper, appender)
 
-    pause_worker_past_its_leases(conn, queue, proc, log, starts, go, labels)
+    pause_worker_past_its_leases(conn, queue, proc, log, starts, go, LABELS)
 
     wait_for_first_job_settled(log)
-    recorded = starts_of(conn, starts)
-    started_twice = [label for label in labels[1:] if recorded.count(label) > 1]
-    assert started_twice == [], f"{len(started_twice)} jobs completed elsewhere started again"
-    send(proc, signal.SIGTERM)
-    log.finish(timeout=10)
-    assert proc.returncode == 0, log.text
+    assert_none_started_again(conn, starts)
+    stop_worker(proc, log)

@@ -111,7 +111,7 @@ def test_changing_a_lua_file_changes_the_version(monkeypatch: Any, tmp_path: Pat
 
 
 def test_version_is_the_same_in_another_process() -> None:
-    result = run("-c", "from pyscheduler import library; print(library.code_version())")
+    result = run("-c", "from pyscheduler.store import library; print(library.code_version())")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == library.code_version()
 
@@ -221,6 +221,7 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     calls.cancel(conn, keys, [calls.enqueue(conn, keys, [queue.prepare(add, (3,))])[0].id])
     calls.fetch(conn, keys, first.id)
     calls.counts(conn, keys)
+    calls.metrics(conn, keys)
     calls.list_jobs(conn, keys, keys.ready, 0, 10)
     calls.enqueue(conn, keys, [queue.prepare(add, (4,)), queue.prepare(add, (5,))])
     third, fourth = calls.pop(conn, keys, 2, 10_000, "w").leases
@@ -274,6 +275,7 @@ def test_read_only_functions_are_flagged_no_writes(conn: redis.Redis) -> None:
     assert read_only == {
         "psq_fetch",
         "psq_counts",
+        "psq_metrics",
         "psq_list_jobs",
         "psq_version",
         "psq_subtask_outcomes",

@@ -7,6 +7,7 @@ records, both ends on the Redis clock. Figures the issue asks for are printed (r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import signal
@@ -15,14 +16,25 @@ import time
 import uuid
 from typing import Any
 
-import psutil
 import pytest
 import redis
-from helpers import as_int, executor_pids, is_gone, send, start_worker, wait_until
+from helpers import (
+    as_int,
+    executor_pids,
+    kill_worker,
+    pause_while_sleeping,
+    send,
+    start_worker,
+    stop_worker,
+    timed_stop,
+    wait_until,
+    worker_pid_of,
+)
 
 from pyscheduler import Job, JobFailed, Queue, Status, Subtask
 from pyscheduler.client.splitting import subtask_id
 from pyscheduler.runtime.allowlist import HandlerPolicy
+from pyscheduler.runtime.child_protocol import RunRequest
 from pyscheduler.runtime.executor import Executor
 from pyscheduler.store.serialization import encode_payload
 
@@ -39,11 +51,6 @@ def ints(conn: redis.Redis, key: str) -> list[int]:
 
 def texts(conn: redis.Redis, key: str) -> list[str]:
     return [x.decode() for x in conn.lrange(key, 0, -1)]
-
-
-def worker_pid_of(record: dict[str, Any]) -> int:
-    """The pid in a worker name (host:pid:suffix) stored in a job record."""
-    return int(str(record["worker"]).split(":")[-2])
 
 
 def percentile(samples: list[float], p: float) -> float:
@@ -161,11 +168,7 @@ def test_sigterm_pauses_a_checkpointing_job_and_another_worker_resumes_it(
     job = queue.enqueue("long_tasks:stepper", redis_url, key, steps, 0.1, timeout=60)
     wait_until(lambda: conn.llen(f"{key}:steps") >= 5, what="five steps of the job")
 
-    send(first, signal.SIGTERM)
-    signalled = time.monotonic()
-    first.wait(timeout=10)
-    exit_s = time.monotonic() - signalled
-    text = log.finish(timeout=5)
+    exit_s, text = timed_stop(first, log)
     print(f"\n[{engine.kind}] worker exited {exit_s:.3f} s after SIGTERM (job of 0.1 s steps)")
     assert exit_s < 2.0, f"the worker took {exit_s:.2f} s to exit:\n{text}"
     assert first.returncode == 0, text
@@ -203,11 +206,7 @@ def test_sigterm_just_after_a_job_was_taken_still_pauses_it(
     wait_until(lambda: job.status == Status.ACTIVE, what="the job to be taken")
     assert conn.llen(f"{key}:runs") == 0
 
-    send(proc, signal.SIGTERM)
-    signalled = time.monotonic()
-    proc.wait(timeout=10)
-    exit_s = time.monotonic() - signalled
-    text = log.finish(timeout=5)
+    exit_s, text = timed_stop(proc, log)
     assert exit_s < 2.0, f"the worker took {exit_s:.2f} s to exit:\n{text}"
     assert proc.returncode == 0, text
     info = job.info()
@@ -227,11 +226,7 @@ def test_sigterm_pauses_every_checkpointing_job_of_a_concurrent_worker(
     for k in keys:
         wait_until(lambda k=k: conn.llen(f"{k}:steps") >= 2, what="both jobs to run")
 
-    send(proc, signal.SIGTERM)
-    signalled = time.monotonic()
-    proc.wait(timeout=10)
-    exit_s = time.monotonic() - signalled
-    text = log.finish(timeout=5)
+    exit_s, text = timed_stop(proc, log)
     assert exit_s < 2.0, f"the worker took {exit_s:.2f} s to exit:\n{text}"
     assert proc.returncode == 0, text
     for job, k in zip(jobs, keys, strict=True):
@@ -245,25 +240,18 @@ def test_an_executor_asked_to_pause_as_it_starts_lives_and_runs_its_job() -> Non
     # The worker asks for a pause with SIGUSR1, whose default action kills: an executor must
     # not die of one that arrives before it has installed its handler.
     record = json.dumps({"status": "active", "func": "tasks:add", "priority": 0})
-    request = {
-        "queue": "work",
-        "id": "j1",
-        "token": 1,
-        "record": record,
-        "payload": encode_payload([2, 3], {}, 1_000_000),
-        "checkpoint": None,
-        "lease_ms": 1000,
-    }
+    payload = encode_payload([2, 3], {}, 1_000_000).encode()
+    request = RunRequest("work", "j1", "1", record.encode(), payload, None, 1000, 10.0)
     for _ in range(10):
         executor = Executor(HandlerPolicy(), redis.Redis())
         try:
             executor.request_pause()  # at once, before the child had time to set up
-            requests = [dict(request)]
+            requests = [dataclasses.replace(request)]
             executor.number(requests)
             executor.submit(requests)
             outcome = executor.receive()
             assert outcome is not None
-            assert (outcome["ok"], outcome["result"]) == (True, "5")
+            assert (outcome.ok, outcome.result) == (True, b"5")
             assert executor.process.is_alive()
         finally:
             executor.kill()
@@ -281,9 +269,7 @@ def test_sigterm_lets_a_job_without_checkpoints_finish(
     )
     wait_until(lambda: conn.llen(f"{key}:runs") == 1, what="the job to start")
 
-    send(proc, signal.SIGTERM)
-    text = log.finish(timeout=10)
-    assert proc.returncode == 0, text
+    stop_worker(proc, log)
     assert conn.llen(f"{key}:ends") == 1  # it finished before the worker exited
     info = job.info()
     assert info.status == Status.COMPLETE, info
@@ -374,6 +360,20 @@ def test_nested_split_across_three_queues_sums_every_leaf(
 # -- crashes, failures, cancelling ----------------------------------------------------------------
 
 
+def split_with_a_slow_first_subtask(
+    conn: redis.Redis, main: Queue, redis_url: str, key: str
+) -> Job:
+    """A job split into three squares on `sub`, the first slow (1.5 s); returns once that one
+    has started."""
+    specs = [
+        spec("long_tasks:counted_square", redis_url, key, i, 1.5 if i == 1 else 0.05)
+        for i in range(1, 4)
+    ]
+    parent = main.enqueue("long_tasks:split_and_gather", redis_url, key, specs)
+    wait_until(lambda: as_int(conn.get(f"{key}:runs:1")) == 1, what="subtask 1 to start")
+    return parent
+
+
 def test_a_subtask_whose_worker_is_killed_runs_again_and_counts_once(
     conn: redis.Redis, redis_url: str, workers: Any
 ) -> None:
@@ -381,21 +381,14 @@ def test_a_subtask_whose_worker_is_killed_runs_again_and_counts_once(
     key = new_key()
     start_worker(workers, "main")
     victim, _ = start_worker(workers, "sub", lease=1.0)
-    specs = [
-        spec("long_tasks:counted_square", redis_url, key, i, 1.5 if i == 1 else 0.05)
-        for i in range(1, 4)
-    ]
-    parent = main.enqueue("long_tasks:split_and_gather", redis_url, key, specs)
-    wait_until(lambda: as_int(conn.get(f"{key}:runs:1")) == 1, what="subtask 1 to start")
+    parent = split_with_a_slow_first_subtask(conn, main, redis_url, key)
     [executor] = executor_pids(victim.pid)
 
     start_worker(workers, "sub", lease=1.0)
     wait_until(
         lambda: as_int(conn.get(f"{key}:runs:3")) == 1, what="the other subtasks to run elsewhere"
     )
-    send(victim, signal.SIGKILL)
-    victim.wait(timeout=5)
-    wait_until(lambda: is_gone(executor), timeout=5, what="the orphaned executor to die")
+    kill_worker(victim, executor)
 
     assert parent.wait(timeout=20) == {"results": [1, 4, 9], "sum": 14}
     assert [as_int(conn.get(f"{key}:runs:{i}")) for i in (1, 2, 3)] == [2, 1, 1]
@@ -414,15 +407,9 @@ def test_a_stalled_workers_late_subtask_result_is_refused_and_counts_once(
     key = new_key()
     start_worker(workers, "main")
     stalled, stalled_log = start_worker(workers, "sub", lease=1.0)
-    specs = [
-        spec("long_tasks:counted_square", redis_url, key, i, 1.5 if i == 1 else 0.05)
-        for i in range(1, 4)
-    ]
-    parent = main.enqueue("long_tasks:split_and_gather", redis_url, key, specs)
-    wait_until(lambda: as_int(conn.get(f"{key}:runs:1")) == 1, what="subtask 1 to start")
+    parent = split_with_a_slow_first_subtask(conn, main, redis_url, key)
     # Stop the worker while it waits on its run; its executor runs on and finishes.
-    wait_until(lambda: psutil.Process(stalled.pid).status() == psutil.STATUS_SLEEPING)
-    send(stalled, signal.SIGSTOP)
+    pause_while_sleeping(stalled)
     try:
         start_worker(workers, "sub", lease=1.0)
         assert parent.wait(timeout=20) == {"results": [1, 4, 9], "sum": 14}
@@ -441,6 +428,15 @@ def test_a_stalled_workers_late_subtask_result_is_refused_and_counts_once(
     assert sub_info(sub, parent, 1).attempts == 2
 
 
+def three_squares_the_second_refused(redis_url: str, key: str) -> list[list[Any]]:
+    """Subtask specs whose second one fails for good (no retries)."""
+    return [
+        spec("long_tasks:counted_square", redis_url, key, 1, 0.0),
+        spec("long_tasks:refuse", "bad subtask input", retries=0),
+        spec("long_tasks:counted_square", redis_url, key, 3, 0.0),
+    ]
+
+
 def test_a_subtask_failing_for_good_fails_the_parent(
     conn: redis.Redis, redis_url: str, workers: Any
 ) -> None:
@@ -448,11 +444,7 @@ def test_a_subtask_failing_for_good_fails_the_parent(
     key = new_key()
     start_worker(workers, "main")
     start_worker(workers, "sub")
-    specs = [
-        spec("long_tasks:counted_square", redis_url, key, 1, 0.0),
-        spec("long_tasks:refuse", "bad subtask input", retries=0),
-        spec("long_tasks:counted_square", redis_url, key, 3, 0.0),
-    ]
+    specs = three_squares_the_second_refused(redis_url, key)
     parent = main.enqueue("long_tasks:split_and_gather", redis_url, key, specs)
     with pytest.raises(JobFailed) as failed:
         parent.wait(timeout=20)
@@ -469,11 +461,7 @@ def test_a_collected_subtask_failure_appears_among_the_results(
     key = new_key()
     start_worker(workers, "main")
     start_worker(workers, "sub")
-    specs = [
-        spec("long_tasks:counted_square", redis_url, key, 1, 0.0),
-        spec("long_tasks:refuse", "bad subtask input", retries=0),
-        spec("long_tasks:counted_square", redis_url, key, 3, 0.0),
-    ]
+    specs = three_squares_the_second_refused(redis_url, key)
     parent = main.enqueue("long_tasks:split_and_gather", redis_url, key, specs, collect=True)
     result = parent.wait(timeout=20)
     assert result["sum"] == 10

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 import redis
-from helpers import WorkerLog, as_int, blocked_clients, is_gone, wait_until
+from helpers import WorkerLog, as_int, blocked_clients, cli_process, is_gone, wait_until
 
 from pyscheduler import Queue, Status
 from pyscheduler.ops.pool import (
@@ -32,10 +31,6 @@ from pyscheduler.ops.pool import (
     load_config,
     parse_group_spec,
 )
-
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-POOL_COMMAND = ["-m", "pyscheduler", "pool"]  # `pyscheduler pool`
-
 
 # -- configuration --------------------------------------------------------------------------------
 
@@ -227,16 +222,7 @@ class PoolProcess:
     """A pool started through its command in a subprocess, with its output collected."""
 
     def __init__(self, redis_url: str, *args: str) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        env.pop("REDIS_URL", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, *POOL_COMMAND, "--url", redis_url, *args],
-            cwd=TESTS_DIR,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        self.proc = cli_process("pool", "--url", redis_url, *args)
         self.log = WorkerLog(self.proc)
 
     @property

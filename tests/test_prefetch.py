@@ -7,23 +7,18 @@ has not started; a timeout or a crash inside a prefetched batch costs only the j
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 import uuid
 from typing import Any
 
 import redis
-from helpers import send, start_worker, wait_until
+from helpers import send, spans, start_worker, wait_until
 
 from pyscheduler import Queue, Status, Worker
 from pyscheduler.store.protocol import FailKind
 
 WARM_UP = 300  # no-op jobs first, so the worker has measured that jobs here are short
-
-
-def spans(conn: redis.Redis, key: str) -> list[dict[str, Any]]:
-    return [json.loads(item) for item in conn.lrange(key, 0, -1)]
 
 
 def test_jobs_prefetched_behind_a_long_job_run_elsewhere_meanwhile(

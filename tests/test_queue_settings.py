@@ -20,7 +20,14 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import WorkerLog, max_in_window, summary_ms, wait_until
+from helpers import (
+    max_in_window,
+    max_overlap,
+    server_us,
+    start_workers,
+    summary_ms,
+    wait_until,
+)
 
 from pyscheduler import InvalidJobState, InvalidOption, JobNotFound, Queue, Status
 from pyscheduler.store import calls
@@ -31,11 +38,6 @@ TASK = "settings_tasks:started"  # any handler: library-level tests never run it
 
 def key() -> str:
     return f"test:{uuid.uuid4().hex[:12]}"
-
-
-def server_us(conn: redis.Redis) -> int:
-    seconds, micros = conn.time()
-    return int(seconds) * 1_000_000 + int(micros)
 
 
 @pytest.fixture
@@ -470,17 +472,6 @@ def test_purge_complete_keeps_cancelled_jobs_across_batches(
 # -- worker processes -----------------------------------------------------------------------------
 
 
-def start_workers(workers: Any, n: int, *queues: str, **options: Any) -> list[WorkerLog]:
-    """Start `n` worker processes at once; wait until each has started."""
-    logs = [WorkerLog(workers.start(*queues, **options)) for _ in range(n)]
-    for log in logs:
-        try:
-            log.wait_for("started on", timeout=20)
-        except AssertionError:
-            raise AssertionError(f"worker did not start; its output:\n{log.text}") from None
-    return logs
-
-
 def wait_all(queue: Queue, ids: Iterable[str], timeout: float) -> None:
     ids = list(ids)
 
@@ -488,16 +479,6 @@ def wait_all(queue: Queue, ids: Iterable[str], timeout: float) -> None:
         return all(queue.fetch_info(i).status == Status.COMPLETE for i in ids)
 
     wait_until(done, timeout, interval=0.05, what=f"{len(ids)} jobs of {queue.name} to complete")
-
-
-def max_overlap(intervals: Iterable[tuple[int, int]]) -> int:
-    """The most intervals open at one moment (one that ends as another starts: not both)."""
-    events = sorted(e for start, end in intervals for e in ((start, 1), (end, -1)))
-    most = running = 0
-    for _, delta in events:
-        running += delta
-        most = max(most, running)
-    return most
 
 
 def test_concurrency_limit_holds_across_worker_processes(

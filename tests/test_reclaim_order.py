@@ -9,13 +9,12 @@ reclaimed together keep their order. How many lost leases a job survives is the 
 from __future__ import annotations
 
 import json
-import signal
 import uuid
 from typing import Any
 
 import pytest
 import redis
-from helpers import server_ms, start_worker, wait_until
+from helpers import kill_worker, server_ms, start_worker, wait_until
 
 from pyscheduler import InvalidOption, Queue
 from pyscheduler.store import calls
@@ -145,8 +144,7 @@ def test_killed_workers_job_runs_before_jobs_enqueued_behind_it(
     behind = [queue.enqueue("tasks:record_start", redis_url, key) for key in started]
     (deadline,) = conn.zmscore(queue.keys.active, [job.id])
     assert deadline is not None
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=5)
+    kill_worker(first)
     # Start the second worker only once the lease has run out, so its first pop reclaims the
     # job while every job behind it is still ready.
     wait_until(lambda: server_ms(conn) > deadline, timeout=10, what="the lease to expire")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from helpers import server_ms
 
 from pyscheduler import InvalidOption, Job, JobNotFound, LeaseLost, Queue
 from pyscheduler.client import splitting
@@ -88,8 +89,7 @@ def age_notice(conn: redis.Redis, queue: str, subtask: str) -> None:
     """Make a notice overdue without waiting NOTICE_REDRIVE_MS (a constant rendered into the
     library): its ZSET score is the time the subtask ended, so writing a score further in the
     past than NOTICE_REDRIVE_MS is what waiting that long would do."""
-    seconds, micros = conn.time()
-    now = int(seconds) * 1000 + int(micros) // 1000
+    now = server_ms(conn)
     assert conn.zscore(QueueKeys(queue).notices, subtask) is not None
     conn.zadd(QueueKeys(queue).notices, {subtask: now - NOTICE_REDRIVE_MS - 1000}, xx=True)
 

@@ -11,7 +11,6 @@ was not usable.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,15 +20,14 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner, Result
+from helpers import cli_process, run_cli, terminate, wait_result
 from servers import TlsServer, documented_rules, make_tls_files, start_tls_server, with_password
 
 from pyscheduler import Job, Queue, Status
-from pyscheduler.exceptions import WaitTimeout
 from pyscheduler.ops.cli import main
 from pyscheduler.store import library
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTS_DIR = Path(__file__).resolve().parent
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -79,22 +77,13 @@ def refusal(url: str) -> str:
 
 
 def burst_worker(url: str, *queues: str) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pyscheduler", "worker", *queues, "--burst", "--url", url],
-        cwd=TESTS_DIR,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout + proc.stderr
+    code, output = run_cli("worker", *queues, "--burst", "--url", url)
+    assert code == 0, output
+    return output
 
 
 def result_of(job: Job, output: str = "", timeout: float = 10.0) -> Any:
-    try:
-        return job.wait(timeout=timeout)
-    except WaitTimeout:
-        raise AssertionError(f"job {job.id} did not end; worker output:\n{output}") from None
+    return wait_result(job, timeout, why=f"worker output:\n{output}")
 
 
 # --------------------------------------------------------------------------- what works
@@ -151,18 +140,11 @@ def test_command_line_works_over_tls(server: TlsServer) -> None:
 def test_pool_passes_the_tls_url_to_its_workers(server: TlsServer) -> None:
     queue = Queue("q", connection=server.client())
     jobs = [queue.enqueue("tasks:add", i, i) for i in range(3)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pyscheduler", "pool", "--group", "q:1", "--url", server.good_url],
-        cwd=TESTS_DIR,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = cli_process("pool", "--group", "q:1", "--url", server.good_url)
     try:
         results = [result_of(job, timeout=30) for job in jobs]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        output = terminate(proc)
     assert results == [0, 2, 4], output
     assert proc.returncode == 0, output
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
 
 import redis
 
 from pyscheduler import Queue, Worker
 from pyscheduler.dev.engine import free_port
 from pyscheduler.runtime.allowlist import HandlerPolicy
+from pyscheduler.runtime.child_protocol import Outcome, RunRequest
 from pyscheduler.runtime.executor import Executor
 from pyscheduler.store import calls
 
@@ -27,19 +27,11 @@ SIZE = 48 * 1024 * 1024
 CPU_BOUND_S = 5.0
 
 
-def request(payload: str) -> dict[str, Any]:
+def request(payload: str) -> RunRequest:
     record = {"status": "active", "func": "tasks:echo", "priority": 0, "attempts": 1}
-    return {
-        "queue": "big",
-        "id": "job-1",
-        "token": "0" * 32,
-        "record": json.dumps(record),
-        "payload": payload,
-        "checkpoint": None,
-        "lease_ms": 60_000,
-        "timeout": 600,
-        "may_defer": False,
-    }
+    return RunRequest(
+        "big", "job-1", "0" * 32, json.dumps(record).encode(), payload.encode(), None, 60_000, 600
+    )
 
 
 def test_big_payload_and_result_cross_a_child_in_linear_time() -> None:
@@ -51,7 +43,7 @@ def test_big_payload_and_result_cross_a_child_in_linear_time() -> None:
         executor.number(requests)
         executor.submit(requests)
         sent = time.process_time() - started
-        outcomes: list[dict[str, Any]] = []
+        outcomes: list[Outcome] = []
         while not outcomes:
             executor.flush()
             outcomes = executor.outcomes() or []
@@ -62,8 +54,8 @@ def test_big_payload_and_result_cross_a_child_in_linear_time() -> None:
         executor.kill()
 
     [outcome] = outcomes
-    assert outcome["ok"] is True, str(outcome)[:500]
-    assert json.loads(outcome["result"]) == value
+    assert outcome.ok, str(outcome)[:500]
+    assert json.loads(outcome.result) == value
     assert worker_cpu < CPU_BOUND_S, f"{worker_cpu:.2f} s of CPU (sending: {sent:.2f} s)"
 
 

@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
-from helpers import blocked_clients, cluster_port, send, start_worker, wait_idle, wait_until
+from helpers import (
+    blocked_clients,
+    cluster_port,
+    start_worker,
+    stop_worker,
+    wait_idle,
+    wait_until,
+)
 from redis.cluster import RedisCluster
 
 from pyscheduler import Queue
@@ -53,9 +59,7 @@ def test_waiting_worker_raises_no_deprecation_warning(
     except AssertionError:
         raise AssertionError(f"the worker does not wait; its log:\n{log.text}") from None
 
-    send(proc, signal.SIGTERM)
-    text = log.finish(timeout=10)
-    assert proc.returncode == 0, text
+    text = stop_worker(proc, log)
     assert "Warning" not in text and "unexpected error" not in text, text
 
 

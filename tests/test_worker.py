@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from helpers import as_int, start_worker, summary_ms, wait_idle, wait_until
+from helpers import as_int, server_us, start_worker, summary_ms, wait_idle, wait_status, wait_until
 from tasks import quick_task
 
 from pyscheduler import Queue, Status, Worker
@@ -19,16 +19,6 @@ from pyscheduler.store.keys import QueueKeys
 
 def key() -> str:
     return f"test:{uuid.uuid4().hex[:12]}"
-
-
-def wait_status(queue: Queue, job_id: str, *statuses: str, timeout: float = 10.0) -> Any:
-    """Poll until the job is in one of `statuses`; its info."""
-
-    def reached() -> Any:
-        info = queue.fetch_info(job_id)
-        return info if info.status in statuses else None
-
-    return wait_until(reached, timeout, what=f"job {job_id} to be {'/'.join(statuses)}")
 
 
 def test_seed_snippet_runs_as_written(conn: redis.Redis) -> None:
@@ -100,8 +90,7 @@ def test_idle_worker_starts_job_within_milliseconds(
     for _ in range(21):
         marker = key()
         wait_idle(conn)  # the worker is blocked in Redis, waiting for work
-        seconds, micros = conn.time()
-        enqueued_us = int(seconds) * 1_000_000 + int(micros)
+        enqueued_us = server_us(conn)
         queue.enqueue("tasks:record_start", redis_url, marker, timeout=10)
         started_us = wait_until(lambda m=marker: conn.get(m), what="the job to start")
         latencies_ms.append((int(started_us) - enqueued_us) / 1000)

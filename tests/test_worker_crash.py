@@ -7,20 +7,25 @@ import time
 import uuid
 from typing import Any
 
-import psutil
 import pytest
 import redis
-from helpers import as_int, executor_pids, is_gone, send, start_worker, wait_idle, wait_until
+from helpers import (
+    as_int,
+    executor_pids,
+    kill_worker,
+    pause_while_sleeping,
+    send,
+    start_worker,
+    stop_worker,
+    wait_idle,
+    wait_until,
+    worker_pid_of,
+)
 
 from pyscheduler import Queue, Status
 from pyscheduler.store import library
 
 pytestmark = pytest.mark.crash
-
-
-def worker_pid_of(record: dict[str, Any]) -> int:
-    """The pid in a worker name (host:pid:suffix) stored in a job record."""
-    return int(str(record["worker"]).split(":")[-2])
 
 
 def test_killed_worker_job_is_reclaimed_by_another_worker(
@@ -36,10 +41,7 @@ def test_killed_worker_job_is_reclaimed_by_another_worker(
 
     second, _ = start_worker(workers, "fast", lease=1.0)
     wait_idle(conn)  # the second worker waits for work
-    send(first, signal.SIGKILL)
-    first.wait(timeout=5)
-    # The killed worker's executor must not run on without it.
-    wait_until(lambda: is_gone(executor), timeout=5, what="the orphaned executor to die")
+    kill_worker(first, executor)
 
     assert job.wait(timeout=15) == 2
     info = job.info()
@@ -63,9 +65,7 @@ def test_paused_worker_cannot_overwrite_new_owners_result(
     worker_a, log_a = start_worker(workers, "fast", lease=1.0)
     job = queue.enqueue("tasks:whoami", redis_url, runs, 1.5, timeout=30)
     wait_until(lambda: as_int(conn.get(runs)) == 1, what="worker A to start the job")
-    # Stop A while it waits on its run (not halfway through a Redis call).
-    wait_until(lambda: psutil.Process(worker_a.pid).status() == psutil.STATUS_SLEEPING)
-    send(worker_a, signal.SIGSTOP)
+    pause_while_sleeping(worker_a)
     try:
         monkeypatch.setenv("PSQ_TEST_WORKER", "B")
         start_worker(workers, "fast", lease=1.0)
@@ -106,9 +106,7 @@ def test_worker_survives_connection_loss(
     assert job.wait(timeout=20) == 7
     assert worker_pid_of(job.info().record) == proc.pid  # the same worker process
 
-    send(proc, signal.SIGTERM)
-    text = log.finish(timeout=10)
-    assert proc.returncode == 0, text
+    text = stop_worker(proc, log)
     assert log.count("lost the connection") == 1, text
     assert log.count("library is not loaded") == 1, text
     assert log.count("connection to Redis is back") == 1, text

@@ -67,10 +67,10 @@ if str(TOOLS_DIR) not in sys.path:
 import hiredis  # noqa: E402
 import redis  # noqa: E402
 
-from pyscheduler import Queue, library  # noqa: E402
+from pyscheduler import Queue  # noqa: E402
 from pyscheduler.dev.engine import Engine  # noqa: E402
 from pyscheduler.runtime.worker import PREFETCH_MAX  # noqa: E402
-from pyscheduler.store import calls  # noqa: E402
+from pyscheduler.store import calls, library  # noqa: E402
 from pyscheduler.store.keys import QueueKeys  # noqa: E402
 
 WORKLOADS = ("W1", "W2", "W3", "W4", "ceiling")

@@ -34,29 +34,23 @@ def big_result(size: int) -> str:
     return "x" * size
 
 
-def _request(func: str, args: list[Any]) -> dict[str, Any]:
+def _request(func: str, args: list[Any]) -> Any:
+    from pyscheduler.runtime.child_protocol import RunRequest
+
     record = {"status": "active", "func": func, "priority": 0, "attempts": 1, "timeout": 600}
-    return {
-        "queue": "bench",
-        "id": "bench-1",
-        "token": "0" * 32,
-        "record": json.dumps(record),
-        "payload": json.dumps({"args": args, "kwargs": {}}),
-        "checkpoint": None,
-        "lease_ms": 600_000,
-        "timeout": 600,
-        "may_defer": False,
-    }
+    payload = json.dumps({"args": args, "kwargs": {}}).encode()
+    record_bytes = json.dumps(record).encode()
+    return RunRequest("bench", "bench-1", "0" * 32, record_bytes, payload, None, 600_000, 600)
 
 
-def _run(executor: Any, request: dict[str, Any]) -> tuple[float, float, dict[str, Any]]:
+def _run(executor: Any, request: Any) -> tuple[float, float, Any]:
     wall, cpu = time.perf_counter(), time.process_time()
     executor.number([request])
     executor.submit([request])
     # As the worker's loop does: wait until the pipe has room or data, then take what is there.
     while not executor.flush():
         wait_for_ready([executor.conn], 0.001)
-    outcomes: list[dict[str, Any]] = []
+    outcomes: list[Any] = []
     while not outcomes:
         wait_for_ready([executor.conn])
         outcomes = executor.outcomes() or []
@@ -115,10 +109,10 @@ def main() -> None:
             wall, cpu, outcome = _run(
                 executor, _request("bench_transfer:payload_size", ["x" * size])
             )
-            assert outcome.get("ok") and json.loads(outcome["result"]) == size, outcome
+            assert outcome.ok and json.loads(outcome.result) == size, outcome
             print(f"payload {mb:g} MB: {wall:.2f} s (worker CPU {cpu:.2f} s)", flush=True)
             wall, cpu, outcome = _run(executor, _request("bench_transfer:big_result", [size]))
-            assert outcome.get("ok") and len(outcome["result"]) == size + 2, str(outcome)[:300]
+            assert outcome.ok and len(outcome.result) == size + 2, str(outcome)[:300]
             print(f"result  {mb:g} MB: {wall:.2f} s (worker CPU {cpu:.2f} s)", flush=True)
     finally:
         executor.kill()

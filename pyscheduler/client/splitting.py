@@ -21,12 +21,10 @@ import redis
 
 from ..store import calls
 from ..store.keys import QueueKeys
-from ..store.protocol import ENQUEUE_BATCH_MAX, Status
+from ..store.protocol import ENQUEUE_BATCH_MAX, OUTCOMES_PAGE_MAX, REDRIVE_BATCH, Status
 
 if TYPE_CHECKING:
     from .queue import Queue
-
-OUTCOMES_PAGE = 1000
 
 
 class Subtask:
@@ -129,8 +127,8 @@ def iter_outcomes(
     connection: redis.Redis, keys: QueueKeys, parent_id: str, number: int, total: int
 ) -> Iterator[Any]:
     """Each subtask's result in subtask order, a page at a time; failures as SubtaskFailed."""
-    for first in range(1, total + 1, OUTCOMES_PAGE):
-        count = min(OUTCOMES_PAGE, total - first + 1)
+    for first in range(1, total + 1, OUTCOMES_PAGE_MAX):
+        count = min(OUTCOMES_PAGE_MAX, total - first + 1)
         page = calls.subtask_outcomes(connection, keys, parent_id, number, first, count)
         for offset, text in enumerate(page):
             if text is None:
@@ -206,7 +204,7 @@ def fail_upwards(connection: redis.Redis, keys: QueueKeys, job_id: str) -> None:
         )
 
 
-def redrive_notices(connection: redis.Redis, keys: QueueKeys, count: int = 100) -> int:
+def redrive_notices(connection: redis.Redis, keys: QueueKeys, count: int = REDRIVE_BATCH) -> int:
     """Deliver the overdue notices of one queue; returns how many were handled."""
     notices = calls.stale_notices(connection, keys, count)
     for notice in notices:

@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 import click
 import redis
+from redis.exceptions import RedisClusterException
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (
@@ -56,7 +57,10 @@ from ..store.connection import (
     resolve_url,
     validate_url,
 )
-from ..store.protocol import JOB_ID_RE, Status
+from ..store.connection import connect as connect_any
+from ..store.protocol import JOB_ID_RE, LIST_PAGE_MAX, Status
+from .dashboard.security import TOKEN_ENV as DASHBOARD_TOKEN_ENV
+from .dashboard.security import is_loopback
 from .pool import pool_command
 
 URL_HELP = f"Redis URL (default: ${URL_ENV}, else {DEFAULT_URL})"
@@ -71,7 +75,7 @@ EXIT_CODES = (
     " loaded (see `pyscheduler load-scripts`)."
 )
 
-BATCH = 1000  # jobs per library call when a command works through many
+BATCH = LIST_PAGE_MAX  # jobs per listing call when a command works through many
 JOBS_LIMIT_MAX = 10_000  # `jobs --limit`: pages of BATCH jobs up to this many
 OFFSET_MAX = 2**40  # `jobs --offset`: the library's own bound
 CONCURRENCY_MAX = 10_000  # `worker --concurrency`
@@ -357,14 +361,18 @@ def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
         sys.stdout.write(code)
         return EXIT_OK
     try:
-        conn = connect(url)
+        conn = connect_any(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+        primaries = library.primary_count(conn)
+        where = "" if isinstance(conn, redis.Redis) else f" on {primaries} primaries"
         if check:
-            deployed = library.deployed_version(conn)
-            if deployed == version:
-                click.echo(f"pyscheduler library {version} is deployed")
+            found = library.deployed_versions(conn)
+            differ = {node: v for node, v in found.items() if v != version}
+            if not differ:
+                click.echo(f"pyscheduler library {version} is deployed{where}")
                 return EXIT_OK
             click.echo(
-                f"pyscheduler library mismatch: deployed {deployed or 'nothing'}, code {version}",
+                f"pyscheduler library mismatch: this code is version {version}; the library is"
+                f" {library.describe_versions(differ)}",
                 err=True,
             )
             return EXIT_PROBLEM
@@ -373,7 +381,10 @@ def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
         error = cli_error(exc, url)
         click.echo(f"Error: {error.message}", err=True)
         return error.exit_code
-    click.echo(f"loaded pyscheduler library {version}")
+    except RedisClusterException as exc:
+        click.echo(f"Error: {exc}", err=True)
+        return EXIT_REDIS
+    click.echo(f"loaded pyscheduler library {version}{where}")
     return EXIT_OK
 
 
@@ -425,6 +436,13 @@ def load_scripts(url: str | None, check: bool, print_code: bool) -> None:
     help="Lease several short jobs at once while the queue is deep.",
 )
 @click.option("--log-jobs", is_flag=True, help="Log a line per finished job, with its run time.")
+@click.option(
+    "--idle-child-seconds",
+    type=Seconds(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Stop a sync child process idle this long (it starts again when a job needs it).",
+)
 def worker(
     queues: tuple[str, ...],
     url: str | None,
@@ -436,6 +454,7 @@ def worker(
     auto_load: bool,
     prefetch: bool,
     log_jobs: bool,
+    idle_child_seconds: float,
 ) -> None:
     """Run a worker on QUEUES, taken in the order given, or by weight (`fast:3 slow:1`).
 
@@ -468,6 +487,7 @@ def worker(
             auto_load=auto_load or None,
             prefetch=prefetch,
             log_jobs=log_jobs,
+            idle_child_seconds=idle_child_seconds,
         )
         w.work(burst=burst)
     except (ValueError, ImportError) as exc:
@@ -1114,6 +1134,107 @@ def limit(
         return
     shown = limits_text(current)
     click.echo(f"queue {q.name}: {'no limits' if shown == '-' else shown}")
+
+
+# -- metrics and events -----------------------------------------------------------------------
+
+
+@main.command(epilog=epilog("the port could not be bound"))
+@click.option("--port", type=click.IntRange(0, 65535), default=9711, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@url_option
+def metrics(port: int, host: str, url: str | None) -> None:
+    """Serve Prometheus metrics of every known queue at http://HOST:PORT/metrics.
+
+    Each scrape reads the queues' counters, histograms and sizes in two round trips. Needs
+    the `metrics` extra (pip install 'pyscheduler-redis[metrics]').
+    """
+    try:
+        from .metrics import serve
+    except ImportError as exc:  # prometheus_client missing
+        fail(f"pyscheduler metrics needs prometheus_client: {exc}")
+
+    def ready(bound: int) -> None:
+        click.echo(f"serving metrics at http://{host}:{bound}/metrics", err=True)
+
+    try:
+        serve(connect(url), host, port, ready)
+    except OSError as exc:
+        fail(f"cannot serve on {host}:{port}: {exc}")
+    except KeyboardInterrupt:
+        pass
+
+
+# -- dashboard --------------------------------------------------------------------------------
+
+
+@main.command(epilog=epilog())
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; any but a loopback one needs a token.",
+)
+@click.option("--port", type=click.IntRange(1, 65535), default=8711, show_default=True)
+@click.option(
+    "--token",
+    envvar=DASHBOARD_TOKEN_ENV,
+    help=f"Every request must carry it (default: ${DASHBOARD_TOKEN_ENV}).",
+)
+@click.option("--read-only", is_flag=True, help="Show everything, allow no action.")
+@url_option
+def dashboard(host: str, port: int, token: str | None, read_only: bool, url: str | None) -> None:
+    """Serve the web dashboard: queues, jobs, workers, failures, limits (the `dashboard` extra).
+
+    Open it once with ?token=TOKEN (or send `Authorization: Bearer TOKEN`) when it has one.
+    """
+    if not is_loopback(host) and not (token and token.strip()):
+        fail(f"listening on {host} needs a token: --token or ${DASHBOARD_TOKEN_ENV}", EXIT_USAGE)
+    try:
+        from .dashboard.app import serve
+    except ImportError as exc:
+        fail(f"the dashboard needs its extra: pip install 'pyscheduler-redis[dashboard]' ({exc})")
+    click.get_current_context().meta[_URL_META] = url
+    serve(url, host, port, token or None, read_only)
+
+
+@main.command(epilog=epilog())
+@click.argument("queues", nargs=-1)
+@click.option("--from-start", is_flag=True, help="Show the events still kept first.")
+@click.option("--count", type=click.IntRange(min=1), metavar="N", help="Stop after N events.")
+@json_option
+@url_option
+def events(
+    queues: tuple[str, ...], from_start: bool, count: int | None, as_json: bool, url: str | None
+) -> None:
+    """Tail job events of QUEUES (default: every known queue) until Ctrl-C.
+
+    One line per job and event (enqueued, started, completed, failed, retried, paused,
+    cancelled): time, queue, event, job id; with --json, one JSON object per line. The
+    library keeps about the last 1,000 entries per queue. On a Redis Cluster name one queue.
+    """
+    from ..client.events import tail
+
+    conn = admin_connection(url)
+    for name in queues:
+        queue_of(conn, name)  # validates the names before anything is shown
+    names = list(queues) or Queue.known(conn)
+    if not names:
+        fail("no queues yet (a queue is known once a job was enqueued on it)")
+    shown = 0
+    try:
+        for event in tail(conn, names, from_start):
+            if as_json:
+                click.echo(json.dumps(event.as_dict()))
+            else:
+                stamp = datetime.fromtimestamp(event.time_ms / 1000, UTC)
+                when = stamp.isoformat(timespec="milliseconds")
+                click.echo(f"{when}  {event.queue}  {event.event:<9}  {event.job_id}")
+            shown += 1
+            if count is not None and shown >= count:
+                return
+    except KeyboardInterrupt:
+        pass
 
 
 # -- demo -------------------------------------------------------------------------------------

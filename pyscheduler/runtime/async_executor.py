@@ -1,16 +1,18 @@
 """The worker's event-loop process: runs many `async def` handlers at once on one asyncio loop.
 
-It speaks the executors' protocol (see executor.py): lists of numbered requests in, one
-outcome per request out, but it starts every request as soon as it arrives, as a task on its
-loop, up to the worker's `concurrency` at once (the worker never sends more). Each task has
-its own `current_job()` (a ContextVar). A job's timeout cancels its task at the deadline,
-which works while handlers await; a handler that blocks the loop (sync code inside a
-coroutine) cannot be cancelled, so the worker kills this process when a job is well past its
-deadline: the blocking job fails with a timeout, the others of this process fail with a
-reason naming it (their retries apply).
+It speaks the executors' protocol (child_protocol.py): request frames in, one outcome frame
+per request out, but it starts every request as soon as it arrives, as a task on its loop, up
+to the worker's `concurrency` at once (the worker never sends more). Each task has its own
+`current_job()` (a ContextVar). A job's timeout cancels its task at the deadline, which works
+while handlers await; a handler that blocks the loop (sync code inside a coroutine) cannot be
+cancelled, so the worker kills this process when a job is well past its deadline: the blocking
+job fails with a timeout, the others of this process fail with a reason naming it (their
+retries apply).
 
-Like an executor, it starts a request only while the worker vouches for its lease (see
-executor.py, lease-safe starts), else reports it "unstarted".
+A plain (not `async def`) handler is never called here: its request is answered SYNC, and the
+worker runs it in a sync child (it learns that the handler is sync). Like an executor, this
+process starts a request only while the worker vouches for its lease (see executor.py,
+lease-safe starts), else answers it UNSTARTED.
 """
 
 from __future__ import annotations
@@ -20,62 +22,74 @@ import contextlib
 import inspect
 import math
 import multiprocessing
+import os
+import socket
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import orjson
 import redis
 
-from ..store.protocol import FailKind
-from ..store.serialization import encode_result
 from . import context as job_context
 from .allowlist import HandlerPolicy
-from .executor import (
-    ChildProcess,
+from .child_process import ChildProcess
+from .child_protocol import (
+    FrameError,
+    FrameReader,
+    Outcome,
+    OutcomeKind,
+    RunRequest,
+    decode_request,
+)
+from .handler_calls import (
+    Call,
     flush_output,
     outcome_of,
     prepare_call,
+    result_outcome,
     send_outcome,
     set_up_child,
-    unstarted_outcome,
 )
 
 # How long past its deadline a job on the loop may run before the worker kills the process
 # (the loop is blocked: the job's cancellation could not take effect).
 BLOCKED_LOOP_GRACE_SECONDS = 1.0
+_RECV_SIZE = 1 << 20
 
 
-async def run_call_async(
-    policy: HandlerPolicy, connection: redis.Redis, request: dict[str, Any]
-) -> dict[str, Any]:
-    """Run one job as a task of this loop; its outcome as the message the worker expects."""
-    call = prepare_call(policy, connection, request)
-    if isinstance(call, dict):
-        return call
+async def _run_on_loop(call: Call, request: RunRequest) -> Outcome:
+    """Run one prepared job as a task of this loop, under its timeout."""
     reset = job_context.set_current(call.context)
-    timeout_s = float(request["timeout"])
-    deadline = asyncio.timeout(timeout_s)
+    deadline = asyncio.timeout(request.timeout)
     try:
         async with deadline:
             await call.context.wait_for_rate_slot_async()  # after the handler's import
             value = call.invoke()
             if inspect.isawaitable(value):
                 value = await value
-        return {"ok": True, "result": encode_result(value)}
+        return result_outcome(request.seq, value)
     except TimeoutError as error:
         if not deadline.expired():
-            return outcome_of(error)  # the handler's own TimeoutError
-        return {
-            "ok": False,
-            "kind": FailKind.TIMEOUT.value,
-            "error": f"JobTimeout: the run passed its {timeout_s} s timeout (cancelled)",
-        }
+            return outcome_of(request.seq, error)  # the handler's own TimeoutError
+        reason = f"JobTimeout: the run passed its {request.timeout} s timeout (cancelled)"
+        return Outcome(request.seq, OutcomeKind.TIMEOUT, error=reason)
     except BaseException as error:
-        return outcome_of(error)
+        return outcome_of(request.seq, error)
     finally:
         job_context.reset_current(reset)
+
+
+async def run_call_async(
+    policy: HandlerPolicy, connection: redis.Redis, request: RunRequest
+) -> Outcome:
+    """Run one job on this loop, or answer SYNC for a plain handler."""
+    call = prepare_call(policy, connection, request)
+    if isinstance(call, Outcome):
+        return call
+    if not inspect.iscoroutinefunction(call.handler):
+        return Outcome(request.seq, OutcomeKind.SYNC)
+    return await _run_on_loop(call, request)
 
 
 async def _serve(
@@ -84,37 +98,53 @@ async def _serve(
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
+    fd = conn.fileno()
+    stream = socket.socket(fileno=os.dup(fd))
+    reader = FrameReader()
 
-    async def run(request: dict[str, Any]) -> None:
+    def answer(outcome: Outcome) -> None:
+        with contextlib.suppress(OSError):  # the worker is gone: PDEATHSIG follows
+            send_outcome(fd, outcome)
+
+    async def run(request: RunRequest) -> None:
         began = time.monotonic()
         # Checked when the task first runs, not when it was read: a handler that blocks the
         # loop delays the start of the tasks read with it.
         if began >= held_until[0]:
-            with contextlib.suppress(OSError):
-                send_outcome(conn.fileno(), unstarted_outcome(int(request["seq"])))
+            answer(Outcome(request.seq, OutcomeKind.UNSTARTED))
             return
         try:
             outcome = await run_call_async(policy, connection, request)
         except Exception as error:  # before the handler (a corrupt checkpoint, say)
-            outcome = outcome_of(error)
-        outcome["seq"] = request["seq"]
-        outcome["seconds"] = time.monotonic() - began
+            outcome = outcome_of(request.seq, error)
+        outcome.seconds = time.monotonic() - began
         flush_output()
-        with contextlib.suppress(OSError):  # the worker is gone: PDEATHSIG follows
-            send_outcome(conn.fileno(), outcome)
+        answer(outcome)
 
     def take_requests() -> None:
         try:
-            while conn.poll(0):
-                for request in orjson.loads(conn.recv_bytes()):
+            while True:
+                try:
+                    chunk = stream.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    return
+                if not chunk:
+                    raise EOFError
+                for framed in reader.feed(chunk):
+                    try:
+                        request = decode_request(*framed)
+                    except FrameError as exc:  # framed, but not a request: answer it
+                        seq = -1 if exc.seq is None else exc.seq
+                        answer(Outcome(seq, OutcomeKind.REFUSED, error=str(exc)))
+                        continue
                     task = loop.create_task(run(request))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
-        except (EOFError, OSError):
-            loop.remove_reader(conn.fileno())
+        except (EOFError, OSError, FrameError):  # the worker is gone, or sent no frame
+            loop.remove_reader(fd)
             closed.set()
 
-    loop.add_reader(conn.fileno(), take_requests)
+    loop.add_reader(fd, take_requests)
     await closed.wait()
 
 

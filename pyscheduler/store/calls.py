@@ -21,6 +21,7 @@ from .operations import BY_NAME, keys_for
 from .protocol import (
     CANCEL_BATCH_MAX,
     FORGET_BATCH_MAX,
+    HISTOGRAM_BOUNDS_MS,
     RENEW_BATCH_MAX,
     SIZE_LIMIT_DEFAULTS,
     SIZE_LIMIT_MAX,
@@ -451,12 +452,16 @@ class Counts:
 
 
 def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
-    reply = _fcall_ro(
-        conn,
-        "psq_counts",
-        keys_for("psq_counts", keys),
-        [],
-    )
+    return parse_counts(_fcall_ro(conn, "psq_counts", keys_for("psq_counts", keys), []))
+
+
+def pipe_counts(pipe: redis.client.Pipeline, keys: QueueKeys) -> None:
+    """Queue one `psq_counts` call on a pipeline; `parse_counts` reads its reply."""
+    names = keys_for("psq_counts", keys)
+    pipe.fcall_ro("psq_counts", len(names), *names)
+
+
+def parse_counts(reply: Any) -> Counts:
     queued, delayed, active, failed, finished, waiting, age = (int(x) for x in reply[:7])
     n_settings = int(reply[7])
     at = 8 + 2 * n_settings
@@ -473,6 +478,62 @@ def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
         None if age < 0 else age,
         settings,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsReply:
+    """What `psq_metrics` read: bucket counts (not cumulative, +Inf last) in the order of
+    `protocol.HISTOGRAM_BOUNDS_MS`; throughput as (minute start ms, completed, failed), oldest
+    first; the live workers of the queue (heartbeat not expired)."""
+
+    server_ms: int
+    live_workers: int
+    wait_buckets: tuple[int, ...]
+    wait_sum_ms: int
+    wait_count: int
+    run_buckets: tuple[int, ...]
+    run_sum_ms: int
+    run_count: int
+    throughput: tuple[tuple[int, int, int], ...]
+    stats: dict[str, int]
+
+
+def pipe_metrics(pipe: redis.client.Pipeline, keys: QueueKeys, minutes: int) -> None:
+    """Queue one `psq_metrics` call on a pipeline; `parse_metrics` reads its reply."""
+    names = keys_for("psq_metrics", keys)
+    pipe.fcall_ro("psq_metrics", len(names), *names, minutes)
+
+
+def parse_metrics(reply: Any) -> MetricsReply:
+    n = len(HISTOGRAM_BOUNDS_MS) + 1
+    values = [int(x) for x in reply[: 2 + 2 * (n + 2) + 1]]
+    wait, run = values[2 : 2 + n + 2], values[2 + n + 2 : 2 + 2 * (n + 2)]
+    points = values[-1]
+    at = len(values)
+    throughput = tuple(
+        (int(reply[i]), int(reply[i + 1]), int(reply[i + 2])) for i in range(at, at + 3 * points, 3)
+    )
+    at += 3 * points
+    stats = {_text(reply[i]): int(reply[i + 1]) for i in range(at, len(reply), 2)}
+    return MetricsReply(
+        values[0],
+        values[1],
+        tuple(wait[:n]),
+        wait[n],
+        wait[n + 1],
+        tuple(run[:n]),
+        run[n],
+        run[n + 1],
+        throughput,
+        stats,
+    )
+
+
+def metrics(conn: redis.Redis, keys: QueueKeys, minutes: int = 60) -> MetricsReply:
+    """The queue's counters, wait and run time histograms, and the last `minutes` (1..
+    THROUGHPUT_MINUTES) minutes of throughput, in one read-only call."""
+    names = keys_for("psq_metrics", keys)
+    return parse_metrics(_fcall_ro(conn, "psq_metrics", names, [minutes]))
 
 
 def size_limits(conn: redis.Redis, keys: QueueKeys) -> dict[str, int]:

@@ -9,6 +9,9 @@ Accepted forms::
     redis://[[USER]:PASSWORD@]HOST[:PORT][/DB][?OPTION=VALUE&...]
     rediss://...                  the same over TLS (ssl_ca_certs=, ssl_certfile=, ...)
     unix://[[USER]:PASSWORD@]/PATH/TO/SOCKET[?db=DB&...]
+    redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][?OPTION=VALUE&...]
+    rediss+cluster://...          a Redis Cluster, through any one of its nodes (the client
+                                  finds the others); database 0 only, as in every cluster
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
 
 from ..exceptions import InvalidURL
@@ -26,7 +30,10 @@ from ..exceptions import InvalidURL
 __all__ = [
     "DEFAULT_URL",
     "URL_ENV",
+    "Client",
     "client_from_url",
+    "connect",
+    "is_cluster_url",
     "redacted",
     "resolve_url",
     "validate_url",
@@ -37,14 +44,18 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 #: The environment variable naming the Redis URL.
 URL_ENV = "REDIS_URL"
 
-SCHEMES = ("redis", "rediss", "unix")
+#: A connection to one server or to a Redis Cluster.
+Client = redis.Redis | RedisCluster
+
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+_CLUSTER_SUFFIX = "+cluster"
 # Redis's `databases` setting is a C int; what a given server has is checked when it answers.
 MAX_DB = 2**31 - 1
 # Query options that name files: a missing one would only show up as a TLS error at connect.
 _FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _DB_RE = re.compile(r"^[+-]?\d+$")
-_FORM = "redis://HOST:PORT/DB (or rediss://, unix:///path/to/socket)"
+_FORM = "redis://HOST:PORT/DB (or rediss://, unix:///path/to/socket, redis+cluster://HOST:PORT)"
 
 
 def redacted(url: str) -> str:
@@ -92,7 +103,11 @@ def validate_url(url: object) -> str:
         raise _bad(text, f"no scheme: write it as {_FORM}")
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
-        raise _bad(text, f"unknown scheme {scheme + '://'!r}: use redis://, rediss:// or unix://")
+        raise _bad(
+            text,
+            f"unknown scheme {scheme + '://'!r}: use redis://, rediss://, unix:// or"
+            " redis+cluster://",
+        )
     text = scheme + text[len(match.group(1)) :]  # redis-py wants the scheme in lower case
     try:
         parts = urlsplit(text)
@@ -141,15 +156,28 @@ def validate_url(url: object) -> str:
             path_db = _db_number(text, path[1:], "number")
             if query_db is not None and query_db != path_db:
                 raise _bad(text, f"two databases: /{path_db} and db={query_db}")
+            query_db = path_db
+        if scheme.endswith(_CLUSTER_SUFFIX) and query_db not in (None, 0):
+            raise _bad(text, f"a Redis Cluster has database 0 only, not {query_db}")
 
     for name in _FILE_OPTIONS:
         if name in query and not os.path.exists(query[name][0]):
             raise _bad(text, f"the file of option {name}= does not exist: {query[name][0]!r}")
     try:
-        parse_url(text)  # type: ignore[no-untyped-call]  # redis-py checks the option values
+        parse_url(_node_url(text))  # type: ignore[no-untyped-call]  # redis-py checks the options
     except ValueError as exc:
         raise _bad(text, str(exc)) from None
     return text
+
+
+def is_cluster_url(url: str) -> bool:
+    return url.partition("://")[0].lower().endswith(_CLUSTER_SUFFIX)
+
+
+def _node_url(url: str) -> str:
+    """A cluster URL as redis-py spells a node's URL (redis+cluster:// -> redis://)."""
+    scheme, sep, rest = url.partition("://")
+    return scheme.removesuffix(_CLUSTER_SUFFIX) + sep + rest
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -167,6 +195,12 @@ def client_from_url(url: str | None = None, **options: Any) -> redis.Redis:
     made yet. Raises `InvalidURL` for a bad URL or an option redis-py does not know.
     """
     text = validate_url(resolve_url(url))
+    if is_cluster_url(text):
+        raise _bad(
+            text,
+            "this part of pyscheduler takes one server's URL; a cluster URL works with"
+            " `pyscheduler load-scripts` and `connect()` so far",
+        )
     try:
         client = redis.Redis.from_url(text, **options)
         pool = client.connection_pool
@@ -178,3 +212,17 @@ def client_from_url(url: str | None = None, **options: Any) -> redis.Redis:
     except (ValueError, redis.RedisError) as exc:
         raise _bad(text, str(exc)) from None
     return client
+
+
+def connect(url: str | None = None, **options: Any) -> Client:
+    """A client for `url`, which may name a Redis Cluster (`redis+cluster://HOST:PORT`): then a
+    `RedisCluster`, which asks that node for the others at once (so a cluster that cannot be
+    reached raises `redis.exceptions.RedisClusterException` here)."""
+    text = validate_url(resolve_url(url))
+    if not is_cluster_url(text):
+        return client_from_url(text, **options)
+    try:
+        return RedisCluster.from_url(_node_url(text), **options)
+    except TypeError as exc:
+        unknown = re.search(r"keyword argument '([^']+)'", str(exc))
+        raise _bad(text, f"unknown option {unknown.group(1)!r}" if unknown else str(exc)) from None

@@ -49,6 +49,14 @@ class QueueKeys:
     starts: str = field(init=False)  # ZSET token -> start time (ms), for the rate limit window
     workers: str = field(init=False)  # ZSET worker name -> heartbeat expiry (ms, server clock)
     worker_info: str = field(init=False)  # HASH worker name -> worker record (JSON)
+    # HASH of the queue's histograms and throughput (psq_metrics): "wait:<le ms>", "run:<le ms>"
+    # -> runs in that bucket (not cumulative, "inf" last), "wait:sum_ms", "wait:count",
+    # "run:sum_ms", "run:count"; "minute:<minute mod THROUGHPUT_MINUTES>" ->
+    # "<minute>:<completed>:<failed>" (the stamp tells a stale slot from this day's)
+    metrics: str = field(init=False)
+    # STREAM of job events: fields "event" (one of EVENT_KINDS) and "ids" (job ids, one space
+    # between), trimmed to about EVENTS_MAXLEN entries
+    events: str = field(init=False)
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -74,6 +82,8 @@ class QueueKeys:
             "starts",
             "workers",
             "worker_info",
+            "metrics",
+            "events",
         ):
             object.__setattr__(self, name, prefix + name)
 

@@ -56,7 +56,48 @@ STAT_FIELDS: Final = (
     "reclaimed",
     "cancelled",
     "paused",
+    "started",  # runs whose handler started (psq_pop; psq_start_run under a rate limit)
+    "lost_leases",  # leases that expired and were reclaimed by psq_pop
 )
+
+# Metrics the library keeps per queue (psq_metrics reads them): wait time (queued or due to
+# start) and run time in fixed histogram buckets, upper bounds in ms (a last +Inf bucket
+# follows); completed and failed jobs per minute in a ring of THROUGHPUT_MINUTES slots.
+HISTOGRAM_BOUNDS_MS: Final = (
+    5,
+    10,
+    25,
+    50,
+    100,
+    250,
+    500,
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    30_000,
+    60_000,
+    300_000,
+    900_000,
+    3_600_000,
+)
+THROUGHPUT_MINUTES: Final = 1440
+# Job events, in each queue's `events` stream: one entry per kind of event per call, naming up
+# to EVENT_IDS_MAX job ids (a call with more writes more entries); the stream is trimmed to
+# about EVENTS_MAXLEN entries (XADD MAXLEN ~), so it stays bounded in memory.
+EVENT_KINDS: Final = (
+    "enqueued",
+    "started",
+    "completed",
+    "failed",
+    "retried",
+    "paused",
+    "cancelled",
+)
+EVENT_IDS_MAX: Final = 100
+EVENTS_MAXLEN: Final = 1000
+# Stream entries one XREAD of `Job.wait` or `pyscheduler events` takes.
+EVENTS_READ_MAX: Final = 1000
 
 PRIORITY_MIN: Final = -1000
 PRIORITY_MAX: Final = 1000
@@ -68,6 +109,8 @@ SEQUENCE_SPAN: Final = 2**42
 PROMOTE_BATCH: Final = 100
 RECLAIM_BATCH: Final = 100
 SWEEP_BATCH: Final = 100
+# Subtask outcomes a worker re-sends per queue at start (the rest on later starts).
+REDRIVE_BATCH: Final = 100
 ENQUEUE_BATCH_MAX: Final = 1000
 # Most (id, token) pairs one psq_release call takes (a worker hands back its prefetched jobs).
 RELEASE_BATCH_MAX: Final = 1000
@@ -171,6 +214,11 @@ def template_context() -> dict[str, object]:
         "E": {e.name: e.value for e in ErrorCode},
         "K": {k.name: k.value for k in FailKind},
         "STAT_FIELDS": STAT_FIELDS,
+        "HISTOGRAM_BOUNDS_MS": HISTOGRAM_BOUNDS_MS,
+        "THROUGHPUT_MINUTES": THROUGHPUT_MINUTES,
+        "EVENT_KINDS": EVENT_KINDS,
+        "EVENT_IDS_MAX": EVENT_IDS_MAX,
+        "EVENTS_MAXLEN": EVENTS_MAXLEN,
         "PRIORITY_MIN": PRIORITY_MIN,
         "PRIORITY_MAX": PRIORITY_MAX,
         "SEQUENCE_SPAN": SEQUENCE_SPAN,
