@@ -55,6 +55,15 @@ local FUNC_MAX_BYTES = {{ FUNC_MAX_BYTES }}
 local WORKER_NAME_MAX_BYTES = {{ WORKER_NAME_MAX_BYTES }}
 local OFFSET_MAX = {{ OFFSET_MAX }}
 local SIZE_LIMIT_MAX = {{ SIZE_LIMIT_MAX }}
+-- A job's fields that psq_enqueue leaves out of its record when they have these values.
+local RECORD_DEFAULTS = {
+{%- for name, value in RECORD_DEFAULTS.items() %}
+  {{ name }} = {{ value }},
+{%- endfor %}
+}
+-- The payload of a call without arguments, which is not stored: its record has no
+-- `payload` field (one with `"payload": true` and no payload has lost it).
+local EMPTY_PAYLOAD = '{"args":[],"kwargs":{}}'
 local SIZE_LIMIT_DEFAULTS = {
 {%- for name, value in SIZE_LIMIT_DEFAULTS.items() %}
   {{ name }} = {{ value }},
@@ -203,31 +212,67 @@ local function last_line_of(text)
   return text:sub(start + 1, stop)
 end
 
+-- A refusal when `key` exists holding another type than `expected` ('hash', 'zset', ...).
+local function wrong_type(key, expected)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= expected then
+    return error_reply(ERR.BAD_KEYS, key .. ' holds a ' .. found .. ', not a ' .. expected)
+  end
+  return nil
+end
+
+-- The keys of each queue a call named, by key name ('jobs' -> 'psq:{Q}:jobs'; [1]: the prefix),
+-- built once per queue name rather than on every call: a cache of at most KEY_CACHE_MAX queues
+-- kept between calls (the values follow from the name alone).
+local KEY_CACHE_MAX = 1000
+local QUEUE_OF_KEY = '^' .. KEY_PREFIX .. ':{([^}]*)}:'
+local key_cache, key_cache_size = {}, 0
+local function keys_of_queue(queue)
+  local keys = key_cache[queue]
+  if not keys then
+    if key_cache_size >= KEY_CACHE_MAX then key_cache, key_cache_size = {}, 0 end
+    keys = { KEY_PREFIX .. ':{' .. queue .. '}:' }
+    key_cache[queue] = keys
+    key_cache_size = key_cache_size + 1
+  end
+  return keys
+end
+local function key_of(keys, key_name)
+  local key = keys[key_name]
+  if not key then
+    key = keys[1] .. key_name
+    keys[key_name] = key
+  end
+  return key
+end
+
 -- Check a call's KEYS against its row of OPERATION_KEYS: the right number (the fixed keys,
 -- then one subtasks key per id in `ids`, when given), KEYS[1] a key of a valid queue, and each
 -- key exactly that queue's key of the expected name, so a call cannot mix queues or keys; and
 -- each key absent or of its type (KEY_TYPES), the sequence counter an integer, the stats
 -- counters integers.
--- Returns nil when they are right, else the error reply to return.
-local function check_keys(keys, name, ids)
+-- Returns nil when they are right, else the error reply to return. With `names_only` the
+-- types are left to the caller (psq_enqueue checks those it writes, each with its first read).
+local function check_keys(keys, name, ids, names_only)
   local fixed = OPERATION_KEYS[name]
   local want = #fixed + (ids and #ids or 0)
   if #keys ~= want then
     return error_reply(ERR.BAD_KEYS, name .. ' takes ' .. want .. ' keys here, got ' .. #keys)
   end
   if want == 0 then return nil end
-  local queue = string.match(keys[1], '^' .. KEY_PREFIX .. ':{([^}]*)}:')
+  local queue = string.match(keys[1], QUEUE_OF_KEY)
   if not is_queue_name(queue) then
     return error_reply(ERR.BAD_KEYS, 'KEYS[1] is not a key of a valid queue: ' .. keys[1])
   end
-  local prefix = KEY_PREFIX .. ':{' .. queue .. '}:'
+  local queue_keys = keys_of_queue(queue)
+  local prefix = queue_keys[1]
   for i, key_name in ipairs(fixed) do
     local key = keys[i]
     local ok
     if key_name == 'state' then
       ok = key:sub(1, #prefix) == prefix and STATE_SETS[key:sub(#prefix + 1)] == true
     else
-      ok = key == prefix .. key_name
+      ok = key == key_of(queue_keys, key_name)
     end
     if not ok then
       return error_reply(ERR.BAD_KEYS, 'KEYS[' .. i .. '] must be ' .. prefix .. key_name .. ', got ' .. key)
@@ -242,6 +287,7 @@ local function check_keys(keys, name, ids)
   end
   -- Keys another writer left holding the wrong type or content would fail a command halfway
   -- through the call's writes: refuse the call before any.
+  if names_only then return nil end
   for i = 1, want do
     local expected = KEY_TYPES[fixed[i] or 'subtasks']
     local found = redis.call('TYPE', keys[i])['ok']
@@ -262,13 +308,19 @@ local function check_keys(keys, name, ids)
   return nil
 end
 
--- A size limit of the queue (a field of its config hash, else the library default).
-local function size_limit(config_key, field)
-  local value = tonumber(redis.call('HGET', config_key, field))
+-- A size limit of the queue from the value of its config field (the library default when
+-- there is none or it is not one psq_configure stores).
+local function size_limit_of(text, field)
+  local value = tonumber(text)
   if not value or value ~= value or value < 1 or value > SIZE_LIMIT_MAX then
     return SIZE_LIMIT_DEFAULTS[field]
   end
   return math.floor(value)
+end
+
+-- A size limit of the queue (a field of its config hash, else the library default).
+local function size_limit(config_key, field)
+  return size_limit_of(redis.call('HGET', config_key, field), field)
 end
 
 -- A refusal of a checkpoint to save for job `id` (over the queue's max_checkpoint_bytes:
@@ -357,6 +409,14 @@ local function flush_writes(W)
   W.by_key = {}
 end
 
+-- `command key args...` with a long list of values (even: whole pairs) in chunks; nothing
+-- when `args` is empty.
+local function call_chunked(command, key, args)
+  for first = 1, #args, CALL_CHUNK do
+    redis.call(command, key, unpack(args, first, math.min(first + CALL_CHUNK - 1, #args)))
+  end
+end
+
 -- Without aging: higher priority first, FIFO within a priority. With aging (priority levels
 -- gained per second of waiting), a job's effective priority is priority + aging * waited, so
 -- it ranks as if queued priority / aging seconds earlier: the score is that virtual queue time
@@ -398,6 +458,9 @@ local function all_finite(value, depth)
   return true
 end
 
+-- The states of a job psq_enqueue writes (a compact record has no attempts: none yet).
+local NOT_YET_RUN = { [STATUS.QUEUED] = true, [STATUS.DELAYED] = true, [STATUS.WAITING] = true }
+
 local function decode_job(raw)
   if type(raw) ~= 'string' then return nil end
   local ok, job = pcall(cjson.decode, raw)
@@ -416,7 +479,22 @@ local function decode_job(raw)
       or (job.rank_base ~= nil and type(job.rank_base) ~= 'string') then
     return nil
   end
+  -- psq_enqueue's compact records leave out the fields at their default; every reader gets
+  -- them here, so records written back are whole again.
+  for field, default in pairs(RECORD_DEFAULTS) do
+    if job[field] == nil then job[field] = default end
+  end
+  if job.lost == nil then job.lost = 0 end
+  if job.attempts == nil and NOT_YET_RUN[job.status] then job.attempts = 0 end
+  if job.queued_at == nil and job.status == STATUS.QUEUED then job.queued_at = job.created end
   return job
+end
+
+-- A record as the inspection calls show it: whole (decode_job), or as stored when corrupt.
+local function shown_record(raw)
+  local job = decode_job(raw)
+  if job then return cjson.encode(job) end
+  return raw
 end
 
 local function incr_stat(stats_key, field, amount)
@@ -429,6 +507,16 @@ local function wake_workers(wake_key, count)
   for i = 1, math.min(count, WAKE_TOKENS_MAX) do args[i] = '1' end
   redis.call('LPUSH', wake_key, unpack(args))
   redis.call('LTRIM', wake_key, 0, WAKE_TOKENS_MAX - 1)
+end
+
+-- The queue's aging rule from its `aging` and `aging_base` settings, or nil for none. A
+-- setting written by hand that is not a positive number is ignored, not computed with.
+local function aging_of(rate_text, base_text)
+  local rate, base = tonumber(rate_text), tonumber(base_text) or 0
+  if rate and rate > 0 and rate < math.huge and base == base and math.abs(base) < math.huge then
+    return { rate = rate, base = base }
+  end
+  return nil
 end
 
 -- Put a job at the back of its priority in the ready set (uses Q.jobs, Q.ready, Q.seq, and
@@ -444,11 +532,7 @@ local function push_ready(Q, id, job, now, since)
   local aging
   if Q.config then
     local setting = redis.call('HMGET', Q.config, 'aging', 'aging_base')
-    local rate, base = tonumber(setting[1]), tonumber(setting[2]) or 0
-    -- A setting written by hand that is not a positive number is ignored, not computed with.
-    if rate and rate > 0 and rate < math.huge and base == base and math.abs(base) < math.huge then
-      aging = { rate = rate, base = base }
-    end
+    aging = aging_of(setting[1], setting[2])
   end
   redis.call('ZADD', Q.ready, int(ready_score(job.priority, sequence, aging, now)), id)
 end

@@ -11,7 +11,8 @@ ARGV[1] field  string  a setting: paused ('1' or ''), concurrency (integer 1..2^
                        waited), max_payload_bytes, max_result_bytes, max_checkpoint_bytes,
                        max_error_bytes (integers 1..SIZE_LIMIT_MAX; absent: the defaults),
                        max_lost_leases (integer 1..MAX_LOST_LEASES_LIMIT, how many expired
-                       leases a job survives before it fails for good; absent: MAX_LOST_LEASES)
+                       leases a job survives before it fails for good; absent: MAX_LOST_LEASES),
+                       no_preemption ('1' or ''; '1': no running job pauses for a higher one)
 ARGV[2] value  string  its new value; '' removes the setting
 then more field/value pairs in ARGV[3], ARGV[4], ... (0..CONFIGURE_PAIRS_MAX pairs; none:
 only read the settings). Workers are woken, since a resumed queue or
@@ -24,11 +25,11 @@ Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; BAD_STATE when aging would 
   Pause the queue and let it drain, or set aging before jobs arrive.
 ]]
 
--- Each setting's highest value (paused is '1' or '').
+-- Each setting's highest value (paused and no_preemption are '1' or '').
 local SETTINGS = { paused = true, concurrency = 2 ^ 31, rate = 2 ^ 31, period_ms = 2 ^ 40, aging = 1e6,
   max_payload_bytes = SIZE_LIMIT_MAX, max_result_bytes = SIZE_LIMIT_MAX,
   max_checkpoint_bytes = SIZE_LIMIT_MAX, max_error_bytes = SIZE_LIMIT_MAX,
-  max_lost_leases = MAX_LOST_LEASES_LIMIT }
+  max_lost_leases = MAX_LOST_LEASES_LIMIT, no_preemption = true }
 
 local function configure(KEYS, ARGV)
   local config_key, wake_key, ready_key = KEYS[1], KEYS[2], KEYS[3]
@@ -43,9 +44,9 @@ local function configure(KEYS, ARGV)
     if not most then
       return bad_argument('unknown setting ' .. field)
     end
-    if field == 'paused' then
+    if field == 'paused' or field == 'no_preemption' then
       if value ~= '' and value ~= '1' then
-        return bad_argument("paused must be '1' or ''")
+        return bad_argument(field .. " must be '1' or ''")
       end
     elseif field == 'aging' then
       local number = as_number(value, 0, most)

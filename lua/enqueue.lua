@@ -16,7 +16,8 @@ then, for each job i = 0..N-1, thirteen fields starting at ARGV[2 + 13 * i]:
   id          string   job id (JOB_ID_PATTERN); an id that exists already is left as it is
   func        string   handler reference "module:qualname", 1..FUNC_MAX_BYTES bytes
   payload     string   JSON text of {"args": [...], "kwargs": {...}}, at most the queue's
-                       max_payload_bytes (config hash; default SIZE_LIMIT_DEFAULTS)
+                       max_payload_bytes (config hash; default SIZE_LIMIT_DEFAULTS); ''
+                       for a call without arguments (nothing stored: EMPTY_PAYLOAD)
   priority    integer  PRIORITY_MIN..PRIORITY_MAX, higher runs first
   delay_ms    integer  0..DELAY_MS_MAX, run no earlier than now + delay_ms
   at_ms       integer  absolute due time (ms, server clock, at most DELAY_MS_MAX ahead and at
@@ -33,6 +34,9 @@ then, for each job i = 0..N-1, thirteen fields starting at ARGV[2 + 13 * i]:
   split       string   '' or JSON {total, groups, collect, results_arg}: the job starts waiting
                        for `total` (1..SPLIT_TOTAL_MAX) subtasks (split number 1) created after
                        it, `groups` [ [queue, count], ... ] with counts adding up to `total`
+
+A record leaves out what has its default (RECORD_DEFAULTS, queued_at = created; decode_job
+fills them in); one with a stored payload says "payload": true.
 
 Returns: a flat array, three entries per job: id, status, 1 when created or 0 when it existed.
 Errors (nothing is written when any job of the batch is invalid): BAD_KEYS; BAD_ARGUMENT;
@@ -94,27 +98,70 @@ local function parse_split(text)
     results_arg = plan.results_arg == true }
 end
 
+-- How a refusal names job `i` (from 0) of the batch: made only when refusing.
+local function job_ref(i, id)
+  return 'job ' .. (i + 1) .. ' (' .. id .. '): '
+end
+
+-- A read of `key` that also checks its type (`kind`): a key of another type is refused
+-- (the reply, an error) rather than failing the call later, halfway through its writes.
+local function probe(key, kind, command, ...)
+  local reply = redis.pcall(command, key, ...)
+  if type(reply) == 'table' and reply.err then
+    return nil, wrong_type(key, kind) or error_reply(ERR.BAD_KEYS, key .. ': ' .. reply.err)
+  end
+  return reply
+end
+
+-- The record as stored: fields at their default are left out (decode_job fills them in), and
+-- the id is the hash field, so a queued job costs a few dozen bytes.
+local function compact_record(job)
+  local record = { func = job.func, priority = job.priority, status = job.status,
+    created = job.created, due = job.due, parent = job.parent, time_slice = job.time_slice }
+  for field, default in pairs(RECORD_DEFAULTS) do
+    if job[field] ~= default then record[field] = job[field] end
+  end
+  if job.payload then record.payload = true end
+  if job.split then
+    record.split, record.split_total, record.split_groups = 1, job.split.total, job.split.groups
+    record.collect, record.results_arg = job.split.collect, job.split.results_arg
+  end
+  return cjson.encode(record)
+end
+
+-- Up to `count` wake-up tokens, never more than WAKE_TOKENS_MAX in the list (`held` now).
+local function wake_up_to(wake_key, count, held)
+  local room = math.min(count, WAKE_TOKENS_MAX - held)
+  if room <= 0 then return end
+  local args = {}
+  for i = 1, room do args[i] = '1' end
+  redis.call('LPUSH', wake_key, unpack(args))
+end
+
 local function enqueue(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], ready = KEYS[3], delayed = KEYS[4], seq = KEYS[5],
     stats = KEYS[6], wake = KEYS[7], waiting = KEYS[8], config = KEYS[9],
-    events = KEYS[10], tally = new_tally() }
-  local refused = check_keys(KEYS, 'psq_enqueue')
+    events = KEYS[10], tally = { events = {} } }  -- only events: enqueue observes no times
+  -- Names here; each key's type is checked by the first command that touches it, before
+  -- any write, and only for the keys this call writes.
+  local refused = check_keys(KEYS, 'psq_enqueue', nil, true)
   if refused then return refused end
   local count = as_int(ARGV[1], 1, ENQUEUE_BATCH_MAX)
   if not count or #ARGV ~= 1 + count * FIELDS_PER_JOB then
     return bad_argument('pass a count of 1..' .. ENQUEUE_BATCH_MAX .. ' and ' .. FIELDS_PER_JOB
       .. ' fields per job: ' .. #ARGV .. ' arguments for a count of ' .. tostring(ARGV[1]))
   end
-  local max_payload = size_limit(Q.config, 'max_payload_bytes')
+  local settings, wrong = probe(Q.config, 'hash', 'HMGET', 'max_payload_bytes', 'aging', 'aging_base')
+  if wrong then return wrong end
+  local max_payload = size_limit_of(settings[1], 'max_payload_bytes')
   local now = now_ms()
 
   -- Validate the whole batch before writing anything.
-  local batch = {}
+  local batch, ids = {}, {}
   for i = 0, count - 1 do
     local base = 2 + i * FIELDS_PER_JOB
     local id, func, payload = ARGV[base], ARGV[base + 1], ARGV[base + 2]
     local job = {
-      id = id,
       func = func,
       priority = as_int(ARGV[base + 3], PRIORITY_MIN, PRIORITY_MAX),
       timeout = as_number(ARGV[base + 6], 0, TIME_S_MAX),
@@ -122,117 +169,163 @@ local function enqueue(KEYS, ARGV)
       backoff = as_number(ARGV[base + 8], 0, TIME_S_MAX),
       result_ttl = as_number(ARGV[base + 9], 0, TIME_S_MAX),
       time_slice = as_number(ARGV[base + 10], 0, TIME_S_MAX),
+      created = now,
     }
     local parent_json, split_json = ARGV[base + 11], ARGV[base + 12]
     local delay_ms = as_int(ARGV[base + 4], 0, DELAY_MS_MAX)
     local at_ms
-    local where = 'job ' .. (i + 1) .. ': '
     if not is_job_id(id) then
-      return bad_argument(where .. 'id must be 1..' .. JOB_ID_MAX .. ' letters, digits and _.:- starting'
-        .. ' with a letter or digit')
+      return bad_argument('job ' .. (i + 1) .. ': id must be 1..' .. JOB_ID_MAX .. ' letters, digits'
+        .. ' and _.:- starting with a letter or digit')
     end
-    where = 'job ' .. (i + 1) .. ' (' .. id .. '): '
     if #func < 1 or #func > FUNC_MAX_BYTES then
-      return bad_argument(where .. 'func must be 1..' .. FUNC_MAX_BYTES .. ' bytes')
+      return bad_argument(job_ref(i, id) .. 'func must be 1..' .. FUNC_MAX_BYTES .. ' bytes')
     end
     if #payload > max_payload then
-      return error_reply(ERR.TOO_LARGE, where .. 'payload of ' .. #payload .. ' bytes exceeds the limit of '
+      return error_reply(ERR.TOO_LARGE, job_ref(i, id) .. 'payload of ' .. #payload .. ' bytes exceeds the limit of '
         .. max_payload .. ' bytes (max_payload_bytes)')
     end
-    if not is_json(payload) then
-      return bad_argument(where .. 'payload must be JSON text')
+    if payload ~= '' and not is_json(payload) then
+      return bad_argument(job_ref(i, id) .. 'payload must be JSON text')
     end
     if not job.priority then
-      return bad_argument(where .. 'priority must be an integer in ' .. PRIORITY_MIN .. '..' .. PRIORITY_MAX)
+      return bad_argument(job_ref(i, id) .. 'priority must be an integer in ' .. PRIORITY_MIN .. '..' .. PRIORITY_MAX)
     end
     if not delay_ms then
-      return bad_argument(where .. 'delay_ms must be an integer in 0..' .. DELAY_MS_MAX)
+      return bad_argument(job_ref(i, id) .. 'delay_ms must be an integer in 0..' .. DELAY_MS_MAX)
     end
     if ARGV[base + 5] ~= '' then
       at_ms = as_int(ARGV[base + 5], 0, now + DELAY_MS_MAX)
       if not at_ms then
-        return bad_argument(where .. 'due time must be an integer ms timestamp at most ' .. DELAY_MS_MAX
+        return bad_argument(job_ref(i, id) .. 'due time must be an integer ms timestamp at most ' .. DELAY_MS_MAX
           .. ' ms ahead, or empty')
       end
       if at_ms < now - PAST_TOLERANCE_MS then
-        return bad_argument(where .. 'due time is in the past')
+        return bad_argument(job_ref(i, id) .. 'due time is in the past')
       end
     end
     if not job.timeout or job.timeout <= 0 then
-      return bad_argument(where .. 'timeout must be a number of seconds in (0, ' .. TIME_S_MAX .. ']')
+      return bad_argument(job_ref(i, id) .. 'timeout must be a number of seconds in (0, ' .. TIME_S_MAX .. ']')
     end
     if not job.retries then
-      return bad_argument(where .. 'retries must be an integer in 0..' .. RETRIES_MAX)
+      return bad_argument(job_ref(i, id) .. 'retries must be an integer in 0..' .. RETRIES_MAX)
     end
     if not job.backoff or not job.result_ttl or not job.time_slice then
-      return bad_argument(where .. 'backoff, result_ttl and time_slice must be numbers of seconds in 0..'
+      return bad_argument(job_ref(i, id) .. 'backoff, result_ttl and time_slice must be numbers of seconds in 0..'
         .. TIME_S_MAX)
     end
     if job.time_slice == 0 then job.time_slice = nil end
-    local split
     if parent_json ~= '' then
       job.parent = parse_parent(parent_json)
       if not job.parent then
-        return bad_argument(where .. 'parent must be JSON {queue, id, split >= 1, index >= 1}')
+        return bad_argument(job_ref(i, id) .. 'parent must be JSON {queue, id, split >= 1, index >= 1}')
       end
     end
     if split_json ~= '' then
-      split = parse_split(split_json)
-      if not split then
-        return bad_argument(where .. 'split must be JSON {total: 1..' .. SPLIT_TOTAL_MAX
+      job.split = parse_split(split_json)
+      if not job.split then
+        return bad_argument(job_ref(i, id) .. 'split must be JSON {total: 1..' .. SPLIT_TOTAL_MAX
           .. ', groups: [[queue, count], ...] adding up to total, collect, results_arg}')
       end
     end
+    if payload ~= '' then job.payload = payload end
     local due = at_ms or (now + delay_ms)
-    batch[i + 1] = { job = job, payload = payload, due = due, split = split }
+    if job.split then
+      job.status = STATUS.WAITING
+    elseif due > now then
+      job.status, job.due = STATUS.DELAYED, due
+    else
+      job.status = STATUS.QUEUED
+    end
+    batch[i + 1] = job
+    ids[i + 1] = id
   end
 
-  local reply = {}
+  -- Which jobs exist already (an id twice in the batch: the first one counts).
+  local stored, wrong_jobs = probe(Q.jobs, 'hash', 'HMGET', unpack(ids))
+  if wrong_jobs then return wrong_jobs end
+  local reply, first_of = {}, {}
+  local records, payloads, ready, delayed, waiting = {}, {}, {}, {}, {}
   local created = 0
-  for _, entry in ipairs(batch) do
-    local job = entry.job
-    local id = job.id
-    local raw = redis.call('HGET', Q.jobs, id)
-    if raw then
-      local existing = decode_job(raw)
-      reply[#reply + 1] = id
-      reply[#reply + 1] = existing and existing.status or 'corrupt'
-      reply[#reply + 1] = 0
+  for n, job in ipairs(batch) do
+    local id = ids[n]
+    local status
+    if stored[n] then
+      local existing = decode_job(stored[n])
+      status = existing and existing.status or 'corrupt'
+    elseif first_of[id] then
+      status = first_of[id].status
+      stored[n] = true
     else
-      job.attempts = 0
-      job.lost = 0
-      job.created = now
-      redis.call('HSET', Q.payloads, id, entry.payload)
-      if entry.split then
-        job.status = STATUS.WAITING
-        job.split = 1
-        job.split_total = entry.split.total
-        job.split_groups = entry.split.groups
-        job.collect = entry.split.collect and true or false
-        job.results_arg = entry.split.results_arg and true or false
-        redis.call('HSET', Q.jobs, id, cjson.encode(job))
-        redis.call('ZADD', Q.waiting, int(now), id)
-      elseif entry.due > now then
-        job.status = STATUS.DELAYED
-        job.due = entry.due
-        redis.call('HSET', Q.jobs, id, cjson.encode(job))
-        redis.call('ZADD', Q.delayed, int(entry.due), id)
-      else
-        push_ready(Q, id, job, now)
-      end
+      first_of[id] = job
+      status = job.status
       created = created + 1
+      records[#records + 1] = id
+      records[#records + 1] = compact_record(job)
+      if job.payload then
+        payloads[#payloads + 1] = id
+        payloads[#payloads + 1] = job.payload
+      end
+      if job.split then
+        waiting[#waiting + 1] = int(now)
+        waiting[#waiting + 1] = id
+      elseif job.due then
+        delayed[#delayed + 1] = int(job.due)
+        delayed[#delayed + 1] = id
+      else
+        ready[#ready + 1] = job
+        ready[#ready + 1] = id
+      end
       note_event(Q.tally, 'enqueued', id)
-      reply[#reply + 1] = id
-      reply[#reply + 1] = job.status
-      reply[#reply + 1] = 1
+    end
+    reply[#reply + 1] = id
+    reply[#reply + 1] = status
+    reply[#reply + 1] = stored[n] and 0 or 1
+  end
+  if created == 0 then return reply end
+
+  -- The types of the keys written below, checked before the first write.
+  local sequence, held
+  if #ready > 0 then
+    sequence, wrong = probe(Q.seq, 'string', 'GET')
+    if wrong then return wrong end
+    if sequence and not as_int(sequence, 0, 2 ^ 53) then
+      return error_reply(ERR.BAD_KEYS, Q.seq .. ' does not hold a sequence number')
     end
   end
-  if created > 0 then
-    incr_stat(Q.stats, 'enqueued', created)
-    -- Delayed jobs wake a worker too, so an idle worker shortens its wait to the new due time.
-    wake_workers(Q.wake, created)
-    record_tally(Q, now)
+  held, wrong = probe(Q.wake, 'list', 'LLEN')
+  if wrong then return wrong end
+  refused = (#payloads > 0 and wrong_type(Q.payloads, 'hash'))
+    or (#ready > 0 and wrong_type(Q.ready, 'zset'))
+    or (#delayed > 0 and wrong_type(Q.delayed, 'zset'))
+    or (#waiting > 0 and wrong_type(Q.waiting, 'zset'))
+    or wrong_type(Q.events, 'stream')
+  if refused then return refused end
+  -- The first write: when the counter is not an integer it fails and nothing is written.
+  local counted = redis.pcall('HINCRBY', Q.stats, 'enqueued', created)
+  if type(counted) == 'table' and counted.err then
+    return wrong_type(Q.stats, 'hash')
+      or error_reply(ERR.BAD_KEYS, Q.stats .. ' holds a counter that is not an integer')
   end
+
+  call_chunked('HSET', Q.jobs, records)
+  call_chunked('HSET', Q.payloads, payloads)
+  call_chunked('ZADD', Q.delayed, delayed)
+  call_chunked('ZADD', Q.waiting, waiting)
+  if #ready > 0 then
+    local last = redis.call('INCRBY', Q.seq, #ready / 2)
+    local aging = aging_of(settings[2], settings[3])
+    local scored = {}
+    for n = 1, #ready, 2 do
+      local seq = last - #ready / 2 + (n + 1) / 2
+      scored[n] = int(ready_score(ready[n].priority, seq, aging, now))
+      scored[n + 1] = ready[n + 1]
+    end
+    call_chunked('ZADD', Q.ready, scored)
+  end
+  -- Delayed jobs wake a worker too, so an idle worker shortens its wait to the new due time.
+  wake_up_to(Q.wake, created, held)
+  record_events(Q.events, Q.tally)
   return reply
 end
 

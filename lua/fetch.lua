@@ -9,7 +9,8 @@ KEYS[6] subtasks     HASH  this job's subtask outcomes: the queue's key subtasks
 
 ARGV[1] id  string  job id (JOB_ID_PATTERN)
 
-Returns: { record, payload, result, error, checkpoint, subtasks done in the current split },
+Returns: { record (whole: decode_job fills in what a compact one leaves out), payload,
+  result, error, checkpoint, subtasks done in the current split },
   each a string or false when absent.
 Errors: BAD_KEYS; BAD_ARGUMENT; NOT_FOUND when the job has no record.
 ]]
@@ -27,7 +28,7 @@ local function fetch(KEYS, ARGV)
     done = redis.call('HGET', KEYS[6], int(job.split) .. ':done') or '0'
   end
   return {
-    record,
+    shown_record(record),
     redis.call('HGET', KEYS[2], id),
     redis.call('HGET', KEYS[3], id),
     redis.call('HGET', KEYS[4], id),

@@ -7,7 +7,7 @@ KEYS[2] jobs   HASH  job id -> job record (JSON)
 ARGV[1] offset  integer  0..OFFSET_MAX, first rank of the page (lowest score first)
 ARGV[2] count   integer  1..LIST_PAGE_MAX, page size
 
-Returns: pairs of id and job record (false when the record is missing).
+Returns: pairs of id and job record (whole, as psq_fetch shows it; false when missing).
 Errors: BAD_KEYS; BAD_ARGUMENT.
 ]]
 
@@ -22,7 +22,8 @@ local function list_jobs(KEYS, ARGV)
   local reply = {}
   for _, id in ipairs(ids) do
     reply[#reply + 1] = id
-    reply[#reply + 1] = redis.call('HGET', KEYS[2], id)
+    local raw = redis.call('HGET', KEYS[2], id)
+    reply[#reply + 1] = raw and shown_record(raw)
   end
   return reply
 end

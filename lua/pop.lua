@@ -189,9 +189,10 @@ local function pop(KEYS, ARGV)
       Q.tally.failed = Q.tally.failed + 1
     elseif not job then
       fail_corrupt(Q, id, now)
-    elseif not payloads[n] then
+    elseif not payloads[n] and job.payload then
       fail_for_good(Q, id, job, now, 'job payload is missing')
     else
+      payloads[n] = payloads[n] or EMPTY_PAYLOAD
       jobs[n] = job
       leased = leased + 1
     end
@@ -241,6 +242,9 @@ local function pop(KEYS, ARGV)
     end
     flush_writes(writes)
     if started > 0 then incr_stat(Q.stats, 'started', started) end
+    -- These jobs need no wake-up any more; the tokens left tell psq_checkpoint that ready
+    -- jobs wait with no idle worker to take them.
+    redis.call('LPOP', Q.wake, leased)
   end
   record_tally(Q, now)
   reply[2] = leased

@@ -11,6 +11,17 @@ Tests always talk to a real Redis-compatible server: never mocks, never fakeredi
    be started (e.g. the image cannot be pulled) the local binary of step 3 is used instead.
 3. A private :class:`pyscheduler.engine.Engine` of the param's kind.  A missing binary fails
    the tests rather than skipping them.
+
+A test module marked ``pytestmark = pytest.mark.cluster`` also runs on a local Redis Cluster of
+three primaries of each kind (params ``redis-cluster`` and ``valkey-cluster``; its ``redis_url``
+is ``redis+cluster://...``, its ``conn`` a ``RedisCluster``): the modules whose tests need no
+single server to kill. ``PYSCHEDULER_TEST_CLUSTER=0`` leaves those params out, ``=only`` runs
+those params alone, ``=all`` runs every module (marked or not) on the clusters alone. With
+``REDIS_URL`` set there are no cluster params (that URL may name a cluster itself).
+
+The ``conn`` fixture empties the database (FLUSHALL) before each test, so it does so only on
+a server this session started: on the server ``REDIS_URL`` names, only with
+``PYSCHEDULER_TEST_FLUSH=1``; without it, every test that needs an empty database is skipped.
 """
 
 from __future__ import annotations
@@ -27,15 +38,72 @@ from typing import Any
 import pytest
 
 from pyscheduler.dev.engine import Engine, EngineNotFound, free_port, ping
+from pyscheduler.store.connection import connect, is_cluster_url
 
 EXTERNAL_REDIS_URL: str | None = os.environ.get("REDIS_URL", "").strip() or None
 ENGINE_PARAMS: list[str] = ["external"] if EXTERNAL_REDIS_URL else ["redis", "valkey"]
+_CLUSTER_CHOICE = os.environ.get("PYSCHEDULER_TEST_CLUSTER", "").strip().lower()
+CLUSTER_PARAMS: list[str] = (
+    [] if EXTERNAL_REDIS_URL or _CLUSTER_CHOICE == "0" else ["redis-cluster", "valkey-cluster"]
+)
+_NO_CLUSTER = pytest.mark.skip(
+    reason="no local cluster: REDIS_URL is set or PYSCHEDULER_TEST_CLUSTER=0"
+)
+#: Lets the tests empty (FLUSHALL) a server this session did not start: the one REDIS_URL names.
+FLUSH_ENV = "PYSCHEDULER_TEST_FLUSH"
+NO_FLUSH_REASON = (
+    f"REDIS_URL names a server this test session did not start, and this test empties its"
+    f" database first: set {FLUSH_ENV}=1 to allow that (its data is lost)"
+)
 DOCKER_IMAGES: dict[str, str] = {"redis": "redis:7", "valkey": "valkey/valkey:8"}
 OWNED_SKIP_REASON = "needs an engine owned by the test session"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "crash: tests that kill or pause processes")
+    config.addinivalue_line(
+        "markers", "cluster: the module's tests also run on a local 3-primary Redis Cluster"
+    )
+    config.addinivalue_line("markers", "cluster_only: the module's tests run on clusters only")
+    config.addinivalue_line(
+        "markers", "one_server(reason): a test of a `cluster` module that needs one server"
+    )
+
+
+def _parametrized_by_test(metafunc: pytest.Metafunc, name: str) -> bool:
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else mark.kwargs.get("argnames", "")
+        if name in ([n.strip() for n in names.split(",")] if isinstance(names, str) else names):
+            return True
+    return False
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The `engine` params of a test: one server of each kind, and a cluster of each kind for
+    the modules marked `cluster`."""
+    if "engine" not in metafunc.fixturenames or _parametrized_by_test(metafunc, "engine"):
+        return
+    marked = metafunc.definition.get_closest_marker
+    on_servers = [] if _CLUSTER_CHOICE in ("only", "all") else list(ENGINE_PARAMS)
+    if marked("cluster_only") is not None:
+        params = list(CLUSTER_PARAMS)
+        if not params:
+            metafunc.parametrize("engine", [pytest.param("none", marks=_NO_CLUSTER)], indirect=True)
+            return
+    elif marked("one_server") is not None:  # a test that needs one server (reason in the mark)
+        params = on_servers
+    elif marked("cluster") is not None or _CLUSTER_CHOICE == "all":
+        params = on_servers + CLUSTER_PARAMS
+    else:
+        params = on_servers
+    metafunc.parametrize("engine", params, indirect=True, ids=params, scope="session")
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if EXTERNAL_REDIS_URL is None:
+        return []
+    flush = "allowed" if os.environ.get(FLUSH_ENV) == "1" else f"not allowed (set {FLUSH_ENV}=1)"
+    return [f"REDIS_URL is set: the tests use that server; emptying it: {flush}"]
 
 
 class ServerHandle:
@@ -43,7 +111,9 @@ class ServerHandle:
 
     kind: str
     url: str
-    owned: bool = False
+    owned: bool = False  # the tests may kill, pause and restart it
+    ours: bool = True  # this session started it: the tests may empty it
+    cluster: bool = False
 
     def ensure_running(self) -> None:
         """Bring the server back if a previous test killed or paused it."""
@@ -74,6 +144,8 @@ class ExternalServer(ServerHandle):
         self.kind = "external"
         self.url = url
         self.owned = False
+        self.ours = False
+        self.cluster = is_cluster_url(url)
 
 
 class LocalServer(ServerHandle):
@@ -110,6 +182,23 @@ class LocalServer(ServerHandle):
 
     def close(self) -> None:
         self.engine.stop()
+
+
+class ClusterServer(ServerHandle):
+    """A local Redis Cluster of three primaries (tests/servers.py), for the `cluster` modules.
+    Not `owned`: a test that kills "the server" means one server."""
+
+    def __init__(self, kind: str) -> None:
+        from servers import cluster
+
+        self.kind = f"{kind}-cluster"
+        self._nodes = cluster(kind)
+        self.nodes = self._nodes.__enter__()
+        self.url = self.nodes.url
+        self.cluster = True
+
+    def close(self) -> None:
+        self._nodes.__exit__(None, None, None)
 
 
 class ContainerServer(ServerHandle):
@@ -240,6 +329,8 @@ def _open_server(param: str) -> ServerHandle:
     if param == "external":
         assert EXTERNAL_REDIS_URL is not None
         return ExternalServer(EXTERNAL_REDIS_URL)
+    if param.endswith("-cluster"):
+        return ClusterServer(param.removesuffix("-cluster"))
     if _docker_available():
         try:
             return _start_container(param)
@@ -251,9 +342,10 @@ def _open_server(param: str) -> ServerHandle:
     return _start_local(param)
 
 
-@pytest.fixture(scope="session", params=ENGINE_PARAMS, ids=ENGINE_PARAMS)
+@pytest.fixture(scope="session")
 def engine(request: pytest.FixtureRequest) -> Iterator[ServerHandle]:
-    """The Redis-compatible server of this session (see the module docstring)."""
+    """The Redis-compatible server of this session, or cluster (see the module docstring;
+    its params come from `pytest_generate_tests`)."""
     server = _open_server(str(request.param))
     try:
         yield server
@@ -282,14 +374,16 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture
-def conn(redis_url: str) -> Iterator[Any]:
-    """A client to an empty database with the current Lua library loaded."""
-    import redis
-
+def conn(engine: ServerHandle, redis_url: str) -> Iterator[Any]:
+    """A client to an empty database with the current Lua library loaded (on a cluster: a
+    `RedisCluster`, every primary emptied and loaded). Skipped on a server this session did not
+    start, unless PYSCHEDULER_TEST_FLUSH=1 (see the module docstring)."""
     from pyscheduler.store import library
 
-    client = redis.Redis.from_url(redis_url)
-    client.flushall()
+    if not engine.ours and os.environ.get(FLUSH_ENV) != "1":
+        pytest.skip(NO_FLUSH_REASON)
+    client = connect(redis_url)
+    client.flushall()  # on a cluster: sent to every primary
     library.load(client)
     yield client
     client.close()

@@ -17,8 +17,10 @@ from typing import Any, TypeVar
 
 import psutil
 import redis
+from redis.cluster import RedisCluster
 
 from pyscheduler.exceptions import WaitTimeout
+from pyscheduler.store.connection import connect
 
 T = TypeVar("T")
 
@@ -226,10 +228,21 @@ def most_at_once(runs: list[dict[str, Any]]) -> int:
     return max_overlap((run["start"], run["end"]) for run in runs)
 
 
+def servers_of(conn: Any) -> list[redis.Redis]:
+    """The servers behind a client: itself, or each primary of a cluster (a command such as
+    CLIENT LIST or KEYS sent through a cluster client asks one node only)."""
+    if isinstance(conn, RedisCluster):
+        return [conn.get_redis_connection(node) for node in conn.get_primaries()]
+    return [conn]
+
+
 def blocked_clients(conn: redis.Redis) -> int:
     """How many clients are blocked in BLPOP: idle workers waiting for a job."""
     return sum(
-        1 for c in conn.client_list() if c.get("cmd") == "blpop" and "b" in c.get("flags", "")
+        1
+        for server in servers_of(conn)
+        for c in server.client_list()
+        if c.get("cmd") == "blpop" and "b" in c.get("flags", "")
     )
 
 
@@ -305,9 +318,14 @@ def cluster_port(host: str = "127.0.0.1") -> int:
     raise RuntimeError("no free port pair for a cluster node")
 
 
+def all_keys(conn: redis.Redis) -> list[bytes]:
+    """Every key, of every primary on a cluster, sorted."""
+    return sorted(key for server in servers_of(conn) for key in server.keys("*"))
+
+
 def snapshot(conn: redis.Redis) -> dict[Any, Any]:
     """Every key with its serialised value: equal snapshots mean nothing was written."""
-    return {key: conn.dump(key) for key in conn.keys("*")}
+    return {key: s.dump(key) for s in servers_of(conn) for key in s.keys("*")}
 
 
 def max_in_window(times: list[int], width: int) -> int:
@@ -353,7 +371,7 @@ class DashboardServer:
         from pyscheduler.dev.engine import free_port
         from pyscheduler.ops.dashboard.app import create_app
 
-        self.connection = redis.Redis.from_url(redis_url)
+        self.connection = connect(redis_url)
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         config = uvicorn.Config(

@@ -49,6 +49,12 @@ def sliced_stepper(url: str, key: str, steps: int, step_s: float) -> int:
     return stepper(url, key, steps, step_s)
 
 
+@task(preemptible=False)
+def unpreemptible_stepper(url: str, key: str, steps: int, step_s: float) -> int:
+    """`stepper`, registered as never paused for a job of higher priority."""
+    return stepper(url, key, steps, step_s)
+
+
 def short(i: int) -> int:
     """A short job: nothing to do (its wait is read from its record)."""
     return i

@@ -17,15 +17,17 @@ from typing import Any
 import redis
 
 from pyscheduler import current_job, task
+from pyscheduler.store.connection import Client, connect
 
-_clients: dict[tuple[int, str], redis.Redis] = {}
+_clients: dict[tuple[int, str], Client] = {}
 
 
-def client(url: str) -> redis.Redis:
-    """One client per process and URL (executors are forked: never share a parent's socket)."""
+def client(url: str) -> Client:
+    """One client per process and URL (executors are forked: never share a parent's socket);
+    a cluster client for a cluster URL."""
     key = (os.getpid(), url)
     if key not in _clients:
-        _clients[key] = redis.Redis.from_url(url)
+        _clients[key] = connect(url)
     return _clients[key]
 
 

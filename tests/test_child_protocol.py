@@ -20,6 +20,7 @@ from pyscheduler.runtime.child_protocol import (
     FrameError,
     FrameKind,
     FrameReader,
+    FrameStream,
     Outcome,
     OutcomeKind,
     RunRequest,
@@ -29,7 +30,6 @@ from pyscheduler.runtime.child_protocol import (
     encode_outcome,
     encode_request,
     frame,
-    read_frame,
 )
 from pyscheduler.runtime.executor import Executor
 
@@ -118,9 +118,10 @@ def test_frames_fed_in_any_pieces_come_out_whole_and_in_order(
 @given(requests)
 def test_a_blocking_stream_reads_a_frame_and_then_its_end(request: RunRequest) -> None:
     stream = io.BytesIO(joined(encode_request(request)))
-    framed = read_frame(stream.readinto)
+    frames = FrameStream(stream.read)
+    framed = frames.next()
     assert framed is not None and decode_request(*framed) == request
-    assert read_frame(stream.readinto) is None
+    assert frames.next() is None
 
 
 def test_a_truncated_frame_is_refused() -> None:
@@ -129,7 +130,7 @@ def test_a_truncated_frame_is_refused() -> None:
         with pytest.raises(FrameError, match="truncated"):
             decode_frame(data[:cut])
         with pytest.raises(FrameError, match="ended inside a frame"):
-            read_frame(io.BytesIO(data[:cut]).readinto)
+            FrameStream(io.BytesIO(data[:cut]).read).next()
         reader = FrameReader()
         assert reader.feed(data[:cut]) == [] and reader.partial
 
@@ -139,7 +140,7 @@ def test_an_oversized_frame_is_refused_from_its_header_alone() -> None:
     with pytest.raises(FrameError, match="over the"):
         FrameReader().feed(claim)
     with pytest.raises(FrameError, match="over the"):
-        read_frame(io.BytesIO(claim).readinto)
+        FrameStream(io.BytesIO(claim).read).next()
 
 
 def test_a_frame_of_too_many_parts_is_refused() -> None:

@@ -21,6 +21,8 @@ from pyscheduler.ops.cli import EXIT_PROBLEM, EXIT_REDIS, EXIT_USAGE, main
 from pyscheduler.store import calls
 from pyscheduler.store.protocol import FailKind
 
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+
 TRACEBACK = (
     "Traceback (most recent call last):\n"
     '  File "tasks.py", line 3, in crunch\n'

@@ -109,10 +109,13 @@ def test_cluster_url_with_a_database_other_than_0_is_refused() -> None:
         connect("redis+cluster://127.0.0.1:7000/2")
 
 
-def test_queue_refuses_a_cluster_url_saying_where_it_works(
-    monkeypatch: pytest.MonkeyPatch,
+def test_queue_takes_a_cluster_url_from_redis_url(
+    three_primaries: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis+cluster://127.0.0.1:7000")
+    load_scripts(three_primaries.url)
+    monkeypatch.setenv("REDIS_URL", three_primaries.url)
 
-    with pytest.raises(InvalidURL, match="load-scripts"):
-        Queue("q").enqueue("tasks:add", 1, 2)
+    job = Queue("q").enqueue("tasks:add", 1, 2)
+
+    assert isinstance(job.queue.connection, RedisCluster)
+    assert job.status == "queued"

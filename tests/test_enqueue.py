@@ -21,6 +21,8 @@ from pyscheduler.store import calls
 from pyscheduler.store.keys import QUEUES_KEY
 from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX
 
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+
 
 def add(a: int, b: int = 0) -> int:
     return a + b
@@ -301,6 +303,7 @@ def test_enqueue_many_of_2500_jobs_queues_all_in_order(queue: Queue) -> None:
     assert listed == [p.id for p in prepared]
 
 
+@pytest.mark.one_server("counts the command stack of a one-server pipeline")
 def test_enqueue_many_sends_one_pipeline(conn: redis.Redis, queue: Queue, monkeypatch: Any) -> None:
     queue.enqueue(add, 0)  # the library check and the queue registration are done once
     sent: list[str] = []

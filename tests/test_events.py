@@ -10,11 +10,12 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import cli_process, terminate, wait_until
+from helpers import cli_process, servers_of, terminate, wait_until
 
 from pyscheduler import JobCancelled, JobFailed, Queue, WaitTimeout
 from pyscheduler.client import events
 from pyscheduler.store import calls
+from pyscheduler.store.connection import connect
 from pyscheduler.store.protocol import EVENT_IDS_MAX, EVENTS_MAXLEN, FailKind
 
 
@@ -135,7 +136,7 @@ def test_wait_raises_job_cancelled_when_cancelled_while_waiting(queue: Queue) ->
 
 def test_wait_blocks_in_redis_instead_of_polling(queue: Queue, redis_url: str) -> None:
     job = queue.enqueue(add, 1)
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     waiter = Queue("work", connection=client).fetch_job(job.id)
     before = command_calls(queue.connection)
     thread = finish_later(queue, "complete", delay=1.0)
@@ -151,10 +152,11 @@ def test_wait_blocks_in_redis_instead_of_polling(queue: Queue, redis_url: str) -
 def command_calls(conn: redis.Redis) -> Any:
     from collections import Counter
 
-    stats: Any = conn.info("commandstats")
     out: Counter[str] = Counter()
-    for name, value in stats.items():
-        out[name.removeprefix("cmdstat_")] = int(value["calls"])
+    for server in servers_of(conn):
+        stats: Any = server.info("commandstats")
+        for name, value in stats.items():
+            out[name.removeprefix("cmdstat_")] += int(value["calls"])
     return out
 
 
@@ -186,7 +188,7 @@ def wait_for_tail(queue: Queue, proc: Any) -> Any:
     """Enqueue a job once the tailing process reads the stream (its XREAD is blocked)."""
 
     def blocked() -> bool:
-        clients: Any = queue.connection.client_list()
+        clients: Any = [c for s in servers_of(queue.connection) for c in s.client_list()]
         return any("xread" in str(c.get("cmd", "")) for c in clients)
 
     wait_until(blocked, timeout=30, interval=0.05, what="the events command to block")

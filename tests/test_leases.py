@@ -31,6 +31,8 @@ from pyscheduler import (
 from pyscheduler.store import calls
 from pyscheduler.store.protocol import MAX_BACKOFF_MS, MAX_LOST_LEASES, FailKind
 
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+
 
 def add(a: int, b: int = 0) -> int:
     return a + b

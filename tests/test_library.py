@@ -23,6 +23,8 @@ from pyscheduler.store.keys import QueueKeys
 from pyscheduler.store.operations import OPERATIONS, Operation
 from pyscheduler.store.protocol import FUNCTION_PREFIX, LIBRARY_NAME, FailKind, template_context
 
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 LUA_DIR = ROOT / "lua"
 LOAD_SCRIPTS = str(ROOT / "tools" / "load_scripts.py")
@@ -192,6 +194,7 @@ def test_no_wrapper_in_calls_writes_a_key_list_by_hand() -> None:
 WRAPPED_ELSEWHERE = {"psq_heartbeat", "psq_list_workers"}  # pyscheduler/live_workers.py
 
 
+@pytest.mark.one_server("spies on redis.Redis, which a cluster client is not")
 def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     conn: redis.Redis, monkeypatch: Any
 ) -> None:
@@ -255,6 +258,7 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
 # -- loading ----------------------------------------------------------------------------------
 
 
+@pytest.mark.one_server("reads FUNCTION LIST of one server (a cluster: test_cluster_deploy.py)")
 def test_library_loads_with_every_psq_function(conn: redis.Redis) -> None:
     conn.function_flush()
     assert library.load(conn) == library.code_version()
@@ -264,6 +268,7 @@ def test_library_loads_with_every_psq_function(conn: redis.Redis) -> None:
     assert names == {function_of(name) for name in library.OPERATION_FILES}
 
 
+@pytest.mark.one_server("reads FUNCTION LIST of one server (a cluster: test_cluster_deploy.py)")
 def test_read_only_functions_are_flagged_no_writes(conn: redis.Redis) -> None:
     (entry,) = conn.function_list(library=LIBRARY_NAME)
     info = dict(zip(entry[::2], entry[1::2], strict=True))

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from helpers import server_ms, snapshot, wait_until
+from helpers import all_keys, server_ms, snapshot, wait_until
 
 from pyscheduler import Queue
 from pyscheduler.dev.engine import free_port
@@ -37,6 +37,8 @@ from pyscheduler.runtime.live_workers import (
 from pyscheduler.store.keys import QUEUES_KEY, QueueKeys
 from pyscheduler.store.operations import keys_for
 from pyscheduler.store.protocol import WORKER_JOBS_MAX, WORKER_TTL_MS_MAX, WORKERS_PAGE_MAX
+
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
 
 Snapshot = dict[bytes, bytes | None]
 
@@ -164,10 +166,10 @@ def test_a_worker_whose_heartbeats_stop_disappears_after_its_expiry(conn: redis.
 
 BEATING_PROCESS = """
 import sys, time
-import redis
+from pyscheduler.store.connection import connect
 from pyscheduler.store.keys import QueueKeys
 from pyscheduler.runtime.live_workers import Heartbeat
-beat = Heartbeat(redis.Redis.from_url(sys.argv[1]), [QueueKeys("work")], "doomed", 1, %r)
+beat = Heartbeat(connect(sys.argv[1]), [QueueKeys("work")], "doomed", 1, %r)
 while True:
     beat.beat(time.monotonic())
     time.sleep(0.01)
@@ -211,7 +213,7 @@ def test_the_keys_of_a_queue_whose_workers_died_expire(conn: redis.Redis) -> Non
 
 def test_heartbeat_keys_are_under_each_queues_hash_tag(conn: redis.Redis) -> None:
     heartbeat(conn, "a", "b").beat(time.monotonic())
-    assert sorted(conn.keys("*")) == sorted(
+    assert all_keys(conn) == sorted(
         [
             QUEUES_KEY.encode(),
             b"psq:{a}:workers",
@@ -223,6 +225,7 @@ def test_heartbeat_keys_are_under_each_queues_hash_tag(conn: redis.Redis) -> Non
     assert keys_for("psq_heartbeat", QueueKeys("a")) == ["psq:{a}:workers", "psq:{a}:worker_info"]
 
 
+@pytest.mark.one_server("keys of two queues: a cluster client refuses them before the library")
 def test_heartbeat_refuses_keys_of_two_queues(conn: redis.Redis) -> None:
     keys = [QueueKeys("a").workers, QueueKeys("b").worker_info]
     with pytest.raises(redis.ResponseError, match=r"^PSQ_BAD_KEYS"):
@@ -336,7 +339,7 @@ def test_heartbeat_refuses_bad_settings_when_constructed(
 ) -> None:
     with pytest.raises(InvalidOption):
         heartbeat(conn, **options)
-    assert conn.keys("*") == []
+    assert all_keys(conn) == []
 
 
 def test_heartbeat_needs_distinct_queues(conn: redis.Redis) -> None:

@@ -179,6 +179,7 @@ BAD_KEYS: dict[str, Callable[[list[str]], list[str]]] = {
 }
 
 
+@pytest.mark.one_server("keys of two queues: a cluster client refuses them before the library")
 @pytest.mark.parametrize("case", BAD_KEYS, ids=list(BAD_KEYS))
 def test_start_with_bad_keys_is_refused_and_writes_nothing(queue: Queue, case: str) -> None:
     queue.set_limits(rate=5, period=60.0)

@@ -24,7 +24,14 @@ from pyscheduler.exceptions import InvalidKeys, PayloadNotJSON
 from pyscheduler.runtime.context import JobContext, JobSuspended
 from pyscheduler.store import calls
 from pyscheduler.store.keys import QueueKeys
-from pyscheduler.store.protocol import MAX_LOST_LEASES, NOTICE_REDRIVE_MS, FailKind
+from pyscheduler.store.protocol import (
+    MAX_LOST_LEASES,
+    NOTICE_REDRIVE_MS,
+    OUTCOMES_PAGE_MAX,
+    FailKind,
+)
+
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
 
 
 def part(n: int) -> int:
@@ -819,7 +826,7 @@ def test_10000_subtasks_complete_and_page_out_in_order(conn: redis.Redis, main: 
 def test_outcome_pages_are_bounded(conn: redis.Redis, main: Queue) -> None:
     parent = main.enqueue_group([Subtask(part, 1)], gather)
     with pytest.raises(InvalidOption, match="count"):
-        calls.subtask_outcomes(conn, main.keys, parent.id, 1, 1, splitting.OUTCOMES_PAGE + 1)
+        calls.subtask_outcomes(conn, main.keys, parent.id, 1, 1, OUTCOMES_PAGE_MAX + 1)
     with pytest.raises(InvalidOption, match="first"):
         calls.subtask_outcomes(conn, main.keys, parent.id, 1, 0, 10)
 
@@ -849,6 +856,7 @@ def library_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, l
     yield seen
 
 
+@pytest.mark.one_server("spies on redis.Redis, which a cluster client is not")
 def test_every_library_call_of_a_cross_queue_group_touches_one_queue(
     conn: redis.Redis, library_calls: list[tuple[str, list[str]]]
 ) -> None:

@@ -27,6 +27,8 @@ from pyscheduler.dev.engine import Engine
 from pyscheduler.runtime.waiting import WorkWaiting
 from pyscheduler.store.keys import QueueKeys
 
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+
 QUEUES = ("wa", "wb", "wc")
 
 
@@ -67,7 +69,7 @@ def test_waiting_worker_raises_no_deprecation_warning(
 def cluster(engine: Any) -> Iterator[RedisCluster]:
     """A one-node Redis Cluster (every slot on it) of the session's engine kind."""
     args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-    kind = engine.kind if engine.kind != "external" else None
+    kind = engine.kind.removesuffix("-cluster") if engine.kind != "external" else None
     with Engine(kind=kind, port=cluster_port(), extra_args=args) as node:
         setup = redis.Redis(host="127.0.0.1", port=node.port)
         setup.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)

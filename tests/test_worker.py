@@ -9,12 +9,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from helpers import as_int, server_us, start_worker, summary_ms, wait_idle, wait_status, wait_until
 from tasks import quick_task
 
 from pyscheduler import Queue, Status, Worker
 from pyscheduler.store.keys import QueueKeys
+
+pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
 
 
 def key() -> str:
@@ -100,6 +103,10 @@ def test_idle_worker_starts_job_within_milliseconds(
     assert statistics.median(latencies_ms) < 50, latencies_ms
 
 
+@pytest.mark.one_server(
+    "timed from inside handlers, whose first cluster client (slot map, COMMAND table) takes"
+    " tens of ms in each new executor"
+)
 def test_delayed_job_starts_within_10_ms_of_due_time(
     conn: redis.Redis, redis_url: str, workers: Any, engine: Any
 ) -> None:

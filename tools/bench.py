@@ -18,18 +18,29 @@ Workloads (every handler writes one value to Redis; see `bench_handlers.py`):
       time). The rate is taken from the handlers' own timestamps, skipping the first 5% of
       jobs, so worker start-up is not counted; a drain still running after --drain-cap seconds
       is measured on the jobs done by then (marked "partial").
+      W2 no-op: the same drains with truly no-op handlers (BENCH_NOOP_MODE=count: each worker
+      process counts jobs in memory and flushes the count every 10 ms, like an independent
+      harness), with the CPU each job costs Redis (INFO cpu) and the worker processes (/proc),
+      taken from the first flush to the end, to tell which one bounds two workers.
   W3  idle latency: one idle worker; jobs enqueued 5 ms apart; enqueue-to-start p50/p99/max.
   W4  head-of-line: 2 workers; over 3 s, 9 slow jobs (1 s) and 600 fast ones (1 ms),
       interleaved: (A) one FIFO queue; (B) fast and slow queues with a dedicated worker each;
       (C) one queue, fast jobs at a higher priority; (D) both workers take both queues,
       fast first, with a global concurrency limit of 1 on the slow queue; (E) one FIFO queue
       whose slow jobs sleep in 10 ms steps with a checkpoint each and a 50 ms time slice (the
-      long-jobs feature; pyscheduler only). Fast-job wait (enqueue to start) p50/p99 and the
-      makespan (first enqueue to last end).
+      long-jobs feature; pyscheduler only); (F) as (C), the slow jobs saving a checkpoint every
+      10 ms with no time slice: preemption pauses one for a waiting fast job when both workers
+      are busy (pyscheduler only); (G) as (F) with preemption off, which shows what the
+      checkpoints alone cost. Fast-job wait (enqueue to start) p50/p99 and the makespan
+      (first enqueue to last end).
   ceiling  the raw rate of the library's psq_enqueue, psq_pop and psq_complete as FCALLs
       pipelined 1,000 deep over a raw socket (no client library in the way), and the server's
       own microseconds per call (INFO commandstats): what Redis itself allows; also pops of 64
       jobs and psq_complete_many of 64, the calls a prefetching worker sends.
+  producer  pyscheduler's enqueue path alone: one `Queue.enqueue` against a bare LPUSH from
+      the same client in the same loop (interleaved blocks; the redis-py version shown), one
+      thread against 16 threads sharing one client (automatic pipelining), and the Redis
+      memory (INFO used_memory) a queued no-op job holds, over 100,000 jobs.
 
 Figures are the median of --runs runs (pyscheduler, default 3) with min and max; each peer
 runs --peer-runs times (default 1, which keeps the default run near 10 minutes with six peers).
@@ -40,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import importlib.metadata
 import json
@@ -72,10 +84,12 @@ from pyscheduler.dev.engine import Engine  # noqa: E402
 from pyscheduler.runtime.worker import PREFETCH_MAX  # noqa: E402
 from pyscheduler.store import calls, library  # noqa: E402
 from pyscheduler.store.keys import QueueKeys  # noqa: E402
+from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX  # noqa: E402
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "ceiling")
+WORKLOADS = ("W1", "W2", "W3", "W4", "ceiling", "producer")
 OUT_KEY = "bench:out"
 URL_ENV = "BENCH_REDIS_URL"
+NOOP_MODE_ENV = "BENCH_NOOP_MODE"  # bench_handlers.NOOP_MODE_ENV
 START = time.monotonic()
 
 
@@ -101,6 +115,12 @@ def _metrics() -> list[Metric]:
         Metric("w1_bulk", "enqueue in bulk", "jobs/s", True, "W1"),
         Metric("w2_1", "drain, 1 worker", "jobs/s", True, "W2"),
         Metric("w2_2", "drain, 2 workers", "jobs/s", True, "W2"),
+        Metric("w2n_1", "drain, 1 worker, no-op handlers", "jobs/s", True, "W2"),
+        Metric("w2n_2", "drain, 2 workers, no-op handlers", "jobs/s", True, "W2"),
+        Metric("w2n_1_redis", "no-op drain, 1 worker: Redis CPU", "us/job", False, "W2"),
+        Metric("w2n_2_redis", "no-op drain, 2 workers: Redis CPU", "us/job", False, "W2"),
+        Metric("w2n_1_worker", "no-op drain, 1 worker: worker CPU", "us/job", False, "W2"),
+        Metric("w2n_2_worker", "no-op drain, 2 workers: worker CPU", "us/job", False, "W2"),
         Metric("w3_p50", "enqueue-to-start p50", "ms", False, "W3"),
         Metric("w3_p99", "enqueue-to-start p99", "ms", False, "W3"),
         Metric("w3_max", "enqueue-to-start max", "ms", False, "W3"),
@@ -131,14 +151,34 @@ def _metrics() -> list[Metric]:
     return out
 
 
+def producer_metrics() -> list[Metric]:
+    return [
+        Metric("p_lpush_us", "bare LPUSH round trip", "us", False, "producer"),
+        Metric("p_enqueue_us", "Queue.enqueue, one no-op job", "us", False, "producer"),
+        Metric(
+            "p_ratio",
+            f"enqueue ÷ bare LPUSH (redis-py {redis.__version__})",
+            "x",
+            False,
+            "producer",
+        ),
+        Metric("p_threads_1", "enqueue, 1 thread", "jobs/s", True, "producer"),
+        Metric("p_threads_16", "enqueue, 16 threads sharing a client", "jobs/s", True, "producer"),
+        Metric("p_threads_ratio", "16 threads ÷ 1 thread", "x", True, "producer"),
+        Metric("p_memory", "Redis memory per queued no-op job", "bytes", False, "producer"),
+    ]
+
+
 VARIANT_TITLES = {
     "A": "one FIFO queue",
     "B": "fast + slow queues, a worker each",
     "C": "one queue, fast at higher priority",
     "D": "both take fast then slow, slow limit 1",
     "E": "one FIFO queue, slow jobs in 50 ms time slices",
+    "F": "one queue, fast at higher priority, slow jobs preempted",
+    "G": "as (F), preemption off: the checkpoints' own cost",
 }
-METRICS = _metrics()
+METRICS = _metrics() + producer_metrics()
 
 
 @dataclass
@@ -172,12 +212,18 @@ class WorkerDied(RuntimeError):
 class WorkerGroup:
     """Worker processes of one system, each in its own session, stopped by their ids."""
 
-    def __init__(self, system: Any, queue_sets: Sequence[Sequence[str]], logdir: Path) -> None:
+    def __init__(
+        self,
+        system: Any,
+        queue_sets: Sequence[Sequence[str]],
+        logdir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         from bench_peers.base import worker_env
 
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
-        env = worker_env(system.url)
+        env = {**worker_env(system.url), **(extra_env or {})}
         stamp = f"{system.name}-{int(time.monotonic() * 1000)}"
         for index, queues in enumerate(queue_sets):
             log = logdir / f"{stamp}-{index}.log"
@@ -225,9 +271,12 @@ class WorkerGroup:
 
 @contextlib.contextmanager
 def workers(
-    system: Any, queue_sets: Sequence[Sequence[str]], logdir: Path
+    system: Any,
+    queue_sets: Sequence[Sequence[str]],
+    logdir: Path,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[WorkerGroup]:
-    group = WorkerGroup(system, queue_sets, logdir)
+    group = WorkerGroup(system, queue_sets, logdir, extra_env)
     try:
         yield group
     finally:
@@ -265,6 +314,45 @@ def wait_records(
                 if rate * (deadline - now) < want - have:
                     return have
         time.sleep(0.02)
+
+
+def counted(conn: redis.Redis) -> int:
+    """Jobs the no-op handlers counted ("<count> <time>" records, see bench_handlers)."""
+    return sum(int(line.split()[0]) for line in records(conn))
+
+
+def wait_counted(conn: redis.Redis, want: int, timeout: float, group: WorkerGroup) -> int:
+    """Poll the counts until they add up to `want` or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    next_check = 0.0
+    while True:
+        have = counted(conn)
+        now = time.monotonic()
+        if have >= want or now >= deadline:
+            return have
+        if now >= next_check:
+            group.check()
+            next_check = now + 1.0
+        time.sleep(0.02)
+
+
+def redis_cpu(conn: redis.Redis) -> float:
+    """CPU seconds the Redis server has used (user + system, every thread)."""
+    info = conn.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def group_cpu(group: WorkerGroup) -> float:
+    """CPU seconds used by the workers' processes (each started in a session of its own, so
+    its process group id is its pid) and by their children that ended."""
+    sessions = {proc.pid for proc in group.procs}
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) in sessions:  # field 5 of stat: the process group
+                ticks += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def records(conn: redis.Redis) -> list[str]:
@@ -358,6 +446,54 @@ class Bench:
             )
         progress(f"{name} W2 {workers_n} worker(s) run {run + 1}: {rate:,.0f} jobs/s")
 
+    # W2, no-op handlers (bench_handlers: counted in memory, flushed every 10 ms)
+    def counted_drains(self, system: Any) -> None:
+        n = self.config.jobs
+        for run in range(self.runs(system)):
+            for workers_n in (1, 2):
+                self.reset(system)
+                system.fill(n, "bench")
+                self.counted_drain(system, n, workers_n, run)
+        self.reset(system)
+
+    def counted_drain(self, system: Any, n: int, workers_n: int, run: int) -> None:
+        name, cap = system.name, self.config.drain_cap
+        env = {NOOP_MODE_ENV: "count"}
+        with workers(system, [["bench"]] * workers_n, self.logdir, env) as group:
+            if wait_counted(self.conn, 1, 120, group) < 1:
+                raise WorkerDied("no job ran within 120 s of starting the workers")
+            # CPU from the first flush on: the workers have started by then.
+            done0, redis0, workers0 = counted(self.conn), redis_cpu(self.conn), group_cpu(group)
+            done = wait_counted(self.conn, n, cap, group)
+            redis1, workers1 = redis_cpu(self.conn), group_cpu(group)
+        points = sorted(
+            (float(t), int(c)) for c, t in (line.split() for line in records(self.conn))
+        )
+        total, skip = 0, max(1, n // 20)
+        cumulative = []
+        for at, count in points:
+            total += count
+            cumulative.append((at, total))
+        start = next(((t, c) for t, c in cumulative if c >= skip), None)
+        if start is None or total - start[1] < 10 or cumulative[-1][0] <= start[0]:
+            raise RuntimeError(f"only {total} jobs ran in {cap} s")
+        rate = (total - start[1]) / (cumulative[-1][0] - start[0])
+        self.results.add(f"w2n_{workers_n}", name, rate)
+        jobs = max(1, done - done0)
+        self.results.add(f"w2n_{workers_n}_redis", name, (redis1 - redis0) / jobs * 1e6)
+        self.results.add(f"w2n_{workers_n}_worker", name, (workers1 - workers0) / jobs * 1e6)
+        if done < n:
+            self.results.note(
+                f"{name} W2 no-op {workers_n} worker(s) run {run + 1}: partial, {done:,} of"
+                f" {n:,} jobs in the {cap:.0f} s cap"
+            )
+        progress(
+            f"{name} W2 no-op {workers_n} worker(s) run {run + 1}: {rate:,.0f} jobs/s;"
+            f" CPU per job: Redis {(redis1 - redis0) / jobs * 1e6:.1f} us,"
+            f" workers {(workers1 - workers0) / jobs * 1e6:.1f} us;"
+            f" load {os.getloadavg()[0]:.2f}"
+        )
+
     # W3
     def idle_latency(self, system: Any) -> None:
         from bench_peers.base import PlannedJob
@@ -401,7 +537,7 @@ class Bench:
         spec = VARIANTS[variant]
         missing = [system.unsupported[f] for f in spec["needs"] if f in system.unsupported]
         missing += [
-            f"no {f.replace('_', ' ')}s (a job paused at a checkpoint and queued again)"
+            FEATURE_MISSING.get(f, f"no {f.replace('_', ' ')}s")
             for f in spec.get("features", ())
             if f not in system.features
         ]
@@ -412,6 +548,8 @@ class Bench:
         self.reset(system)
         if "limit" in spec:
             system.set_concurrency_limit(*spec["limit"])
+        if spec.get("preemption_off"):  # only systems with the "preemption" feature get here
+            system.queue(spec["slow"][0]).set_preemption(False)
         fast_queue, fast_priority = spec["fast"]
         slow_queue, slow_priority = spec["slow"]
         total = cfg.hol_fast + cfg.hol_slow
@@ -478,6 +616,12 @@ class Bench:
         self.conn.delete(OUT_KEY)
 
 
+# Why a system shows "n/a" for a workload that needs a feature only some have.
+FEATURE_MISSING = {
+    "time_slice": "no time slices (a job paused at a checkpoint and queued again)",
+    "preemption": "no preemption (a running job paused for a job of higher priority)",
+}
+
 VARIANTS: dict[str, dict[str, Any]] = {
     "A": {
         "workers": [["bench"], ["bench"]],
@@ -516,6 +660,25 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "needs": (),
         "features": ("time_slice",),
         "slow_func": "sliced_sleeper",
+    },
+    "F": {
+        "workers": [["prio"], ["prio"]],
+        "fast": ("prio", 10),
+        "slow": ("prio", 0),
+        "warm": ["prio", "prio"],
+        "needs": ("priority",),
+        "features": ("preemption",),
+        "slow_func": "checkpointing_sleeper",
+    },
+    "G": {
+        "workers": [["prio"], ["prio"]],
+        "fast": ("prio", 10),
+        "slow": ("prio", 0),
+        "warm": ["prio", "prio"],
+        "needs": ("priority",),
+        "features": ("preemption",),
+        "slow_func": "checkpointing_sleeper",
+        "preemption_off": True,
     },
 }
 
@@ -661,6 +824,104 @@ def measure_ceiling(url: str, config: Config, results: Results) -> None:
     conn.close()
 
 
+# -- producer: the enqueue path against the client's own round trip ------------------------------
+
+
+def per_call_us(call: Callable[[], object], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        call()
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def threaded_enqueue_rate(queue: Queue, threads: int, n: int) -> float:
+    """Jobs/s of `threads` threads enqueueing `n` no-op jobs in all, one call each, through
+    the queue's one client."""
+    import threading
+
+    import bench_tasks
+
+    start_line = threading.Barrier(threads + 1)
+    each = n // threads
+
+    def produce() -> None:
+        start_line.wait()
+        for _ in range(each):
+            queue.enqueue(bench_tasks.noop)
+
+    pool = [threading.Thread(target=produce) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    start_line.wait()
+    start = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    return each * threads / (time.perf_counter() - start)
+
+
+MEMORY_JOBS = 100_000
+
+
+def measure_producer(url: str, config: Config, results: Results) -> None:
+    import bench_tasks
+
+    conn = redis.Redis.from_url(url)
+    library.load(conn)
+    noop, n = bench_tasks.noop, config.ceiling_calls
+    for run in range(config.runs):
+        conn.flushall()
+        queue = Queue("producer", connection=conn)
+        queue.enqueue(noop)  # the first call reads limits, checks the library, registers
+        # Interleaved blocks, so both see the same load on a shared machine.
+        lpush, enqueue = [], []
+        push_one = functools.partial(conn.lpush, "bench:lpush", 1)
+        enqueue_one = functools.partial(queue.enqueue, noop)
+        for _ in range(10):
+            lpush.append(per_call_us(push_one, n // 10))
+            enqueue.append(per_call_us(enqueue_one, n // 10))
+        lpush_us, enqueue_us = statistics.median(lpush), statistics.median(enqueue)
+        results.add("p_lpush_us", "pyscheduler", lpush_us)
+        results.add("p_enqueue_us", "pyscheduler", enqueue_us)
+        results.add("p_ratio", "pyscheduler", enqueue_us / lpush_us)
+
+        conn.flushall()
+        one = threaded_enqueue_rate(queue, 1, n)
+        sixteen = threaded_enqueue_rate(queue, 16, n)
+        results.add("p_threads_1", "pyscheduler", one)
+        results.add("p_threads_16", "pyscheduler", sixteen)
+        results.add("p_threads_ratio", "pyscheduler", sixteen / one)
+
+        conn.flushall()
+        queue = Queue("memory", connection=conn)
+        queue.enqueue(noop)
+        conn.delete(queue.keys.jobs, queue.keys.ready, queue.keys.events)
+        before = int(conn.info("memory")["used_memory"])
+        for _ in range(MEMORY_JOBS // ENQUEUE_BATCH_MAX):
+            queue.enqueue_many([queue.prepare(noop) for _ in range(ENQUEUE_BATCH_MAX)])
+        after = int(conn.info("memory")["used_memory"])
+        results.add("p_memory", "pyscheduler", (after - before) / MEMORY_JOBS)
+        keys = queue.keys
+        parts = {
+            name: (conn.memory_usage(key, samples=0) or 0) / MEMORY_JOBS
+            for name, key in (
+                ("jobs", keys.jobs),
+                ("ready", keys.ready),
+                ("payloads", keys.payloads),
+                ("events", keys.events),
+            )
+        }
+        progress(
+            f"producer run {run + 1}: LPUSH {lpush_us:.1f} us, enqueue {enqueue_us:.1f} us"
+            f" ({enqueue_us / lpush_us:.2f}x, spread {min(enqueue):.1f}-{max(enqueue):.1f} us);"
+            f" 1 thread {one:,.0f}/s, 16 threads {sixteen:,.0f}/s ({sixteen / one:.2f}x);"
+            f" {(after - before) / MEMORY_JOBS:.0f} bytes per queued job ("
+            + ", ".join(f"{name} {size:.0f}" for name, size in parts.items())
+            + ")"
+        )
+    conn.flushall()
+    conn.close()
+
+
 # -- output ----------------------------------------------------------------------------------------
 
 
@@ -722,7 +983,7 @@ def report(results: Results, systems: list[str], config: Config) -> str:
         ]
         if not metrics:
             continue
-        shown = ["pyscheduler"] if section == "ceiling" else systems
+        shown = ["pyscheduler"] if section in ("ceiling", "producer") else systems
         rows = [[f"{section}: {spread}", "unit", *shown]]
         for m in metrics:
             rows.append(
@@ -736,7 +997,7 @@ def report(results: Results, systems: list[str], config: Config) -> str:
     peers = [s for s in systems if s != "pyscheduler"]
     ratio_rows = [["peer ÷ pyscheduler (medians)", "better", *peers]]
     for m in METRICS:
-        if m.section == "ceiling":
+        if m.section in ("ceiling", "producer"):
             continue
         base = results.median(m.key, "pyscheduler")
         if base is None:
@@ -755,6 +1016,13 @@ def report(results: Results, systems: list[str], config: Config) -> str:
         ("W2 2 workers ÷ pop + complete ceiling", "w2_2", "c_drain"),
         ("W2 1 worker ÷ batched pop + complete_many ceiling", "w2_1", "c_drain_batch"),
         ("W2 2 workers ÷ batched pop + complete_many ceiling", "w2_2", "c_drain_batch"),
+        ("W2 no-op handlers: 2 workers ÷ 1 worker", "w2n_2", "w2n_1"),
+        ("W4 (F) makespan ÷ (A) makespan", "w4F_span", "w4A_span"),
+        (
+            "W4 (F) makespan ÷ (G) makespan (the same checkpoints, no preemption)",
+            "w4F_span",
+            "w4G_span",
+        ),
     ]
     frac_rows = [["pyscheduler as a share of the Redis ceiling", "share"]]
     for label, key, ceiling in fractions:
@@ -843,6 +1111,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--jobs", type=int, help="W1/W2 job count (default 20000; --quick: 2000)")
     parser.add_argument(
+        "--variants", default=",".join(VARIANTS), help="W4 variants, e.g. A,F (default: all)"
+    )
+    parser.add_argument(
         "--drain-cap", type=float, help="W2: seconds a drain may take (default 15; --quick: 5)"
     )
     parser.add_argument(
@@ -891,7 +1162,13 @@ def build_config(args: argparse.Namespace) -> Config:
     )
 
 
-def run_system(bench: Bench, system: Any, only: Sequence[str], results: Results) -> None:
+def run_system(
+    bench: Bench,
+    system: Any,
+    only: Sequence[str],
+    results: Results,
+    variants: Sequence[str] = tuple(VARIANTS),
+) -> None:
     steps: list[tuple[str, Callable[[], None], list[str]]] = []
     if "W1" in only or "W2" in only:
         keys = (["w1_one", "w1_bulk"] if "W1" in only else []) + (
@@ -900,10 +1177,13 @@ def run_system(bench: Bench, system: Any, only: Sequence[str], results: Results)
         steps.append(
             ("W1/W2", lambda: bench.enqueue_and_drain(system, "W1" in only, "W2" in only), keys)
         )
+    if "W2" in only:
+        keys = [f"w2n_{n}{s}" for n in (1, 2) for s in ("", "_redis", "_worker")]
+        steps.append(("W2 no-op", lambda: bench.counted_drains(system), keys))
     if "W3" in only:
         steps.append(("W3", lambda: bench.idle_latency(system), ["w3_p50", "w3_p99", "w3_max"]))
     if "W4" in only:
-        for variant in VARIANTS:
+        for variant in (v for v in VARIANTS if v in variants):
             keys = [f"w4{variant}_{s}" for s in ("p50", "p99", "span")]
             steps.append((f"W4 {variant}", lambda v=variant: bench.head_of_line(system, v), keys))  # type: ignore[misc]
     for label, step, keys in steps:
@@ -942,8 +1222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measure_ceiling(engine.url, config, results)
             except Exception as exc:
                 results.note(f"ceiling failed: {type(exc).__name__}: {exc}")
+        if "producer" in args.only:
+            try:
+                measure_producer(engine.url, config, results)
+            except Exception as exc:
+                results.note(f"producer failed: {type(exc).__name__}: {exc}")
         for system in systems:
-            run_system(bench, system, args.only, results)
+            run_system(bench, system, args.only, results, args.variants.split(","))
             system.close()
         conn.close()
     failed = any("failed" in r for by in results.missing.values() for r in by.values())

@@ -15,8 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
+from ..store.connection import Client, is_cluster_client, pipeline
 from ..store.keys import QueueKeys
 from ..store.protocol import EVENTS_READ_MAX
 
@@ -25,6 +24,8 @@ END_EVENTS = frozenset({"completed", "failed", "cancelled"})
 # The longest one blocking read lasts. A reader that fell so far behind that the stream was
 # trimmed past it could miss its event; it looks at the job again after at most this long.
 BLOCK_SLICE_S = 5.0
+# How often events of several queues on a Redis Cluster are polled (see `_read_each`).
+CLUSTER_POLL_S = 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else value
 
 
-def last_event_id(connection: redis.Redis, keys: QueueKeys) -> str:
+def last_event_id(connection: Client, keys: QueueKeys) -> str:
     """The id of the queue's latest event ("0-0" when there is none): read events after it."""
     latest: Any = connection.xrevrange(keys.events, count=1)
     return _text(latest[0][0]) if latest else "0-0"
@@ -65,7 +66,7 @@ def _events(queue: str, stream_id: str, fields: dict[Any, Any]) -> Iterator[JobE
         yield JobEvent(queue, kind, job_id, millis, stream_id)
 
 
-def _block_ms(connection: redis.Redis, seconds: float) -> int:
+def _block_ms(connection: Client, seconds: float) -> int:
     # A client with a socket timeout would give up on a read that blocks longer.
     kwargs = getattr(getattr(connection, "connection_pool", None), "connection_kwargs", {})
     socket_timeout = kwargs.get("socket_timeout")
@@ -75,17 +76,44 @@ def _block_ms(connection: redis.Redis, seconds: float) -> int:
 
 
 def read(
-    connection: redis.Redis,
+    connection: Client,
     cursors: dict[str, str],
     block_s: float | None,
 ) -> list[JobEvent]:
     """The events after `cursors` (queue name -> stream id, advanced in place), waiting up to
-    `block_s` seconds (None: not at all) for one. Several queues are one XREAD of several keys:
-    on a Redis Cluster, read one queue per call."""
+    `block_s` seconds (None: not at all) for one. Several queues are one XREAD of several keys,
+    but on a Redis Cluster (where one call names keys of one slot only) one XREAD each."""
+    if is_cluster_client(connection) and len(cursors) > 1:
+        return _read_each(connection, cursors, block_s)
     streams: dict[Any, Any] = {QueueKeys(name).events: after for name, after in cursors.items()}
-    queue_of = {QueueKeys(name).events: name for name in cursors}
     block = None if block_s is None else _block_ms(connection, block_s)
     reply: Any = connection.xread(streams, count=EVENTS_READ_MAX, block=block)
+    return _taken(reply, cursors)
+
+
+def _read_each(
+    connection: Client, cursors: dict[str, str], block_s: float | None
+) -> list[JobEvent]:
+    """`read` on a cluster: one XREAD per queue (pipelined: each goes to its queue's node),
+    none blocking, polled every CLUSTER_POLL_S while no queue has news (a blocking read
+    would wait on one node only)."""
+    stop = time.monotonic() + (block_s or 0.0)
+    while True:
+        pipe = pipeline(connection)
+        for name, after in cursors.items():
+            pipe.xread({QueueKeys(name).events: after}, count=EVENTS_READ_MAX)
+        out: list[JobEvent] = []
+        for reply in pipe.execute():
+            out += _taken(reply, cursors)
+        left = stop - time.monotonic()
+        if out or block_s is None or left <= 0:
+            return out
+        time.sleep(min(CLUSTER_POLL_S, left))
+
+
+def _taken(reply: Any, cursors: dict[str, str]) -> list[JobEvent]:
+    """The events of an XREAD reply, advancing `cursors`."""
+    queue_of = {QueueKeys(name).events: name for name in cursors}
     out: list[JobEvent] = []
     for key, entries in reply or []:
         name = queue_of[_text(key)]
@@ -96,7 +124,7 @@ def read(
 
 
 def wait_for_end(
-    connection: redis.Redis, keys: QueueKeys, job_id: str, after: str, seconds: float
+    connection: Client, keys: QueueKeys, job_id: str, after: str, seconds: float
 ) -> str:
     """Block until an event ends `job_id` (or `seconds` pass); returns the stream id read up to,
     to pass as `after` next time."""
@@ -113,9 +141,7 @@ def wait_for_end(
             return cursors[keys.queue]
 
 
-def tail(
-    connection: redis.Redis, queues: Sequence[str], from_start: bool = False
-) -> Iterator[JobEvent]:
+def tail(connection: Client, queues: Sequence[str], from_start: bool = False) -> Iterator[JobEvent]:
     """The events of `queues` as they happen (with the ones still kept first, `from_start`)."""
     cursors = {
         name: "0-0" if from_start else last_event_id(connection, QueueKeys(name)) for name in queues

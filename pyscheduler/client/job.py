@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
-import redis
 
 from ..exceptions import InvalidJobState, JobCancelled, JobFailed, JobNotFound, WaitTimeout
 from ..store import calls
+from ..store.connection import Client, pipeline
 from ..store.keys import QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import Status
@@ -101,9 +101,7 @@ class Job:
         return hash((self.id, self.queue.name))
 
     @classmethod
-    def fetch(
-        cls, job_id: str, connection: redis.Redis | None = None, queue: str | None = None
-    ) -> Job:
+    def fetch(cls, job_id: str, connection: Client | None = None, queue: str | None = None) -> Job:
         """The job with this id. Without `queue`, the queues known to this Redis are searched."""
         from .queue import Queue
 
@@ -113,7 +111,7 @@ class Job:
             return cls(job_id, q)
         q0 = Queue("default", connection=connection)
         names = Queue.known(q0.connection)
-        pipe = q0.connection.pipeline(transaction=False)
+        pipe = pipeline(q0.connection)
         for name in names:
             pipe.hexists(QueueKeys(name).jobs, job_id)
         for name, exists in zip(names, pipe.execute(), strict=True):

@@ -15,6 +15,7 @@ import redis
 
 from ..store import calls
 from ..store.calls import MetricsReply
+from ..store.connection import Client, pipeline
 from ..store.keys import QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import HISTOGRAM_BOUNDS_MS, STAT_FIELDS, THROUGHPUT_MINUTES
@@ -83,9 +84,7 @@ def queue_metrics(queue: str, reply: MetricsReply) -> QueueMetrics:
     )
 
 
-def metrics_of(
-    connection: redis.Redis, names: Sequence[str], minutes: int = 60
-) -> list[QueueMetrics]:
+def metrics_of(connection: Client, names: Sequence[str], minutes: int = 60) -> list[QueueMetrics]:
     """The metrics of many queues in one round trip (their `psq_metrics` calls pipelined)."""
     if not 1 <= minutes <= THROUGHPUT_MINUTES:
         raise ValueError(f"minutes must be in 1..{THROUGHPUT_MINUTES}, got {minutes!r}")
@@ -93,7 +92,7 @@ def metrics_of(
     if not all_keys:
         return []
     ensure_loaded(connection)
-    pipe = connection.pipeline(transaction=False)
+    pipe = pipeline(connection)
     for keys in all_keys:
         calls.pipe_metrics(pipe, keys, minutes)
     try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -20,8 +21,16 @@ from ..exceptions import (
     PayloadTooLarge,
     PySchedulerError,
 )
-from ..store import calls
-from ..store.connection import client_from_url
+from ..store import calls, pipelining, registry
+from ..store.connection import (
+    Client,
+    connect,
+    is_cluster_client,
+    local_fcall_keys,
+    pipeline,
+    resolve_url,
+    validate_url,
+)
 from ..store.keys import QUEUES_KEY, QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import (
@@ -43,7 +52,7 @@ from . import splitting
 from .job import Job, JobInfo, parse_record
 from .metrics import QueueMetrics, queue_metrics
 from .splitting import Subtask
-from .tasks import MAIN_MODULE, never_a_handler, reference_of, registered_tasks, task_options
+from .tasks import MAIN_MODULE, never_a_handler, reference_of, registered_task, task_options
 
 # How long a client trusts the size limits it read from Redis before it reads them again.
 LIMITS_CACHE_SECONDS = 30.0
@@ -58,9 +67,23 @@ def _limits(settings: Mapping[str, str]) -> QueueLimits:
     )
 
 
-def default_connection() -> redis.Redis:
-    """A client for REDIS_URL, else for the local default Redis (InvalidURL for a bad one)."""
-    return client_from_url(None)
+_default_clients: dict[tuple[int, str], Client] = {}
+_default_lock = threading.Lock()
+
+
+def default_connection() -> Client:
+    """The client for REDIS_URL (a cluster client for a `redis+cluster://` URL), else for the
+    local default Redis (InvalidURL for a bad one): one per process and URL, shared by every
+    `Queue(name)` made without a connection, so a producer that makes a `Queue` per request
+    neither connects (nor, on a cluster, reads the slot map) nor registers the queue again
+    each time. Per process: a forked child makes its own."""
+    url = validate_url(resolve_url(None))
+    key = (os.getpid(), url)
+    with _default_lock:
+        client = _default_clients.get(key)
+        if client is None:
+            client = _default_clients[key] = connect(url)
+    return client
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -100,7 +123,7 @@ def _handler_reference(func: Callable[..., Any] | str) -> str:
         # A registered task is named as registered; only `__main__` is never reachable by name.
         why = (
             never_a_handler(module)
-            if module == MAIN_MODULE or ref not in registered_tasks()
+            if module == MAIN_MODULE or registered_task(ref) is None
             else None
         )
         if why:
@@ -113,7 +136,7 @@ def _handler_reference(func: Callable[..., Any] | str) -> str:
         raise HandlerRefused(f"handler {ref!r} is refused: {never_a_handler(MAIN_MODULE)}")
     # "package.module.function" is accepted for "package.module:function"; a name without a
     # dot or a registered task name (which may contain dots) is kept as it is.
-    if ":" not in ref and "." in ref and ref not in registered_tasks():
+    if ":" not in ref and "." in ref and registered_task(ref) is None:
         module, _, qualname = ref.rpartition(".")
         ref = f"{module}:{qualname}"
     return ref
@@ -176,7 +199,7 @@ class Queue:
     def __init__(
         self,
         name: str = "default",
-        connection: redis.Redis | None = None,
+        connection: Client | None = None,
         *,
         default_timeout: float = DEFAULT_TIMEOUT_S,
         default_retries: int = DEFAULT_RETRIES,
@@ -187,7 +210,9 @@ class Queue:
     ) -> None:
         self.keys = QueueKeys(name)  # validates the name
         self.name = name
-        self.connection = connection if connection is not None else default_connection()
+        self.connection = (
+            local_fcall_keys(connection) if connection is not None else default_connection()
+        )
         self.default_timeout = default_timeout
         self.default_retries = default_retries
         self.default_backoff = default_backoff
@@ -198,7 +223,13 @@ class Queue:
         self.max_payload_bytes = max_payload_bytes
         self._library_limits: tuple[float, dict[str, int]] | None = None
         self.auto_load = auto_load
-        self._registered = False
+        self._merge = pipelining.Merge(
+            ("psq_enqueue", name),
+            calls.enqueue_size,
+            ENQUEUE_BATCH_MAX,
+            calls.join_enqueue_commands,
+            calls.split_enqueue_reply,
+        )
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -233,48 +264,54 @@ class Queue:
         """
         ref = _handler_reference(func)
         defaults = task_options(func)
-        timeout = defaults.get("timeout") if timeout is None else timeout
-        retries = defaults.get("retries") if retries is None else retries
-        time_slice = defaults.get("time_slice") if time_slice is None else time_slice
+        if defaults:
+            timeout = defaults.get("timeout") if timeout is None else timeout
+            retries = defaults.get("retries") if retries is None else retries
+            time_slice = defaults.get("time_slice") if time_slice is None else time_slice
         if job_id is None:
-            job_id = uuid.uuid4().hex
+            job_id = calls.new_job_id()
         elif not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
             raise InvalidJobId(
                 f"invalid job id {job_id!r}: use 1-256 characters from letters, digits and _.:-"
             )
-        if isinstance(priority, bool) or not isinstance(priority, int):
+        if type(priority) is not int and (
+            isinstance(priority, bool) or not isinstance(priority, int)
+        ):
             raise InvalidOption(f"priority must be an integer, not {priority!r}")
         if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
             raise InvalidOption(f"priority must be in {PRIORITY_MIN}..{PRIORITY_MAX}")
-        delay_s = _seconds(delay, "delay") or 0.0
-        if delay_s < 0:
-            raise InvalidOption(f"delay must not be negative (got {delay_s} s)")
-        if delay is not None and at is not None:
-            raise InvalidOption("give either delay or at, not both")
-        timeout_s = _seconds(timeout, "timeout")
-        timeout_s = self.default_timeout if timeout_s is None else timeout_s
-        if timeout_s <= 0:
+        delay_ms = 0
+        if delay is not None:
+            delay_s = _seconds(delay, "delay") or 0.0
+            if delay_s < 0:
+                raise InvalidOption(f"delay must not be negative (got {delay_s} s)")
+            if at is not None:
+                raise InvalidOption("give either delay or at, not both")
+            delay_ms = int(delay_s * 1000)
+        timeout_s = self.default_timeout if timeout is None else _seconds(timeout, "timeout")
+        if timeout_s is None or timeout_s <= 0:
             raise InvalidOption(f"timeout must be positive (got {timeout_s} s)")
         retries = self.default_retries if retries is None else retries
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise InvalidOption(f"retries must be a non-negative integer, not {retries!r}")
-        backoff_s = _seconds(backoff, "backoff")
-        backoff_s = self.default_backoff if backoff_s is None else backoff_s
-        ttl_s = _seconds(result_ttl, "result_ttl")
-        ttl_s = self.result_ttl if ttl_s is None else ttl_s
-        if backoff_s < 0 or ttl_s < 0:
+        backoff_s = self.default_backoff if backoff is None else _seconds(backoff, "backoff")
+        ttl_s = self.result_ttl if result_ttl is None else _seconds(result_ttl, "result_ttl")
+        if backoff_s is None or ttl_s is None or backoff_s < 0 or ttl_s < 0:
             raise InvalidOption("backoff and result_ttl must not be negative")
-        slice_s = _seconds(time_slice, "time_slice") or 0.0
+        slice_s = 0.0 if time_slice is None else (_seconds(time_slice, "time_slice") or 0.0)
         if slice_s < 0 or not math.isfinite(slice_s):
             raise InvalidOption(f"time_slice must be a positive number of seconds, not {slice_s}")
-        payload = encode_payload(args, kwargs or {}, self.payload_limit())
+        # A call without arguments stores no payload at all (the library reads it as empty).
+        payload = (
+            encode_payload(args, kwargs or {}, self.payload_limit()) if len(args) or kwargs else ""
+        )
         return calls.NewJob(
             id=job_id,
             func=ref,
             payload=payload,
             priority=priority,
-            delay_ms=int(delay_s * 1000),
-            at_ms=_at_ms(at),
+            delay_ms=delay_ms,
+            at_ms=None if at is None else _at_ms(at),
             timeout=timeout_s,
             retries=retries,
             backoff=backoff_s,
@@ -337,31 +374,46 @@ class Queue:
         server's clock finds in the past, a limit lowered meanwhile), the exception raised
         carries the ids of the jobs the other batches enqueued in `enqueued`.
         """
-        batch = list(jobs)
+        batch = jobs if type(jobs) is list else list(jobs)
         if not batch:
             return []
         self._check_before_writing(batch)
-        ensure_loaded(self.connection, self.auto_load)
-        pipe = self.connection.pipeline(transaction=False)
-        if not self._registered:
-            pipe.sadd(QUEUES_KEY, self.name)
+        conn = self.connection
+        ensure_loaded(conn, self.auto_load)
+        commands: list[Sequence[Any]] = []
+        # The registry write, once per client and queue (store/registry.py): on a cluster a
+        # call of its own (another shard), on one server in this round trip.
+        register = not registry.is_registered(conn, self.name)
+        if register and is_cluster_client(conn):
+            registry.register(conn, [self.name])
+            register = False
+        if register:
+            commands.append(("SADD", QUEUES_KEY, self.name))
         for start in range(0, len(batch), ENQUEUE_BATCH_MAX):
-            chunk = batch[start : start + ENQUEUE_BATCH_MAX]
-            call = calls.enqueue_args(self.keys, chunk)
-            pipe.fcall("psq_enqueue", calls.ENQUEUE_NUMKEYS, *call)
-        replies = pipe.execute(raise_on_error=False)
-        if not self._registered:
+            commands.append(
+                calls.enqueue_command(self.keys, batch[start : start + ENQUEUE_BATCH_MAX])
+            )
+        if isinstance(conn, redis.Redis):
+            # Calls from other threads on this client share the round trip (pipelining.py),
+            # their jobs one library call when they go to this queue.
+            replies = pipelining.for_client(conn).execute(commands, self._merge)
+        else:
+            pipe = pipeline(conn)
+            for command in commands:
+                pipelining.issue(pipe, command)
+            replies = pipe.execute(raise_on_error=False)
+        if register:
             if isinstance(replies[0], redis.ResponseError):
                 calls.raise_mapped(replies[0])
             replies = replies[1:]
-            self._registered = True
+            registry.mark_registered(conn, [self.name])
         enqueued: list[Job] = []
         refused: redis.ResponseError | None = None
         for reply in replies:
             if isinstance(reply, redis.ResponseError):
                 refused = refused or reply
                 continue
-            enqueued += (Job(outcome.id, self) for outcome in calls.parse_enqueue_reply(reply))
+            enqueued += [Job(job_id, self) for job_id in calls.enqueued_ids(reply)]
         if refused is not None:
             self._raise_partly_enqueued(refused, enqueued)
         return enqueued
@@ -369,12 +421,18 @@ class Queue:
     def _check_before_writing(self, batch: Sequence[calls.NewJob]) -> None:
         """What may have changed since `prepare`: a due time now in the past, a payload over
         this client's limit (the library enforces its own limit again)."""
-        now_ms = time.time() * 1000
         limit = self.payload_limit()
+        quarter = limit // 4
+        oldest_ms = None
         for job in batch:
-            if job.at_ms is not None and job.at_ms < now_ms - PAST_TOLERANCE_MS:
-                raise InvalidOption(f"job {job.id}: its due time is in the past; nothing enqueued")
-            if len(job.payload) > limit // 4:  # else it fits for sure
+            if job.at_ms is not None:
+                if oldest_ms is None:
+                    oldest_ms = time.time() * 1000 - PAST_TOLERANCE_MS
+                if job.at_ms < oldest_ms:
+                    raise InvalidOption(
+                        f"job {job.id}: its due time is in the past; nothing enqueued"
+                    )
+            if len(job.payload) > quarter:  # else it fits for sure (4 bytes per character)
                 size = len(job.payload.encode())
                 if size > limit:
                     raise PayloadTooLarge(
@@ -536,6 +594,12 @@ class Queue:
             raise InvalidOption(f"max_lost_leases must be an integer, not {times!r}")
         self._configure({"max_lost_leases": "" if times is None else str(times)})
 
+    def set_preemption(self, enabled: bool) -> None:
+        """With preemption on (the default), a running job that saves checkpoints pauses at
+        its next one when a job of higher priority is ready and every worker's slots are busy;
+        off, running jobs of this queue keep their slots."""
+        self._configure({"no_preemption": "" if enabled else "1"})
+
     def _configure(self, changes: dict[str, str]) -> dict[str, str]:
         ensure_loaded(self.connection, self.auto_load)
         return calls.configure(self.connection, self.keys, changes)
@@ -592,23 +656,21 @@ class Queue:
     # -- inspection -------------------------------------------------------------------------
 
     @classmethod
-    def known(cls, connection: redis.Redis | None = None) -> list[str]:
+    def known(cls, connection: Client | None = None) -> list[str]:
         """Names of the queues this Redis has seen jobs for, sorted."""
-        conn = connection if connection is not None else default_connection()
-        members: Any = conn.smembers(QUEUES_KEY)  # maybe-awaitable in some redis-py stubs
-        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in members)
+        return registry.known_queues(connection if connection is not None else default_connection())
 
     def stats(self) -> QueueStats:
         return _stats(self.name, self.counts())
 
     @classmethod
-    def stats_of(cls, names: Sequence[str], connection: redis.Redis) -> list[QueueStats]:
+    def stats_of(cls, names: Sequence[str], connection: Client) -> list[QueueStats]:
         """The stats of many queues in one round trip (their `psq_counts` calls pipelined)."""
         all_keys = [QueueKeys(name) for name in names]  # checks every name first
         if not all_keys:
             return []
         ensure_loaded(connection)
-        pipe = connection.pipeline(transaction=False)
+        pipe = pipeline(connection)
         for keys in all_keys:
             calls.pipe_counts(pipe, keys)
         found = []

@@ -17,9 +17,8 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import redis
-
 from ..store import calls
+from ..store.connection import Client
 from ..store.keys import QueueKeys
 from ..store.protocol import ENQUEUE_BATCH_MAX, OUTCOMES_PAGE_MAX, REDRIVE_BATCH, Status
 
@@ -78,7 +77,7 @@ def subtask_id(parent_id: str, number: int, index: int) -> str:
 
 
 def enqueue_subtasks(
-    connection: redis.Redis,
+    connection: Client,
     parent_queue: str,
     parent_id: str,
     number: int,
@@ -124,7 +123,7 @@ def enqueue_subtasks(
 
 
 def iter_outcomes(
-    connection: redis.Redis, keys: QueueKeys, parent_id: str, number: int, total: int
+    connection: Client, keys: QueueKeys, parent_id: str, number: int, total: int
 ) -> Iterator[Any]:
     """Each subtask's result in subtask order, a page at a time; failures as SubtaskFailed."""
     for first in range(1, total + 1, OUTCOMES_PAGE_MAX):
@@ -141,7 +140,7 @@ def iter_outcomes(
                 yield SubtaskFailed(first + offset, str(outcome.get("error")))
 
 
-def cancel_subtasks(connection: redis.Redis, parent_id: str, record: Mapping[str, Any]) -> int:
+def cancel_subtasks(connection: Client, parent_id: str, record: Mapping[str, Any]) -> int:
     """Cancel the pending subtasks of a parent's current split, and theirs in turn."""
     number = record.get("split")
     groups: Sequence[Sequence[Any]] = record.get("split_groups") or []
@@ -165,7 +164,7 @@ def cancel_subtasks(connection: redis.Redis, parent_id: str, record: Mapping[str
 
 
 def deliver_notice(
-    connection: redis.Redis,
+    connection: Client,
     own_keys: QueueKeys,
     subtask: str,
     parent: calls.ParentRef,
@@ -187,7 +186,7 @@ def deliver_notice(
     return outcome
 
 
-def fail_upwards(connection: redis.Redis, keys: QueueKeys, job_id: str) -> None:
+def fail_upwards(connection: Client, keys: QueueKeys, job_id: str) -> None:
     """A parent failed because of a subtask: cancel its other subtasks, tell its own parent."""
     fetched = calls.fetch(connection, keys, job_id)
     record = json.loads(fetched.record)
@@ -204,7 +203,7 @@ def fail_upwards(connection: redis.Redis, keys: QueueKeys, job_id: str) -> None:
         )
 
 
-def redrive_notices(connection: redis.Redis, keys: QueueKeys, count: int = REDRIVE_BATCH) -> int:
+def redrive_notices(connection: Client, keys: QueueKeys, count: int = REDRIVE_BATCH) -> int:
     """Deliver the overdue notices of one queue; returns how many were handled."""
     notices = calls.stale_notices(connection, keys, count)
     for notice in notices:

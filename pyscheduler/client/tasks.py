@@ -51,6 +51,7 @@ def task(
     timeout: float | None = None,
     retries: int | None = None,
     time_slice: float | None = None,
+    preemptible: bool | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def task(
     func: Callable[P, R] | None = None,
@@ -60,14 +61,22 @@ def task(
     timeout: float | None = None,
     retries: int | None = None,
     time_slice: float | None = None,
+    preemptible: bool | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a handler, so that workers run it even in strict mode.
 
     `timeout`, `retries` and `time_slice` become the defaults of jobs enqueued with it.
+    `preemptible=False`: its runs never pause for a job of higher priority (the worker reads
+    it when it runs the handler).
     """
     options = {
         key: value
-        for key, value in (("timeout", timeout), ("retries", retries), ("time_slice", time_slice))
+        for key, value in (
+            ("timeout", timeout),
+            ("retries", retries),
+            ("time_slice", time_slice),
+            ("preemptible", preemptible),
+        )
         if value is not None
     }
 

@@ -21,7 +21,6 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import click
-import redis
 
 from ..client.queue import Queue
 from ..client.splitting import Subtask
@@ -29,7 +28,7 @@ from ..client.tasks import task
 from ..exceptions import PySchedulerError
 from ..runtime.context import current_job
 from ..store import library
-from ..store.connection import client_from_url, redacted
+from ..store.connection import Client, connect, redacted
 from .engine import EngineNotFound, engine_or_url
 
 SLOW_ORDERS = 4
@@ -140,7 +139,7 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def run_round(conn: redis.Redis, fast: Queue, slow: Queue, fast_jobs: int) -> dict[str, float]:
+def run_round(conn: Client, fast: Queue, slow: Queue, fast_jobs: int) -> dict[str, float]:
     """Enqueue burger orders and a steady stream of drinks; wait; return drink waits (ms)."""
     for queue in {fast.name: fast, slow.name: slow}.values():  # the workers are up once these run
         queue.enqueue(pour_drink, -1).wait(timeout=30)
@@ -164,7 +163,7 @@ def run_round(conn: redis.Redis, fast: Queue, slow: Queue, fast_jobs: int) -> di
 
 def run_demo(url: str | None, fast_jobs: int) -> int:
     with demo_redis(url) as engine_url:
-        conn = client_from_url(engine_url)
+        conn = connect(engine_url)
         library.load(conn)
         where = "a private engine" if engine_url != (url or os.environ.get("REDIS_URL")) else "it"
         click.echo(

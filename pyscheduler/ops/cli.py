@@ -48,11 +48,13 @@ from ..client.job import Job, JobInfo
 from ..client.queue import Queue, QueueLimits, QueueStats
 from ..exceptions import InvalidInput, InvalidURL, LibraryError, PySchedulerError
 from ..runtime.live_workers import LiveWorker, list_workers
+from ..runtime.outages import WAITING_REMINDER_SECONDS
 from ..store import library
 from ..store.connection import (
     DEFAULT_URL,
     URL_ENV,
-    client_from_url,
+    Client,
+    error_text,
     redacted,
     resolve_url,
     validate_url,
@@ -113,18 +115,30 @@ def error_for(message: str, exit_code: int) -> CliError:
     return cls(message)
 
 
-def redis_problem(exc: redis.RedisError, url: str | None) -> str:
+#: What redis-py raises when a server or a cluster cannot serve a call; a cluster's
+#: `RedisClusterException` ("slot not covered", no node reachable) is no `RedisError`.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
+
+def redis_problem(exc: redis.RedisError | RedisClusterException, url: str | None) -> str:
     where = redacted(resolve_url(url))
+    if isinstance(exc, RedisClusterException):
+        return f"the Redis Cluster at {where} cannot serve the call: {error_text(exc)}"
     if isinstance(exc, redis.AuthenticationError):
         return f"Redis at {where} refused the login: {exc}"
     if isinstance(exc, redis.TimeoutError):
         return f"Redis at {where} did not answer in time: {exc}"
     if isinstance(exc, redis.ConnectionError):
         return f"cannot reach Redis at {where}: {exc} (set --url or REDIS_URL)"
+    text = error_text(exc)
+    if text != str(exc):  # a cluster error: say what it is rather than echo its reply
+        return f"Redis at {where}: {text}"
     return f"Redis at {where} refused the call: {exc}"
 
 
-def cli_error(exc: PySchedulerError | redis.RedisError, url: str | None) -> CliError:
+def cli_error(
+    exc: PySchedulerError | redis.RedisError | RedisClusterException, url: str | None
+) -> CliError:
     """The message and exit code of an exception that reached the command line."""
     if isinstance(exc, redis.ResponseError) and "DB index is out of range" in str(exc):
         # The URL names a database this server does not have: the URL is the mistake.
@@ -132,7 +146,7 @@ def cli_error(exc: PySchedulerError | redis.RedisError, url: str | None) -> CliE
             f"Redis at {redacted(resolve_url(url))} has no such database (its `databases`"
             " setting is lower): use a lower number after the port, e.g. /0"
         )
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, REDIS_ERRORS):
         return RedisUnavailable(redis_problem(exc, url))
     if isinstance(exc, LibraryError):
         message = str(exc)
@@ -151,7 +165,7 @@ class CliGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (PySchedulerError, redis.RedisError) as exc:
+        except (PySchedulerError, *REDIS_ERRORS) as exc:
             raise cli_error(exc, ctx.meta.get(_URL_META)) from exc
 
 
@@ -161,18 +175,45 @@ def fail(message: str, exit_code: int = EXIT_PROBLEM) -> NoReturn:
 
 # -- shared helpers ---------------------------------------------------------------------------
 
-
-def connect(url: str | None) -> redis.Redis:
-    """A client for `url` (None: $REDIS_URL, else the default); InvalidURL for a bad one."""
-    return client_from_url(url)
+# How often `worker` tries again to reach a cluster it could not reach at start.
+CLUSTER_RETRY_S = 1.0
 
 
-def admin_connection(url: str | None) -> redis.Redis:
+def connect(url: str | None) -> Client:
+    """A client for `url` (None: $REDIS_URL, else the default; a `redis+cluster://` URL gives a
+    cluster client); InvalidURL for a bad one."""
+    return connect_any(url)
+
+
+def worker_connection(url: str | None) -> Client:
+    """`connect(url)`, waiting for a cluster that cannot be reached yet: a cluster client reads
+    the map of slots when it is made, so without this a worker started before its cluster
+    would exit where one started before its one server waits (a running worker rides outages
+    out itself, see runtime/outages.py)."""
+    since = time.monotonic()
+    next_line = since
+    while True:
+        try:
+            return connect(url)
+        except (RedisClusterException, redis.ConnectionError) as exc:
+            now = time.monotonic()
+            if now >= next_line:
+                next_line = now + WAITING_REMINDER_SECONDS
+                logging.getLogger("pyscheduler.worker").warning(
+                    "cannot reach the Redis Cluster at %s (%s): waiting for it (%.0f s so far)",
+                    redacted(resolve_url(url)),
+                    error_text(exc),
+                    now - since,
+                )
+            time.sleep(CLUSTER_RETRY_S)
+
+
+def admin_connection(url: str | None) -> Client:
     """A client for a command; remembers the URL for error messages."""
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.meta[_URL_META] = url
-    return client_from_url(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
+    return connect_any(url, socket_connect_timeout=CONNECT_TIMEOUT_S)
 
 
 def check_url(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -214,7 +255,7 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, default=str, ensure_ascii=False))
 
 
-def server_ms(conn: redis.Redis) -> int:
+def server_ms(conn: Client) -> int:
     reply: Any = conn.time()  # typed as maybe-awaitable by some redis-py versions
     seconds, micros = reply
     return int(seconds) * 1000 + int(micros) // 1000
@@ -329,7 +370,7 @@ def json_object(ctx: click.Context, param: click.Parameter, value: str | None) -
     return parsed
 
 
-def queue_of(conn: redis.Redis, name: str) -> Queue:
+def queue_of(conn: Client, name: str) -> Queue:
     return Queue(name, connection=conn)
 
 
@@ -377,13 +418,10 @@ def load_scripts_command(url: str | None, check: bool, print_code: bool) -> int:
             )
             return EXIT_PROBLEM
         library.load(conn)
-    except (redis.RedisError, PySchedulerError) as exc:  # not under CliGroup from tools/
+    except (PySchedulerError, *REDIS_ERRORS) as exc:  # not under CliGroup from tools/
         error = cli_error(exc, url)
         click.echo(f"Error: {error.message}", err=True)
         return error.exit_code
-    except RedisClusterException as exc:
-        click.echo(f"Error: {exc}", err=True)
-        return EXIT_REDIS
     click.echo(f"loaded pyscheduler library {version}{where}")
     return EXIT_OK
 
@@ -465,7 +503,7 @@ def worker(
 
     sys.path.insert(0, "")  # handlers of the current directory's application
     click.get_current_context().meta[_URL_META] = url
-    conn = connect(url)
+    conn = worker_connection(url)
     names: list[str] = []
     weights: dict[str, int] = {}
     for spec in queues:
@@ -614,7 +652,7 @@ def stats_table(all_stats: Sequence[QueueStats], caption: str | None = None) -> 
     return table
 
 
-def collect_stats(conn: redis.Redis, names: Sequence[str]) -> list[QueueStats]:
+def collect_stats(conn: Client, names: Sequence[str]) -> list[QueueStats]:
     return [queue_of(conn, name).stats() for name in (names or Queue.known(conn))]
 
 

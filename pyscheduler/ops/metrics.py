@@ -27,6 +27,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from ..client.metrics import Histogram, QueueMetrics, queue_metrics
 from ..client.queue import Queue
 from ..store import calls
+from ..store.connection import Client, pipeline
 from ..store.keys import QueueKeys
 from ..store.library import ensure_loaded
 
@@ -77,7 +78,7 @@ def _buckets(histogram: Histogram) -> list[tuple[str, float]]:
 class QueueCollector(Collector):
     """Reads every known queue (or the `queues` given) on each collect."""
 
-    def __init__(self, connection: redis.Redis, queues: Sequence[str] | None = None) -> None:
+    def __init__(self, connection: Client, queues: Sequence[str] | None = None) -> None:
         self.connection = connection
         self.queues = None if queues is None else list(queues)
 
@@ -87,7 +88,7 @@ class QueueCollector(Collector):
         if not names:
             return []
         ensure_loaded(self.connection)
-        pipe = self.connection.pipeline(transaction=False)
+        pipe = pipeline(self.connection)
         for name in names:
             keys = QueueKeys(name)
             calls.pipe_counts(pipe, keys)
@@ -140,14 +141,14 @@ class QueueCollector(Collector):
         yield from gauges.values()
 
 
-def registry_for(connection: redis.Redis, queues: Sequence[str] | None = None) -> CollectorRegistry:
+def registry_for(connection: Client, queues: Sequence[str] | None = None) -> CollectorRegistry:
     """A registry holding only the queue collector (no process metrics of this server)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(QueueCollector(connection, queues))
     return registry
 
 
-def metrics_app(client: redis.Redis, queues: Sequence[str] | None = None) -> Any:
+def metrics_app(client: Client, queues: Sequence[str] | None = None) -> Any:
     """The Prometheus endpoint as an ASGI app (mount it at /metrics)."""
     return make_asgi_app(registry=registry_for(client, queues))
 
@@ -157,7 +158,7 @@ class _QuietHandler(WSGIRequestHandler):
         log.debug("%s - %s", self.address_string(), format % args)
 
 
-def metrics_server(client: redis.Redis, host: str = "127.0.0.1", port: int = 9711) -> WSGIServer:
+def metrics_server(client: Client, host: str = "127.0.0.1", port: int = 9711) -> WSGIServer:
     """An HTTP server of the metrics (any path answers), bound but not yet serving: call its
     serve_forever(); port 0 binds a free port (`server_port` tells which)."""
     app = make_wsgi_app(registry=registry_for(client))
@@ -165,7 +166,7 @@ def metrics_server(client: redis.Redis, host: str = "127.0.0.1", port: int = 971
 
 
 def serve(
-    client: redis.Redis,
+    client: Client,
     host: str = "127.0.0.1",
     port: int = 9711,
     ready: Callable[[int], None] | None = None,

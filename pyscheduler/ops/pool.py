@@ -62,7 +62,8 @@ from ..runtime import parent_death
 from ..store.connection import (
     DEFAULT_URL,
     URL_ENV,
-    client_from_url,
+    Client,
+    connect,
     redacted,
     resolve_url,
     validate_url,
@@ -546,7 +547,7 @@ class WorkerProcess:
 class Group:
     """A group's processes, size and restart backoff."""
 
-    def __init__(self, config: GroupConfig, connection: redis.Redis, now: float) -> None:
+    def __init__(self, config: GroupConfig, connection: Client, now: float) -> None:
         self.config = config
         self.size = config.min
         self.processes: list[WorkerProcess] = []
@@ -595,7 +596,7 @@ class Pool:
     def __init__(self, config: PoolConfig) -> None:
         self.config = config
         self.url = config.resolved_url
-        self.connection = client_from_url(
+        self.connection = connect(
             self.url, socket_timeout=STATS_TIMEOUT, socket_connect_timeout=STATS_TIMEOUT
         )
         now = time.monotonic()

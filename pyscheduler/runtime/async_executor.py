@@ -29,8 +29,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-import redis
-
+from ..store.connection import Client
 from . import context as job_context
 from .allowlist import HandlerPolicy
 from .child_process import ChildProcess
@@ -80,9 +79,7 @@ async def _run_on_loop(call: Call, request: RunRequest) -> Outcome:
         job_context.reset_current(reset)
 
 
-async def run_call_async(
-    policy: HandlerPolicy, connection: redis.Redis, request: RunRequest
-) -> Outcome:
+async def run_call_async(policy: HandlerPolicy, connection: Client, request: RunRequest) -> Outcome:
     """Run one job on this loop, or answer SYNC for a plain handler."""
     call = prepare_call(policy, connection, request)
     if isinstance(call, Outcome):
@@ -93,7 +90,7 @@ async def run_call_async(
 
 
 async def _serve(
-    conn: Connection, policy: HandlerPolicy, connection: redis.Redis, held_until: Any
+    conn: Connection, policy: HandlerPolicy, connection: Client, held_until: Any
 ) -> None:
     loop = asyncio.get_running_loop()
     closed = asyncio.Event()
@@ -152,7 +149,7 @@ def _loop_main(
     conn: Connection,
     parent_pid: int,
     policy: HandlerPolicy,
-    connection: redis.Redis,
+    connection: Client,
     held_until: Any,
 ) -> None:
     set_up_child(parent_pid)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import struct
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -32,6 +33,7 @@ FRAME_BYTES_MAX = 4 * SIZE_LIMIT_MAX
 FRAME_PARTS_MAX = 8
 
 _HEAD = struct.Struct("!BB")
+_STREAM_READ_SIZE = 1 << 20
 _SIZE = struct.Struct("!Q")
 # A request's fixed part: seq, lease (ms), timeout (s), flags.
 _REQUEST_FIXED = struct.Struct("!qqdB")
@@ -179,33 +181,26 @@ class FrameReader:
         return frames
 
 
-def read_frame(read_into: Callable[[memoryview], int]) -> tuple[int, list[bytes]] | None:
-    """One frame from a blocking stream (`read_into` fills a view, returns 0 at its end); None
-    when the stream ends between frames, FrameError when it ends inside one or holds no frame.
-    Each part is read straight into its own buffer."""
+class FrameStream:
+    """Frames from a blocking stream (`read(n)` returns up to n bytes, b"" at its end), read
+    in large pieces: a batch of small requests costs one read, not one per part."""
 
-    def exactly(size: int, first: bool = False) -> bytearray | None:
-        data = bytearray(size)
-        view, got = memoryview(data), 0
-        while got < size:
-            n = read_into(view[got:])
-            if n == 0:
-                if first and got == 0:
-                    return None
-                raise FrameError("the stream ended inside a frame")
-            got += n
-        return data
+    def __init__(self, read: Callable[[int], bytes]) -> None:
+        self._read = read
+        self._reader = FrameReader()
+        self._ready: deque[tuple[int, list[bytes]]] = deque()
 
-    head = exactly(_HEAD.size, first=True)
-    if head is None:
-        return None
-    count = head[1]
-    if count > FRAME_PARTS_MAX:
-        raise FrameError(f"a frame has at most {FRAME_PARTS_MAX} parts, not {count}")
-    parsed = _check_head(bytes(head) + bytes(exactly(count * _SIZE.size) or b""), 0)
-    assert parsed is not None  # the header is whole
-    kind, sizes = parsed
-    return kind, [bytes(exactly(size) or b"") for size in sizes]
+    def next(self) -> tuple[int, list[bytes]] | None:
+        """The next frame; None when the stream ends between frames, FrameError when it ends
+        inside one or holds no frame."""
+        while not self._ready:
+            data = self._read(_STREAM_READ_SIZE)
+            if not data:
+                if self._reader.partial:
+                    raise FrameError("the stream ended inside a frame")
+                return None
+            self._ready.extend(self._reader.feed(data))
+        return self._ready.popleft()
 
 
 def decode_frame(data: bytes) -> tuple[int, list[bytes]]:

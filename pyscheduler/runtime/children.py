@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import redis
-
+from ..store.connection import Client
 from .allowlist import HandlerPolicy
 from .executor import Executor
 
@@ -34,7 +33,7 @@ class Children:
     """Starts and stops the sync children of a worker's slots."""
 
     policy: HandlerPolicy
-    connection: redis.Redis
+    connection: Client
     idle_seconds: float = DEFAULT_IDLE_CHILD_SECONDS
     # Called before every fork (the worker ends its waiting threads, see waiting.py).
     before_fork: Callable[[], None] = field(default=lambda: None)

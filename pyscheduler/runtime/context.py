@@ -13,7 +13,9 @@ A checkpoint is any JSON value. Saving one is a single library call that also re
 and refuses a stale fencing token. When the job's time slice is used up, or its worker is
 shutting down, the save also pauses the job: it goes back to its queue and the handler is
 unwound (by `JobSuspended`, a BaseException, so `except Exception` does not catch it); the next
-run starts from the checkpoint.
+run starts from the checkpoint. So does preemption: the library pauses a `preemptible` run at a
+checkpoint when a job of higher priority waits and every worker's slots are busy (see
+lua/checkpoint.lua).
 """
 
 from __future__ import annotations
@@ -26,11 +28,10 @@ from contextvars import ContextVar, Token
 from functools import cache
 from typing import Any, NoReturn, TypeGuard
 
-import redis
-
 from ..client import splitting
 from ..exceptions import JobNotFound, LeaseLost
 from ..store import calls
+from ..store.connection import Client
 from ..store.keys import QueueKeys
 from ..store.protocol import JOB_ID_RE, QUEUE_NAME_RE, Status
 from ..store.serialization import decode_json, encode_result
@@ -157,7 +158,7 @@ class JobContext:
 
     def __init__(
         self,
-        connection: redis.Redis,
+        connection: Client,
         queue: str,
         job_id: str,
         token: str,
@@ -175,6 +176,8 @@ class JobContext:
         self.started = time.monotonic()
         self.time_slice: float | None = record.get("time_slice") or None
         self.shutdown_requested = False
+        # A handler may turn it off for the rest of its run (a step that must not be cut).
+        self.preemptible = True
         self._checkpoint: Any = (
             None
             if checkpoint_text is None
@@ -229,17 +232,19 @@ class JobContext:
 
         `last=True` marks the final checkpoint of a run that is about to return: it never
         pauses, so a job whose slice runs out on its last step is not queued again just to
-        return its result. Raises LeaseLost when another worker owns the job now (nothing is
-        saved).
+        return its result. Unless `preemptible` is off (or the queue's preemption is), the
+        save also pauses the job when a job of higher priority waits for a busy worker.
+        Raises LeaseLost when another worker owns the job now (nothing is saved).
         """
         text = encode_result(value, what="the checkpoint is")
         pause = not last and self.should_pause()
-        calls.checkpoint(
-            self.connection, self.keys, self.id, self.token, text, self.lease_ms, pause
+        preemptible = not last and self.preemptible
+        deadline = calls.checkpoint(
+            self.connection, self.keys, self.id, self.token, text, self.lease_ms, pause, preemptible
         )
         self._checkpoint = value
-        if pause:
-            raise JobSuspended("paused")
+        if pause or deadline == 0:
+            raise JobSuspended("paused" if pause else "preempted")
 
     def split(
         self,

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import redis
-
 from ..client.queue import Queue
 from ..store import calls
+from ..store.connection import Client
 from ..store.protocol import FailKind
 from .allowlist import HandlerPolicy
 from .children import Children
@@ -33,7 +32,7 @@ class Dispatch:
     def __init__(
         self,
         policy: HandlerPolicy,
-        connection: redis.Redis,
+        connection: Client,
         concurrency: int,
         lease_ms: int,
         reporter: Reporter,

@@ -12,8 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 
-import redis
-
+from ..store.connection import Client
 from ..store.protocol import FailKind
 from .allowlist import HandlerPolicy
 from .async_executor import BLOCKED_LOOP_GRACE_SECONDS, AsyncExecutor
@@ -33,7 +32,7 @@ class EventLoop:
     def __init__(
         self,
         policy: HandlerPolicy,
-        connection: redis.Redis,
+        connection: Client,
         capacity: int,
         reporter: Reporter,
         before_fork: Callable[[], None],

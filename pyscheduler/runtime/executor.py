@@ -29,11 +29,10 @@ from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Lock
 from typing import Any
 
-import redis
-
+from ..store.connection import Client
 from .allowlist import HandlerPolicy
 from .child_process import ChildProcess
-from .child_protocol import FrameError, Outcome, OutcomeKind, decode_request, read_frame
+from .child_protocol import FrameError, FrameStream, Outcome, OutcomeKind, decode_request
 from .handler_calls import flush_output, outcome_of, run_call, send_outcome, set_up_child
 
 # The slots of an executor's shared progress record (doubles; a seq fits exactly).
@@ -47,18 +46,18 @@ def _child_main(
     conn: Connection,
     parent_pid: int,
     policy: HandlerPolicy,
-    connection: redis.Redis,
+    connection: Client,
     lock: Lock,
     progress: Any,
 ) -> None:
     set_up_child(parent_pid)
     fd = conn.fileno()
-    stream = socket.socket(fileno=os.dup(fd))
-    # The worker never blocks sending requests (see child_process.py), so this process reads
-    # them only when it has run out, and its blocking outcome writes cannot deadlock.
+    frames = FrameStream(socket.socket(fileno=os.dup(fd)).recv)
+    # The worker never blocks sending requests (see child_process.py), so this process's
+    # blocking outcome writes cannot deadlock.
     while True:
         try:
-            framed = read_frame(stream.recv_into)
+            framed = frames.next()
         except (FrameError, OSError):  # no frame boundary to read on from: the worker restarts us
             return
         if framed is None:

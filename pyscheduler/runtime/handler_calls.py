@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-
+from ..client.tasks import task_options
 from ..exceptions import HandlerRefused, HandlerUnavailable, LeaseLost, PayloadNotJSON
+from ..store.connection import Client
 from ..store.serialization import decode_payload, encode_result
 from . import context as job_context
 from .allowlist import HandlerPolicy
@@ -66,9 +66,7 @@ class Call:
         return self.handler(*args, **self.kwargs)
 
 
-def prepare_call(
-    policy: HandlerPolicy, connection: redis.Redis, request: RunRequest
-) -> Call | Outcome:
+def prepare_call(policy: HandlerPolicy, connection: Client, request: RunRequest) -> Call | Outcome:
     """The call a request asks for, or the outcome refusing it (see the module docstring)."""
     seq = request.seq
     try:
@@ -87,6 +85,7 @@ def prepare_call(
             int(request.lease_ms),
         )
         handler = policy.resolve(record["func"])
+        context.preemptible = task_options(handler).get("preemptible") is not False
     except (HandlerRefused, job_context.BadRecord) as exc:
         return Outcome(seq, OutcomeKind.REFUSED, error=str(exc))
     except HandlerUnavailable as exc:  # this worker's set-up, not the job: retries apply
@@ -114,7 +113,7 @@ def result_outcome(seq: int, value: Any) -> Outcome:
     return Outcome(seq, OutcomeKind.OK, result=encode_result(value).encode())
 
 
-def run_call(policy: HandlerPolicy, connection: redis.Redis, request: RunRequest) -> Outcome:
+def run_call(policy: HandlerPolicy, connection: Client, request: RunRequest) -> Outcome:
     """Run one job in this (sync) process and describe its outcome."""
     call = prepare_call(policy, connection, request)
     if isinstance(call, Outcome):
@@ -142,9 +141,14 @@ def flush_output() -> None:
 
 
 def send_outcome(fd: int, outcome: Outcome) -> None:
-    """Write one outcome frame to the worker (blocking; views, so a big result is not copied
-    again at every partial write)."""
-    for piece in encode_outcome(outcome):
-        view = memoryview(piece)
-        while view:
-            view = view[os.write(fd, view) :]
+    """Write one outcome frame to the worker (blocking): its pieces in one `writev` when the
+    pipe takes them, as views, so a big result is not copied again at every partial write."""
+    pieces = [memoryview(piece) for piece in encode_outcome(outcome) if len(piece)]
+    while pieces:
+        sent = os.writev(fd, pieces)
+        while sent and pieces:
+            if sent >= len(pieces[0]):
+                sent -= len(pieces.pop(0))
+            else:
+                pieces[0] = pieces[0][sent:]
+                sent = 0

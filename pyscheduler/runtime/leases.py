@@ -12,10 +12,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 
-import redis
-
 from ..client.queue import Queue
 from ..store import calls
+from ..store.connection import Client
 from .child_process import ChildProcess
 from .runs import Run
 
@@ -33,7 +32,7 @@ def vouch(executor: ChildProcess, runs: Iterable[Run]) -> None:
 class Leases:
     """The renewal timer and the lease length of a worker."""
 
-    def __init__(self, connection: redis.Redis, lease_ms: int) -> None:
+    def __init__(self, connection: Client, lease_ms: int) -> None:
         self.connection = connection
         self.lease_ms = lease_ms
         self.trust = lease_ms / 1000 * (1 - LEASE_SPARE)  # how long a fresh lease counts as held

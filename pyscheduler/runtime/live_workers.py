@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from ..exceptions import InvalidOption, PySchedulerError
 from ..store.calls import raise_mapped
+from ..store.connection import Client, error_text, pipeline
 from ..store.keys import QUEUES_KEY, QueueKeys
 from ..store.operations import keys_for
 from ..store.protocol import (
@@ -115,7 +117,7 @@ class Heartbeat:
 
     def __init__(
         self,
-        connection: redis.Redis,
+        connection: Client,
         queues: Sequence[QueueKeys],
         name: str,
         concurrency: int,
@@ -183,7 +185,7 @@ class Heartbeat:
         self._next = now + self.interval
         head = self._head(now, processed, failed)
         jobs = self._job_args(now, current_jobs)
-        pipe = self.connection.pipeline(transaction=False)
+        pipe = pipeline(self.connection)
         for keys in self.queues:
             call = keys_for("psq_heartbeat", keys)
             pipe.fcall("psq_heartbeat", len(call), *call, *head, *jobs)
@@ -194,7 +196,7 @@ class Heartbeat:
 
     def leave(self) -> None:
         """Remove the worker from every queue's list now (when it stops cleanly)."""
-        pipe = self.connection.pipeline(transaction=False)
+        pipe = pipeline(self.connection)
         for keys in self.queues:
             call = keys_for("psq_heartbeat", keys)
             pipe.fcall("psq_heartbeat", len(call), *call, self.name, 0)
@@ -235,9 +237,14 @@ class Heartbeat:
             for reply in replies:
                 if isinstance(reply, redis.ResponseError):
                     raise_mapped(reply)
-        except (redis.RedisError, PySchedulerError) as exc:
+        except (redis.RedisError, RedisClusterException, PySchedulerError) as exc:
             if not self._failing:
-                log.warning("worker %s: %s not sent (%s): trying again later", self.name, what, exc)
+                log.warning(
+                    "worker %s: %s not sent (%s): trying again later",
+                    self.name,
+                    what,
+                    error_text(exc),
+                )
             self._failing = True
             return False
         if self._failing:
@@ -323,7 +330,7 @@ def _decoded(value: bytes | str) -> str:
 
 
 def list_page(
-    connection: redis.Redis, keys: QueueKeys, cursor: str = "0", count: int = WORKERS_PAGE_MAX
+    connection: Client, keys: QueueKeys, cursor: str = "0", count: int = WORKERS_PAGE_MAX
 ) -> tuple[str, int, list[LiveWorker]]:
     """One page of a queue's live workers: (next cursor, "0" after the last page; the server's
     clock in ms; the workers of the page whose records are well formed)."""
@@ -343,7 +350,7 @@ def list_page(
     return _decoded(reply[0]), int(reply[1]), workers
 
 
-def queue_workers(connection: redis.Redis, keys: QueueKeys) -> list[LiveWorker]:
+def queue_workers(connection: Client, keys: QueueKeys) -> list[LiveWorker]:
     """Every live worker registered in one queue."""
     found: list[LiveWorker] = []
     cursor = "0"
@@ -354,9 +361,7 @@ def queue_workers(connection: redis.Redis, keys: QueueKeys) -> list[LiveWorker]:
             return found
 
 
-def list_workers(
-    connection: redis.Redis, queue_names: Sequence[str] | None = None
-) -> list[LiveWorker]:
+def list_workers(connection: Client, queue_names: Sequence[str] | None = None) -> list[LiveWorker]:
     """The live workers of `queue_names` (default: every known queue), one entry per worker
     (its newest heartbeat), sorted by name."""
     if queue_names is None:

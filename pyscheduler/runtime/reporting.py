@@ -19,13 +19,18 @@ from ..client import splitting
 from ..client.queue import Queue
 from ..exceptions import LeaseLost, LibraryError, PySchedulerError
 from ..store import calls
+from ..store.connection import Client, pipeline
 from ..store.keys import QueueKeys
 from ..store.protocol import COMPLETE_BATCH_MAX, RELEASE_BATCH_MAX, FailKind, Status
 from .child_protocol import Outcome, OutcomeKind
 from .logs import duration
+from .outages import OUTAGE_ERRORS
 from .runs import Run
 
 log = logging.getLogger("pyscheduler.worker")
+
+# A lost connection or cluster outage, or the library gone: the worker's loop handles them.
+OUTAGES_OR_NO_LIBRARY: tuple[type[Exception], ...] = (*OUTAGE_ERRORS, LibraryError)
 
 _FAILED_HOW = {
     FailKind.ERROR: "failed",
@@ -70,7 +75,7 @@ def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 class Reporter:
     """Sends a worker's reports (see the module docstring) and counts what it finished."""
 
-    def __init__(self, connection: redis.Redis, name: str, lease_ms: int, log_jobs: bool) -> None:
+    def __init__(self, connection: Client, name: str, lease_ms: int, log_jobs: bool) -> None:
         self.connection = connection
         self.name = name
         self.lease_ms = lease_ms
@@ -136,7 +141,7 @@ class Reporter:
         for queue in queues:
             try:
                 splitting.redrive_notices(self.connection, queue.keys)
-            except (redis.ConnectionError, redis.TimeoutError, LibraryError):
+            except OUTAGES_OR_NO_LIBRARY:
                 raise
             except Exception as exc:  # a notice naming a forged parent, say
                 log.error("could not deliver subtask outcomes of %s: %r", queue.name, exc)
@@ -198,7 +203,7 @@ class Reporter:
             return
         try:
             attempt()
-        except (redis.ConnectionError, redis.TimeoutError):
+        except OUTAGE_ERRORS:
             self._outbox.append(attempt)
 
     def flush_outbox(self) -> None:
@@ -215,7 +220,7 @@ class Reporter:
         for run, result in done:
             batches.setdefault(run.queue.name, []).append((run, result))
         chunks = [chunk for b in batches.values() for chunk in _chunks(b, COMPLETE_BATCH_MAX)]
-        pipe = self.connection.pipeline(transaction=False)
+        pipe = pipeline(self.connection)
         for chunk in chunks:
             items: Any = [(run.lease.id, run.lease.token, result) for run, result in chunk]
             numkeys, call = calls.complete_many_args(chunk[0][0].queue.keys, items)
@@ -225,11 +230,21 @@ class Reporter:
             pipe.fcall("psq_pop", calls.POP_NUMKEYS, *call)
         try:
             replies = pipe.execute(raise_on_error=False)
-        except (redis.ConnectionError, redis.TimeoutError):
+        except OUTAGE_ERRORS:
             self.completions = done + self.completions  # sent again once Redis is back
             raise
+        # On a cluster one shard may be down (CLUSTERDOWN) while the others took their
+        # results: only that shard's results are sent again.
+        outages = [
+            (c, r) for c, r in zip(chunks, replies, strict=False) if isinstance(r, OUTAGE_ERRORS)
+        ]
         for chunk, reply in zip(chunks, replies, strict=False):
-            self._check_completions(chunk, reply)
+            if not isinstance(reply, OUTAGE_ERRORS):
+                self._check_completions(chunk, reply)
+        if outages:
+            self.completions = [item for chunk, _ in outages for item in chunk] + self.completions
+            if pop_from is None:
+                raise outages[0][1]  # the worker backs off; jobs a pop leased are run first
         if pop_from is None:
             return calls.PopResult([], -1)
         popped = replies[-1]

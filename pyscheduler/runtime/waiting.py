@@ -15,7 +15,9 @@ only when asked again, like one BLPOP sent per idle turn. A token that arrives w
 worker has no room after all is pushed back for another worker (`pass_on`).
 
 The threads never touch the worker's own client, so a child forked by the worker (which uses
-that client) never inherits a lock a waiting thread holds.
+that client) never inherits a lock a waiting thread holds. (On a cluster a thread does read the
+worker's client's map of slots to find the node of its key; after a failover, a MOVED reply
+to its BLPOP names the new owner, which the thread then uses without asking that map again.)
 """
 
 from __future__ import annotations
@@ -28,7 +30,10 @@ from collections import deque
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import MovedError, RedisClusterException
+
+from ..store.connection import Client
 
 log = logging.getLogger("pyscheduler.worker")
 
@@ -41,17 +46,24 @@ _SOCKET_MARGIN_SECONDS = 5.0
 _RETRY_SECONDS = 0.5
 
 
-def client_for_key(connection: Any, key: str) -> redis.Redis:
+def client_for_key(
+    connection: Client, key: str, moved_to: tuple[str, int] | None = None
+) -> redis.Redis:
     """A new client of its own (one connection) to the server that owns `key`: for a
     `redis.Redis`, its server; for a `redis.cluster.RedisCluster`, the primary owning the
-    key's slot. Its reads may block for a whole BLPOP."""
-    node_client = connection
+    key's slot, or `moved_to` (host, port) when a MOVED reply named it. Its reads may block
+    for a whole BLPOP, which is why it is a one-server `redis.Redis` even on a cluster: a BLPOP
+    through the cluster client would hold one of its pooled connections meanwhile."""
     if isinstance(connection, RedisCluster):  # one client (and pool) per node
-        node = connection.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        node: ClusterNode = connection.get_node_from_key(key)  # type: ignore[no-untyped-call]
         node_client = connection.get_redis_connection(node)
+    else:
+        node_client = connection
     pool = node_client.connection_pool
     kwargs = dict(pool.connection_kwargs)
     kwargs["socket_timeout"] = BLOCK_SECONDS + _SOCKET_MARGIN_SECONDS
+    if moved_to is not None:
+        kwargs["host"], kwargs["port"] = moved_to
     return redis.Redis(
         connection_pool=redis.ConnectionPool(
             connection_class=pool.connection_class, max_connections=1, **kwargs
@@ -68,6 +80,7 @@ class _Waiter:
         self.armed = threading.Event()
         self.stopping = threading.Event()
         self.client: redis.Redis | None = None
+        self.moved_to: tuple[str, int] | None = None  # the node a MOVED reply named
         self.thread = threading.Thread(
             target=self._run, name=f"pyscheduler-wait {key}", daemon=True
         )
@@ -80,9 +93,12 @@ class _Waiter:
                 break
             try:
                 if self.client is None:
-                    self.client = client_for_key(self.waiting.connection, self.key)
+                    self.client = client_for_key(self.waiting.connection, self.key, self.moved_to)
                 reply = self.client.blpop([self.key], timeout=BLOCK_SECONDS)
-            except redis.RedisError as exc:
+            except (redis.RedisError, RedisClusterException) as exc:
+                # After a failover the worker's map of slots may still name the old primary
+                # (it learns at its own next call): go where the MOVED reply says.
+                self.moved_to = (exc.host, exc.port) if isinstance(exc, MovedError) else None
                 if self.stopping.is_set():
                     break
                 log.debug("waiting for work on %s: %r; trying again", self.key, exc)
@@ -118,7 +134,7 @@ class WorkWaiting:
     that forks while it has threads risks a child stuck on a lock one of them held, and Python
     3.12+ warns), and the next `arm` starts new ones."""
 
-    def __init__(self, connection: Any, wake_keys: list[str], wake_fd: int) -> None:
+    def __init__(self, connection: Client, wake_keys: list[str], wake_fd: int) -> None:
         self.connection = connection
         self.wake_keys = wake_keys
         self.wake_fd = wake_fd

@@ -32,11 +32,10 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import wait as wait_for_ready
 from typing import Any
 
-import redis
-
 from ..client.queue import Queue
 from ..exceptions import LibraryError
 from ..store import calls
+from ..store.connection import Client
 from .allowlist import HandlerPolicy
 from .children import DEFAULT_IDLE_CHILD_SECONDS, Children
 from .dispatch import Dispatch
@@ -44,7 +43,7 @@ from .event_loop import EventLoop
 from .leases import Leases
 from .live_workers import DEFAULT_HEARTBEAT_SECONDS, Heartbeat
 from .logs import plural, set_up_logging
-from .outages import Outages
+from .outages import OUTAGE_ERRORS, Outages
 from .queue_order import QueueOrder
 from .reporting import Reporter
 from .runs import Run
@@ -81,7 +80,7 @@ class Worker:
         queues: Sequence[Queue | str],
         *,
         concurrency: int = 1,
-        connection: redis.Redis | None = None,
+        connection: Client | None = None,
         name: str | None = None,
         lease_seconds: float = 10.0,
         strict: bool = False,
@@ -189,7 +188,7 @@ class Worker:
                     if not self._step(burst):
                         break
                     self._outages.turn_went_well()
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                except OUTAGE_ERRORS as exc:  # on a cluster: failovers, slots moving too
                     self._outages.connection_lost(exc)
                 except LibraryError as exc:  # e.g. Redis restarted empty
                     self._outages.library_missing(exc)

@@ -6,15 +6,20 @@ library's error replies into the exceptions of `pyscheduler.exceptions`.
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import secrets
-from collections.abc import Sequence
+import string
+import threading
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import redis
 
 from ..exceptions import LibraryError, PySchedulerError, error_from_reply
+from .connection import Client
 from .keys import QueueKeys
 from .library import DEPLOY_HINT
 from .operations import BY_NAME, keys_for
@@ -44,14 +49,14 @@ def raise_mapped(exc: redis.ResponseError) -> NoReturn:
     raise exc
 
 
-def _fcall(conn: redis.Redis, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+def _fcall(conn: Client, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
     try:
         return conn.fcall(name, len(keys), *keys, *args)
     except redis.ResponseError as exc:
         raise_mapped(exc)
 
 
-def _fcall_ro(conn: redis.Redis, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+def _fcall_ro(conn: Client, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
     try:
         return conn.fcall_ro(name, len(keys), *keys, *args)
     except redis.ResponseError as exc:
@@ -99,9 +104,11 @@ class SplitPlan:
         )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass's __init__ costs twice as much, once per job of a bulk enqueue.
+@dataclass(slots=True)
 class NewJob:
-    """One job as `psq_enqueue` takes it."""
+    """One job as `psq_enqueue` takes it (treat it as read-only; `dataclasses.replace` makes
+    a changed copy)."""
 
     id: str
     func: str
@@ -126,14 +133,23 @@ class EnqueueOutcome:
 
 
 ENQUEUE_NUMKEYS = len(BY_NAME["psq_enqueue"].keys)
+# The fixed head of each queue's psq_enqueue FCALL, made once per queue name.
+_ENQUEUE_HEADS: dict[str, tuple[Any, ...]] = {}
+_ENQUEUE_HEADS_MAX = 10_000
 
 
-def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob]) -> list[Any]:
-    """The keys and arguments of one `psq_enqueue` call, for a client or a pipeline. The
-    payload size limit is the queue's (`size_limits`), enforced by the library."""
-    args: list[Any] = [*keys_for("psq_enqueue", keys), len(jobs)]
+def enqueue_command(keys: QueueKeys, jobs: Sequence[NewJob]) -> list[Any]:
+    """The whole `FCALL psq_enqueue ...` command of one call (for `execute_command`). The payload
+    size limit is the queue's (`size_limits`), enforced by the library."""
+    head = _ENQUEUE_HEADS.get(keys.queue)
+    if head is None:
+        if len(_ENQUEUE_HEADS) >= _ENQUEUE_HEADS_MAX:
+            _ENQUEUE_HEADS.clear()
+        head = ("FCALL", "psq_enqueue", ENQUEUE_NUMKEYS, *keys_for("psq_enqueue", keys))
+        _ENQUEUE_HEADS[keys.queue] = head
+    command = [*head, len(jobs)]
     for job in jobs:
-        args += (
+        command += (
             job.id,
             job.func,
             job.payload,
@@ -148,7 +164,44 @@ def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob]) -> list[Any]:
             "" if job.parent is None else job.parent.to_json(),
             "" if job.split is None else job.split.to_json(),
         )
-    return args
+    return command
+
+
+_ENQUEUE_COUNT_AT = 3 + ENQUEUE_NUMKEYS  # where an enqueue command's job count is
+
+
+def enqueue_size(command: Sequence[Any]) -> int:
+    """How many jobs an `enqueue_command` holds."""
+    return int(command[_ENQUEUE_COUNT_AT])
+
+
+def join_enqueue_commands(commands: list[Sequence[Any]]) -> list[Any]:
+    """One `psq_enqueue` command of the jobs of several of one queue (at most
+    ENQUEUE_BATCH_MAX in all), in order."""
+    joined = [*commands[0][:_ENQUEUE_COUNT_AT], sum(enqueue_size(c) for c in commands)]
+    for command in commands:
+        joined += command[_ENQUEUE_COUNT_AT + 1 :]
+    return joined
+
+
+def split_enqueue_reply(reply: Sequence[Any], commands: list[Sequence[Any]]) -> list[Any]:
+    """The reply of a joined command cut into the replies of the commands joined."""
+    parts, at = [], 0
+    for command in commands:
+        end = at + 3 * enqueue_size(command)
+        parts.append(reply[at:end])
+        at = end
+    return parts
+
+
+def enqueue_args(keys: QueueKeys, jobs: Sequence[NewJob]) -> list[Any]:
+    """The keys and arguments of one `psq_enqueue` call, for a client or a pipeline."""
+    return enqueue_command(keys, jobs)[3:]
+
+
+def enqueued_ids(reply: Sequence[Any]) -> list[str]:
+    """The ids of a `psq_enqueue` reply, in order (the jobs created and those that existed)."""
+    return [_text(job_id) for job_id in reply[::3]]
 
 
 def parse_enqueue_reply(reply: Sequence[Any]) -> list[EnqueueOutcome]:
@@ -158,7 +211,7 @@ def parse_enqueue_reply(reply: Sequence[Any]) -> list[EnqueueOutcome]:
     ]
 
 
-def enqueue(conn: redis.Redis, keys: QueueKeys, jobs: Sequence[NewJob]) -> list[EnqueueOutcome]:
+def enqueue(conn: Client, keys: QueueKeys, jobs: Sequence[NewJob]) -> list[EnqueueOutcome]:
     call = enqueue_args(keys, jobs)
     reply = _fcall(conn, "psq_enqueue", call[:ENQUEUE_NUMKEYS], call[ENQUEUE_NUMKEYS:])
     return parse_enqueue_reply(reply)
@@ -189,6 +242,45 @@ class PopResult:
 
 
 POP_NUMKEYS = len(BY_NAME["psq_pop"].keys)
+
+
+# Job ids: 20 characters: 16 random ones (about 95 bits) drawn per process (again in a forked
+# child, and after 16.7 million ids), then a counter in 4 characters. An id that clashes with a
+# stored one makes its enqueue a no-op (the job would be lost), so the prefix is long enough
+# that no two processes ever draw the same one (uuid4's odds; 12 bytes shorter per copy).
+_ID_ALPHABET = string.ascii_letters + string.digits + "-_"
+_ID_PAIRS = [a + b for a in _ID_ALPHABET for b in _ID_ALPHABET]
+_ID_SPAN = len(_ID_PAIRS) ** 2
+_id_lock = threading.Lock()
+
+
+def _draw_ids() -> tuple[str, Iterator[int]]:
+    first = secrets.choice(string.ascii_letters + string.digits)  # ids start with one
+    return first + "".join(secrets.choice(_ID_ALPHABET) for _ in range(15)), itertools.count()
+
+
+_id_state = _draw_ids()
+
+
+def new_job_id() -> str:
+    """A job id unique across processes (about 95 random bits per prefix), 20 characters."""
+    global _id_state
+    while True:
+        state = _id_state
+        n = next(state[1])
+        if n < _ID_SPAN:
+            return state[0] + _ID_PAIRS[n >> 12] + _ID_PAIRS[n & 4095]
+        with _id_lock:
+            if _id_state is state:
+                _id_state = _draw_ids()
+
+
+def _new_ids_in_child() -> None:
+    global _id_state
+    _id_state = _draw_ids()
+
+
+os.register_at_fork(after_in_child=_new_ids_in_child)
 
 
 def new_nonce() -> str:
@@ -242,7 +334,7 @@ def parse_pop_reply(keys: QueueKeys, reply: Sequence[Any]) -> PopResult:
 
 
 def pop(
-    conn: redis.Redis,
+    conn: Client,
     keys: QueueKeys,
     max_jobs: int,
     lease_ms: int,
@@ -255,7 +347,7 @@ def pop(
     return parse_pop_reply(keys, reply)
 
 
-def start_run(conn: redis.Redis, keys: QueueKeys, job_id: str, token: str) -> int:
+def start_run(conn: Client, keys: QueueKeys, job_id: str, token: str) -> int:
     """Ask to start the handler of a job leased under the queue's rate limit: 0 when it may
     start now (its start is counted), else the milliseconds to wait before asking again.
     Raises LeaseLost when the token no longer holds the lease, JobNotFound."""
@@ -264,7 +356,7 @@ def start_run(conn: redis.Redis, keys: QueueKeys, job_id: str, token: str) -> in
 
 
 def renew(
-    conn: redis.Redis, keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
+    conn: Client, keys: QueueKeys, lease_ms: int, held: Sequence[tuple[str, str]]
 ) -> list[int]:
     """New deadlines, one per (id, token); 0 where the lease is lost. Sent in calls of at most
     `RENEW_BATCH_MAX` pairs."""
@@ -282,7 +374,7 @@ def release_keys(keys: QueueKeys) -> list[str]:
     return keys_for("psq_release", keys)
 
 
-def release(conn: redis.Redis, keys: QueueKeys, held: Sequence[tuple[str, str]]) -> int:
+def release(conn: Client, keys: QueueKeys, held: Sequence[tuple[str, str]]) -> int:
     """Hand back leased jobs that were never started: each (id, token) whose token still holds
     the lease goes back to `ready` where it was, its attempt and rate-limit start undone; the
     others are skipped. Returns how many were released. At most `RELEASE_BATCH_MAX` pairs per
@@ -309,7 +401,7 @@ def complete_args(keys: QueueKeys, job_id: str, token: str, result: str) -> list
     return [*keys_for("psq_complete_many", keys, [job_id]), job_id, token, result]
 
 
-def complete(conn: redis.Redis, keys: QueueKeys, job_id: str, token: str, result: str) -> int:
+def complete(conn: Client, keys: QueueKeys, job_id: str, token: str, result: str) -> int:
     """Store the result; returns the run time in ms. Raises LeaseLost on a stale token,
     JobNotFound, and PayloadTooLarge when the result is over the queue's limit: the job has then
     failed for good (the library did that atomically, with a reason naming the size and the
@@ -350,7 +442,7 @@ def parse_complete_many_reply(reply: Sequence[Any]) -> list[int | PySchedulerErr
 
 
 def complete_many(
-    conn: redis.Redis, keys: QueueKeys, items: Sequence[tuple[str, str, str]]
+    conn: Client, keys: QueueKeys, items: Sequence[tuple[str, str, str]]
 ) -> list[int | PySchedulerError]:
     """Complete many leased jobs of one queue in one call: `items` are (id, token, result JSON).
     Returns, per item, the run time in ms, or the exception instance (not raised) when that job
@@ -364,7 +456,7 @@ def complete_many(
 
 
 def fail(
-    conn: redis.Redis,
+    conn: Client,
     keys: QueueKeys,
     job_id: str,
     token: str,
@@ -391,7 +483,7 @@ class Cancelled:
 
 
 def cancel(
-    conn: redis.Redis, keys: QueueKeys, job_ids: Sequence[str], cascade: bool = False
+    conn: Client, keys: QueueKeys, job_ids: Sequence[str], cascade: bool = False
 ) -> list[Cancelled]:
     """Cancel jobs; with `cascade`, their parent is being cancelled and is not told. Each
     library call takes at most `CANCEL_BATCH_MAX` ids (each such batch is atomic)."""
@@ -421,7 +513,7 @@ class FetchedJob:
     subtasks_done: int | None
 
 
-def fetch(conn: redis.Redis, keys: QueueKeys, job_id: str) -> FetchedJob:
+def fetch(conn: Client, keys: QueueKeys, job_id: str) -> FetchedJob:
     """Read one job in full. Raises JobNotFound."""
     reply = _fcall_ro(
         conn,
@@ -451,7 +543,7 @@ class Counts:
     settings: dict[str, str] | None = None
 
 
-def counts(conn: redis.Redis, keys: QueueKeys) -> Counts:
+def counts(conn: Client, keys: QueueKeys) -> Counts:
     return parse_counts(_fcall_ro(conn, "psq_counts", keys_for("psq_counts", keys), []))
 
 
@@ -529,14 +621,14 @@ def parse_metrics(reply: Any) -> MetricsReply:
     )
 
 
-def metrics(conn: redis.Redis, keys: QueueKeys, minutes: int = 60) -> MetricsReply:
+def metrics(conn: Client, keys: QueueKeys, minutes: int = 60) -> MetricsReply:
     """The queue's counters, wait and run time histograms, and the last `minutes` (1..
     THROUGHPUT_MINUTES) minutes of throughput, in one read-only call."""
     names = keys_for("psq_metrics", keys)
     return parse_metrics(_fcall_ro(conn, "psq_metrics", names, [minutes]))
 
 
-def size_limits(conn: redis.Redis, keys: QueueKeys) -> dict[str, int]:
+def size_limits(conn: Client, keys: QueueKeys) -> dict[str, int]:
     """The size limits the library enforces on this queue, in bytes: max_payload_bytes,
     max_result_bytes, max_checkpoint_bytes and max_error_bytes, each the queue's setting
     (`configure`) or else the library's default (`protocol.SIZE_LIMIT_DEFAULTS`)."""
@@ -551,7 +643,7 @@ def size_limits(conn: redis.Redis, keys: QueueKeys) -> dict[str, int]:
     return limits
 
 
-def configure(conn: redis.Redis, keys: QueueKeys, changes: dict[str, str]) -> dict[str, str]:
+def configure(conn: Client, keys: QueueKeys, changes: dict[str, str]) -> dict[str, str]:
     """Change queue settings ('' removes one); returns the settings after the change."""
     args: list[Any] = []
     for field, value in changes.items():
@@ -561,7 +653,7 @@ def configure(conn: redis.Redis, keys: QueueKeys, changes: dict[str, str]) -> di
 
 
 def retry(
-    conn: redis.Redis, keys: QueueKeys, job_ids: Sequence[str] = (), count: int = 1000
+    conn: Client, keys: QueueKeys, job_ids: Sequence[str] = (), count: int = 1000
 ) -> list[str]:
     """Failed jobs back to the queue: the ids given, else the oldest `count`; returns moved ids."""
     reply = _fcall(
@@ -574,7 +666,7 @@ def retry(
 
 
 def purge(
-    conn: redis.Redis,
+    conn: Client,
     keys: QueueKeys,
     status: str,
     job_ids: Sequence[str] = (),
@@ -594,7 +686,7 @@ def purge(
 
 
 def list_jobs(
-    conn: redis.Redis, keys: QueueKeys, state_set: str, offset: int, count: int
+    conn: Client, keys: QueueKeys, state_set: str, offset: int, count: int
 ) -> list[tuple[str, str | None]]:
     """A page of a state set: `state_set` is that set's key (`keys.state_set(status)`)."""
     state = state_set.removeprefix(keys.prefix)
@@ -608,21 +700,24 @@ def list_jobs(
 
 
 def checkpoint(
-    conn: redis.Redis,
+    conn: Client,
     keys: QueueKeys,
     job_id: str,
     token: str,
     saved: str,
     lease_ms: int,
     pause: bool,
+    preemptible: bool = False,
 ) -> int:
-    """Save a checkpoint and renew the lease; returns the new deadline, or 0 when paused."""
+    """Save a checkpoint and renew the lease; returns the new deadline, or 0 when paused
+    (asked to, or, when `preemptible`, preempted by a job of higher priority)."""
+    mode = "1" if pause else "p" if preemptible else "0"
     return int(
         _fcall(
             conn,
             "psq_checkpoint",
             keys_for("psq_checkpoint", keys),
-            [job_id, token, saved, lease_ms, "1" if pause else "0"],
+            [job_id, token, saved, lease_ms, mode],
         )
     )
 
@@ -633,7 +728,7 @@ def split_keys(keys: QueueKeys, job_id: str) -> list[str]:
 
 
 def split(
-    conn: redis.Redis,
+    conn: Client,
     keys: QueueKeys,
     job_id: str,
     token: str,
@@ -678,7 +773,7 @@ def subtask_done_args(parent: ParentRef, ok: bool, value: str) -> list[Any]:
 SUBTASK_DONE_NUMKEYS = len(BY_NAME["psq_subtask_done"].keys) + 1
 
 
-def subtask_done(conn: redis.Redis, parent: ParentRef, ok: bool, value: str) -> str:
+def subtask_done(conn: Client, parent: ParentRef, ok: bool, value: str) -> str:
     """Record a subtask's end in its parent's queue; see lua/subtask_done.lua for replies."""
     call = subtask_done_args(parent, ok, value)
     return _text(
@@ -692,7 +787,7 @@ def subtask_done(conn: redis.Redis, parent: ParentRef, ok: bool, value: str) -> 
 
 
 def subtask_outcomes(
-    conn: redis.Redis, keys: QueueKeys, parent_id: str, number: int, first: int, count: int
+    conn: Client, keys: QueueKeys, parent_id: str, number: int, first: int, count: int
 ) -> list[str | None]:
     """A page of outcomes (JSON text) of split `number`, from index `first`."""
     reply = _fcall_ro(
@@ -714,7 +809,7 @@ class Notice:
     value: str
 
 
-def stale_notices(conn: redis.Redis, keys: QueueKeys, count: int) -> list[Notice]:
+def stale_notices(conn: Client, keys: QueueKeys, count: int) -> list[Notice]:
     reply = _fcall_ro(
         conn,
         "psq_stale_notices",
@@ -731,7 +826,7 @@ def stale_notices(conn: redis.Redis, keys: QueueKeys, count: int) -> list[Notice
     return notices
 
 
-def forget_notices(conn: redis.Redis, keys: QueueKeys, subtask_ids: Sequence[str]) -> int:
+def forget_notices(conn: Client, keys: QueueKeys, subtask_ids: Sequence[str]) -> int:
     forgotten = 0
     for start in range(0, len(subtask_ids), FORGET_BATCH_MAX):
         batch = list(subtask_ids[start : start + FORGET_BATCH_MAX])

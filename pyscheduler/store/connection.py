@@ -22,8 +22,19 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import redis
+from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
+from redis.exceptions import (
+    AskError,
+    ClusterCrossSlotError,
+    ClusterDownError,
+    ClusterError,
+    MovedError,
+    ReadOnlyError,
+    RedisClusterException,
+    TryAgainError,
+)
 
 from ..exceptions import InvalidURL
 
@@ -32,8 +43,13 @@ __all__ = [
     "URL_ENV",
     "Client",
     "client_from_url",
+    "cluster_redirection",
     "connect",
+    "error_text",
+    "is_cluster_client",
     "is_cluster_url",
+    "local_fcall_keys",
+    "pipeline",
     "redacted",
     "resolve_url",
     "validate_url",
@@ -189,7 +205,8 @@ def resolve_url(url: str | None = None) -> str:
 
 
 def client_from_url(url: str | None = None, **options: Any) -> redis.Redis:
-    """A `redis.Redis` for `url` (None: $REDIS_URL, else `DEFAULT_URL`), after `validate_url`.
+    """A `redis.Redis` for `url` (None: $REDIS_URL, else `DEFAULT_URL`), after `validate_url`:
+    for what needs one server; everything else takes either kind through `connect`.
 
     `options` are passed to the client (e.g. `socket_connect_timeout=10`). No connection is
     made yet. Raises `InvalidURL` for a bad URL or an option redis-py does not know.
@@ -198,8 +215,7 @@ def client_from_url(url: str | None = None, **options: Any) -> redis.Redis:
     if is_cluster_url(text):
         raise _bad(
             text,
-            "this part of pyscheduler takes one server's URL; a cluster URL works with"
-            " `pyscheduler load-scripts` and `connect()` so far",
+            "client_from_url makes a client of one server; connect() takes a cluster URL",
         )
     try:
         client = redis.Redis.from_url(text, **options)
@@ -222,7 +238,97 @@ def connect(url: str | None = None, **options: Any) -> Client:
     if not is_cluster_url(text):
         return client_from_url(text, **options)
     try:
-        return RedisCluster.from_url(_node_url(text), **options)
+        return local_fcall_keys(RedisCluster.from_url(_node_url(text), **options))
     except TypeError as exc:
         unknown = re.search(r"keyword argument '([^']+)'", str(exc))
         raise _bad(text, f"unknown option {unknown.group(1)!r}" if unknown else str(exc)) from None
+
+
+def pipeline(conn: Client) -> Pipeline:
+    """A pipeline without MULTI/EXEC for either client kind.
+
+    On a cluster it is redis-py's `ClusterPipeline`, which sends each command to the node that
+    owns its key's slot and follows MOVED/ASK replies itself, so a pipeline may mix queues (and
+    shards); a MULTI/EXEC one could not. It is untyped, and has the command methods and
+    `execute(raise_on_error=...)` of `Pipeline`, which is what it is typed as here.
+    """
+    if isinstance(conn, RedisCluster):
+        cluster_pipe: Pipeline = conn.pipeline(transaction=False)  # type: ignore[no-untyped-call]
+        return cluster_pipe
+    return conn.pipeline(transaction=False)
+
+
+def is_cluster_client(conn: Client) -> bool:
+    return isinstance(conn, RedisCluster)
+
+
+def cluster_redirection(exc: BaseException) -> str | None:
+    """For a MOVED or ASK reply (which a one-server client does not follow): what it means and
+    what to do, else None."""
+    if not isinstance(exc, AskError):
+        return None
+    kind = "MOVED" if isinstance(exc, MovedError) else "ASK"
+    return (
+        f"it is a node of a Redis Cluster (it answered {kind}: slot {exc.slot_id} is served by"
+        f" {exc.host}:{exc.port}); name the cluster with redis+cluster://HOST:PORT"
+    )
+
+
+def error_text(exc: BaseException) -> str:
+    """A redis-py error in words. Its cluster errors carry the server's reply without the
+    first word (a MOVED error reads "9053 127.0.0.1:7102"), which says nothing by itself."""
+    redirection = cluster_redirection(exc)
+    if redirection is not None:
+        return redirection
+    if isinstance(exc, ClusterDownError):
+        return f"the cluster is down (CLUSTERDOWN {exc}); a failover may be under way"
+    if isinstance(exc, TryAgainError):
+        return f"the cluster is moving a slot (TRYAGAIN {exc})"
+    if isinstance(exc, ReadOnlyError):
+        return f"a write reached a replica (READONLY {exc}); a failover may be under way"
+    if isinstance(exc, ClusterCrossSlotError):
+        return f"the keys of one call are on different shards (CROSSSLOT {exc})"
+    if isinstance(exc, ClusterError):
+        return f"the cluster kept redirecting the call ({exc})"
+    if isinstance(exc, RedisClusterException):
+        return f"the cluster cannot serve the call ({exc})"
+    return str(exc)
+
+
+def _word(value: Any) -> str:
+    return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).upper()
+
+
+class _FcallKeys:
+    """redis-py's cluster client finds the keys of a command to route it by its slot; for a
+    command whose keys move (FCALL, FCALL_RO, XREAD) it asks a node (COMMAND GETKEYS, with
+    every argument: the whole payload), one more round trip before each library call, in
+    pipelines too. Their keys are plain to read (FCALL: the `numkeys` arguments after
+    `numkeys`; XREAD: the first half of what follows STREAMS): read them here, and leave every
+    other command to redis-py's parser."""
+
+    def __init__(self, parser: Any) -> None:
+        self._parser = parser
+
+    def get_keys(self, redis_conn: Any, *args: Any) -> Any:
+        name = _word(args[0]) if args else ""
+        if name in ("FCALL", "FCALL_RO") and len(args) >= 3:
+            count = int(args[2])
+            return list(args[3 : 3 + count]) or None
+        if name == "XREAD":
+            words = [_word(a) for a in args]
+            if "STREAMS" in words:
+                rest = args[words.index("STREAMS") + 1 :]
+                return list(rest[: len(rest) // 2]) or None
+        return self._parser.get_keys(redis_conn, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._parser, name)
+
+
+def local_fcall_keys(conn: Client) -> Client:
+    """`conn`, routing library calls without asking a node for their keys first (see
+    `_FcallKeys`); its pipelines share its parser. Done by `connect` and `Queue`; harmless twice."""
+    if isinstance(conn, RedisCluster) and not isinstance(conn.commands_parser, _FcallKeys):
+        conn.commands_parser = _FcallKeys(conn.commands_parser)  # type: ignore[assignment]
+    return conn

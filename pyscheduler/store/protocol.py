@@ -176,6 +176,14 @@ DEFAULT_RESULT_TTL_S: Final = 500
 DEFAULT_RETRIES: Final = 0
 DEFAULT_BACKOFF_S: Final = 1.0
 DEFAULT_MAX_PAYLOAD_BYTES: Final = 512 * 1024
+# The job options a stored record leaves out when they have these values (the library fills
+# them in when it reads the record): a queued job costs fewer bytes of Redis memory.
+RECORD_DEFAULTS: Final = {
+    "timeout": DEFAULT_TIMEOUT_S,
+    "retries": DEFAULT_RETRIES,
+    "backoff": DEFAULT_BACKOFF_S,
+    "result_ttl": DEFAULT_RESULT_TTL_S,
+}
 
 # Size limits, fields of the queue's `config` hash (set with psq_configure, i.e.
 # Queue.configure); the library enforces them, with these defaults when a field is not set.
@@ -261,6 +269,7 @@ def template_context() -> dict[str, object]:
         "WORKERS_PAGE_MAX": WORKERS_PAGE_MAX,
         "OFFSET_MAX": OFFSET_MAX,
         "SIZE_LIMIT_DEFAULTS": SIZE_LIMIT_DEFAULTS,
+        "RECORD_DEFAULTS": RECORD_DEFAULTS,
         "SIZE_LIMIT_MAX": SIZE_LIMIT_MAX,
         "QUEUE_NAME_MAX": QUEUE_NAME_MAX,
         "JOB_ID_MAX": JOB_ID_MAX,

@@ -20,13 +20,14 @@ FUNCS: dict[str, Callable[..., Any]] = {
     "timed": bench_tasks.timed,
     "sleeper": bench_tasks.sleeper,
     "sliced_sleeper": bench_tasks.sliced_sleeper,
+    "checkpointing_sleeper": bench_tasks.checkpointing_sleeper,
 }
 
 
 class PySchedulerSystem(System):
     name = "pyscheduler"
     unsupported: ClassVar[dict[str, str]] = {}
-    features: ClassVar[frozenset[str]] = frozenset({"time_slice"})
+    features: ClassVar[frozenset[str]] = frozenset({"time_slice", "preemption"})
 
     def __init__(self, url: str) -> None:
         super().__init__(url)

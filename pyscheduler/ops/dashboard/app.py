@@ -14,6 +14,7 @@ import signal
 from typing import Any
 
 import redis
+from redis.exceptions import RedisClusterException
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -22,7 +23,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ...exceptions import InvalidInput, JobNotFound, LibraryError, PySchedulerError
-from ..cli import redis_problem
+from ...store.connection import Client
+from ..cli import REDIS_ERRORS, redis_problem
 from . import views
 from .pages import FRAGMENT_PARAM, HERE, REFRESH_MS, Dashboard, render
 from .security import Guard
@@ -31,7 +33,7 @@ log = logging.getLogger("pyscheduler.dashboard")
 
 
 async def _redis_down(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, redis.RedisError)
+    assert isinstance(exc, REDIS_ERRORS)
     log.warning("Redis error on %s: %s", request.url.path, exc)
     return _problem(request, 503, redis_problem(exc, None))
 
@@ -60,7 +62,7 @@ def _problem(request: Request, status: int, message: str) -> Response:
     return render(request, "problem.html", {"title": "Problem", "message": message}, status)
 
 
-def _metrics_app(connection: redis.Redis) -> Any | None:
+def _metrics_app(connection: Client) -> Any | None:
     """`pyscheduler.ops.metrics.metrics_app`, when that module (and its extra) is there."""
     if importlib.util.find_spec("pyscheduler.ops.metrics") is None:
         return None
@@ -82,7 +84,7 @@ class _Endpoint:
 
 
 def create_app(
-    connection: redis.Redis,
+    connection: Client,
     *,
     token: str | None = None,
     read_only: bool = False,
@@ -114,6 +116,7 @@ def create_app(
         routes=routes,
         exception_handlers={
             redis.RedisError: _redis_down,
+            RedisClusterException: _redis_down,
             PySchedulerError: _library_error,
             HTTPException: _http_problem,
         },
@@ -126,10 +129,10 @@ def serve(url: str | None, host: str, port: int, token: str | None, read_only: b
     """Run the dashboard until Ctrl-C (the `pyscheduler dashboard` command)."""
     import uvicorn
 
-    from ...store.connection import client_from_url, redacted, resolve_url
+    from ...store.connection import connect, redacted, resolve_url
     from ...store.library import ensure_loaded
 
-    connection = client_from_url(url, socket_connect_timeout=10.0)
+    connection = connect(url, socket_connect_timeout=10.0)
     ensure_loaded(connection)  # a Redis that cannot be reached, or no library: say so now
     app = create_app(
         connection, token=token, read_only=read_only, url_label=redacted(resolve_url(url))

@@ -14,10 +14,10 @@ from typing import Any
 from urllib.parse import quote, unquote, urlencode
 
 import jinja2
-import redis
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from ...store.connection import Client
 from ..cli import age, error_summary, limits_text
 from .security import CSRF_FIELD, cookie_header
 
@@ -31,7 +31,7 @@ FRAGMENT_PARAM = "fragment"
 class Dashboard:
     """What every view needs: the Redis client and the settings."""
 
-    connection: redis.Redis
+    connection: Client
     read_only: bool = False
     refresh_ms: int = REFRESH_MS
     url_label: str = ""

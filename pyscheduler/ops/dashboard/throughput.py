@@ -15,6 +15,7 @@ import redis
 from ...client.queue import Queue
 from ...exceptions import PySchedulerError
 from ...store import calls
+from ...store.connection import Client, pipeline
 from ...store.keys import QueueKeys
 from .charts import Minute
 
@@ -40,7 +41,7 @@ def _summed(points: Sequence[tuple[int, int, int]], into: dict[int, list[int]]) 
         slot[1] += failed
 
 
-def all_queues(connection: redis.Redis, names: Sequence[str]) -> Activity:
+def all_queues(connection: Client, names: Sequence[str]) -> Activity:
     try:
         return _all_queues(connection, names)
     except (redis.ResponseError, PySchedulerError) as exc:
@@ -48,12 +49,12 @@ def all_queues(connection: redis.Redis, names: Sequence[str]) -> Activity:
         return Activity([], 0, problem=str(exc))
 
 
-def _all_queues(connection: redis.Redis, names: Sequence[str]) -> Activity:
+def _all_queues(connection: Client, names: Sequence[str]) -> Activity:
     by_minute: dict[int, list[int]] = {}
     workers: dict[str, int] = {}
     server_ms = 0
     if names:
-        pipe = connection.pipeline(transaction=False)
+        pipe = pipeline(connection)
         for name in names:
             calls.pipe_metrics(pipe, QueueKeys(name), CHART_MINUTES)
         for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):

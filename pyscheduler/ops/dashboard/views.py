@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
-import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -25,6 +24,7 @@ from ...client.job import FINAL_STATUSES, Job
 from ...client.queue import Queue, QueueStats
 from ...exceptions import InvalidInput, InvalidJobState, JobNotFound, PySchedulerError
 from ...runtime.live_workers import list_workers
+from ...store.connection import Client
 from ...store.keys import QueueKeys
 from ...store.protocol import ENQUEUE_BATCH_MAX, JOB_ID_RE, OFFSET_MAX, Status
 from ..cli import job_status, server_ms
@@ -72,7 +72,7 @@ class Totals:
     paused: int
 
 
-def overview_data(connection: redis.Redis) -> dict[str, Any]:
+def overview_data(connection: Client) -> dict[str, Any]:
     """Every queue's stats and the throughput of all: three round trips, whatever the size."""
     names = Queue.known(connection)
     stats = Queue.stats_of(names, connection)
