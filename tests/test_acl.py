@@ -40,7 +40,7 @@ from pyscheduler.dev.engine import Engine
 from pyscheduler.exceptions import PySchedulerError, WaitTimeout
 from pyscheduler.ops.cli import main
 from pyscheduler.ops.metrics import registry_for
-from pyscheduler.store import library
+from pyscheduler.store import library, registry
 
 ROOT = Path(__file__).resolve().parent.parent
 # redis-py sends it on connect and ignores the refusal; the page says so.
@@ -140,6 +140,7 @@ def acl(request: pytest.FixtureRequest) -> Iterator[AclServer]:
 def server(acl: AclServer) -> Iterator[AclServer]:
     """The module's server, emptied, with the library loaded and a fresh ACL LOG."""
     acl.admin.flushall()
+    registry.forget(acl.admin)  # the queues this process listed are gone with the data
     library.load(acl.admin)
     acl.admin.acl_log_reset()
     acl.expected_refusals = set()

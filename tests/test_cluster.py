@@ -21,6 +21,7 @@ from pyscheduler import Queue
 from pyscheduler.client import queue as queue_module
 from pyscheduler.ops.metrics import registry_for
 from pyscheduler.runtime.worker import Worker
+from pyscheduler.store import registry
 from pyscheduler.store.keys import QUEUES_KEY, QueueKeys
 
 pytestmark = pytest.mark.cluster_only
@@ -100,6 +101,19 @@ def test_the_registry_is_written_once_per_client_and_queue(
         Queue(shards[0], connection=conn).enqueue("tasks:noop")  # a new Queue object each time
 
     assert sadd_calls(conn) - before == 1
+
+
+def test_a_queue_is_listed_again_once_the_registry_was_emptied(
+    conn: RedisCluster, shards: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    queue = Queue(shards[0], connection=conn)
+    queue.enqueue("tasks:noop")
+    conn.delete(QUEUES_KEY)  # a FLUSHALL or a restored backup lost it
+    monkeypatch.setattr(registry, "REGISTRY_REFRESH_S", 0.0)  # its time to write it again
+
+    queue.enqueue("tasks:noop")
+
+    assert shards[0] in Queue.known(conn)
 
 
 def getkeys_calls(conn: RedisCluster) -> int:
