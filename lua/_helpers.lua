@@ -34,6 +34,11 @@ local MAX_LOST_LEASES = {{ MAX_LOST_LEASES }}
 local MAX_LOST_LEASES_LIMIT = {{ MAX_LOST_LEASES_LIMIT }}
 local MAX_BACKOFF_MS = {{ MAX_BACKOFF_MS }}
 local NOTICE_REDRIVE_MS = {{ NOTICE_REDRIVE_MS }}
+local DEPENDS_MAX = {{ DEPENDS_MAX }}
+local DEPENDENTS_MAX = {{ DEPENDENTS_MAX }}
+local RETRY_ON_MAX = {{ RETRY_ON_MAX }}
+local EXCEPTION_NAME_MAX_BYTES = {{ EXCEPTION_NAME_MAX_BYTES }}
+local UNIQUE_KEY_MAX_BYTES = {{ UNIQUE_KEY_MAX_BYTES }}
 local TOKEN_LENGTH = {{ TOKEN_LENGTH }}
 local KEY_PREFIX = '{{ KEY_PREFIX }}'
 local POP_BATCH_MAX = {{ POP_BATCH_MAX }}
@@ -443,7 +448,8 @@ local KNOWN_STATUS = {
 -- Fields the library computes with: a record where one is not a number is corrupt.
 local NUMBER_FIELDS = { attempts = true, lost = true, retries = true, backoff = true,
   result_ttl = true, timeout = true, time_slice = true, started = true, ended = true,
-  created = true, queued_at = true, due = true, pauses = true, split = true, split_total = true }
+  created = true, queued_at = true, due = true, pauses = true, split = true, split_total = true,
+  expires = true, deps_left = true }
 
 -- Every number in a decoded value is finite (cjson decodes NaN and Infinity but cannot encode
 -- them, which would fail a call halfway through its writes); nesting at most `depth` deep.
@@ -456,6 +462,28 @@ local function all_finite(value, depth)
     if not all_finite(item, depth - 1) then return false end
   end
   return true
+end
+
+-- Split groups [[queue, count], ...] rebuilt from the decoded JSON (psq_enqueue, psq_split), and their total count, or
+-- nil when malformed.
+local function parse_groups(groups)
+  if type(groups) ~= 'table' then return nil end
+  local clean, total = {}, 0
+  for n = 1, #groups do
+    local group = groups[n]
+    if type(group) ~= 'table' or not is_queue_name(group[1]) or type(group[2]) ~= 'number'
+        or not all_finite(group[2], 0) or group[2] % 1 ~= 0 or group[2] < 1 then
+      return nil
+    end
+    total = total + group[2]
+    if total > SPLIT_TOTAL_MAX then return nil end
+    clean[n] = { group[1], group[2] }
+  end
+  -- Any other key (a sparse or non-array table) would not survive the rebuild: refuse it.
+  local entries = 0
+  for _ in pairs(groups) do entries = entries + 1 end
+  if entries ~= #groups then return nil end
+  return clean, total
 end
 
 -- The states of a job psq_enqueue writes (a compact record has no attempts: none yet).
@@ -568,11 +596,12 @@ local function undo_attempt(job)
   job.attempts = math.max(0, (job.attempts or 1) - 1)
 end
 
--- A subtask's end is noted in its own queue until its parent's queue has recorded it
+-- A subtask's end, or the end of a job others depend on (its record's `dependents`), is
+-- noted in its own queue until the parent's and the dependents' queues have recorded it
 -- (Q.notices); the worker delivers it, and psq_stale_notices re-drives it after a crash.
 -- With a batch `W` (new_writes) the write is queued there.
 local function note_subtask_end(Q, id, job, now, W)
-  if job.parent then write(W, 'ZADD', Q.notices, int(now), id) end
+  if job.parent or type(job.dependents) == 'table' then write(W, 'ZADD', Q.notices, int(now), id) end
 end
 
 -- Metrics (psq_metrics reads them), in the queue's `metrics` hash, and job events, in its
@@ -685,6 +714,31 @@ local function record_tally(Q, now)
   redis.call('HSET', key, unpack(out))
 end
 
+-- The id of the job a callback (`which`: 'on_success' or 'on_failure') of job `id` runs as:
+-- derived from the job, so it is enqueued once however often the outcome is recorded.
+local function callback_id(id, which)
+  local derived = id .. '.' .. which
+  if #derived <= JOB_ID_MAX then return derived end
+  return 'cb.' .. redis.sha1hex(id) .. '.' .. which
+end
+
+-- Enqueue job `id`'s callback `which` (its record's handler reference, when it has one) as an
+-- ordinary ready job of this queue, called with (job id, `value`): `value` is JSON text (the
+-- result, or the error text encoded). Atomic with the outcome that calls it. Needs Q.jobs,
+-- Q.payloads, Q.ready, Q.seq, Q.stats, Q.wake (and Q.config for aging); a caller without
+-- them (none today) enqueues nothing.
+local function enqueue_callback(Q, id, job, which, value, now)
+  local func = job[which]
+  if type(func) ~= 'string' or not (Q.payloads and Q.ready and Q.seq and Q.wake) then return end
+  local cb_id = callback_id(id, which)
+  if redis.call('HEXISTS', Q.jobs, cb_id) == 1 then return end
+  redis.call('HSET', Q.payloads, cb_id, '{"args":[' .. cjson.encode(id) .. ',' .. value .. '],"kwargs":{}}')
+  push_ready(Q, cb_id, { func = func, priority = job.priority, created = now, payload = true }, now)
+  incr_stat(Q.stats, 'enqueued')
+  if Q.tally and is_job_id(id) then note_event(Q.tally, 'enqueued', cb_id) end
+  wake_workers(Q.wake, 1)
+end
+
 -- The failed set keeps the job for inspection; the record stays until purged
 -- (uses Q.jobs, Q.errors, Q.failed, Q.stats, Q.notices; counted in Q.tally when there is one).
 local function fail_for_good(Q, id, job, now, reason)
@@ -698,6 +752,7 @@ local function fail_for_good(Q, id, job, now, reason)
   -- An id another writer put in a set unchecked would spoil the entry's list of ids.
   if is_job_id(id) then note_event(Q.tally, 'failed', id) end
   note_subtask_end(Q, id, job, now)
+  enqueue_callback(Q, id, job, 'on_failure', cjson.encode(reason), now)
 end
 
 -- A record that cannot be decoded is moved to failed with the reason, raw text kept (uses
@@ -730,6 +785,22 @@ local function keep_finished(finished_key, subtasks_key, id, job, now, W)
   local ttl_ms = math.floor((job.result_ttl or 0) * 1000)
   write(W, 'ZADD', finished_key, int(now + ttl_ms), id)
   if job.split then redis.call('PEXPIRE', subtasks_key, math.max(1, ttl_ms)) end
+end
+
+-- A job not started before its `expires` time ends expired: never run, counted, its reason in
+-- Q.errors, kept until its result TTL passes like a cancelled one, its parent and dependents
+-- told (uses Q.jobs, Q.errors, Q.finished, Q.stats, Q.notices; Q.tally when there is one). A
+-- job that split is never expired (its subtasks key is not passed here).
+local function expire_unstarted(Q, id, job, now)
+  job.status = STATUS.EXPIRED
+  job.ended = now
+  redis.call('HSET', Q.jobs, id, cjson.encode(job))
+  redis.call('HSET', Q.errors, id, 'JobExpired: not started before its expiry time ('
+    .. int(job.expires) .. ' ms)')
+  keep_finished(Q.finished, nil, id, job, now)
+  incr_stat(Q.stats, 'expired')
+  note_event(Q.tally, 'expired', id)
+  note_subtask_end(Q, id, job, now)
 end
 
 -- Jobs left `active` under a concurrency limit: wake a worker per freed slot, `freed` of them
@@ -773,5 +844,6 @@ local function complete_leased(Q, subtasks_key, id, job, result, now, W)
   write(W, 'ZREM', Q.active, id)
   keep_finished(Q.finished, subtasks_key, id, job, now, W)
   note_subtask_end(Q, id, job, now, W)
+  enqueue_callback(Q, id, job, 'on_success', result, now)
   return now - (job.started or now), record
 end

@@ -19,7 +19,9 @@ KEYS[9 + i] subtasks  HASH  subtask outcomes of the i-th job (expire with it): t
 
 ARGV[1] cascade  string  '1' when the jobs are cancelled because their parent was: their
                          parent is not told; '0' a cancelled subtask is noted for its parent,
-                         which treats it as a failed subtask
+                         which treats it as a failed subtask. A job others depend on (its
+                         record's `dependents`) is noted either way: the caller tells them
+                         (psq_dependency_done), else the re-drive does
 ARGV[2] id       string  the first job id (JOB_ID_PATTERN); ARGV[1 + i] the i-th, one per KEYS
                          beyond the ninth, 1..CANCEL_BATCH_MAX ids
 
@@ -69,7 +71,8 @@ local function cancel(KEYS, ARGV)
       keep_finished(Q.finished, KEYS[FIXED_KEYS + i - 1], id, job, now)
       incr_stat(Q.stats, 'cancelled')
       note_event(Q.tally, 'cancelled', id)
-      if not cascade then note_subtask_end(Q, id, job, now) end
+      -- A job others depend on is noted even in a cascade: they must learn it was cancelled.
+      if not cascade or type(job.dependents) == 'table' then note_subtask_end(Q, id, job, now) end
       reply[#reply + 1] = record
     end
   end

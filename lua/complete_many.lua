@@ -20,8 +20,10 @@ KEYS[10] config       HASH  queue settings (a concurrency limit: freed slots wak
 KEYS[11] wake         LIST  wake-up tokens for idle workers
 KEYS[12] failed       ZSET  job id -> failed time (ms): where a job with too large a result goes
 KEYS[13] metrics      HASH  wait/run time buckets, jobs ended per minute (psq_metrics)
-KEYS[14] events       STREAM  job events (completed, failed)
-then one `subtasks` key per job, in the order of the jobs: KEYS[14 + i] is the queue's key
+KEYS[14] events       STREAM  job events (completed, failed, enqueued: callbacks)
+KEYS[15] ready        ZSET  job id -> priority/FIFO score: where a callback job goes
+KEYS[16] seq          STRING  sequence counter (callback jobs)
+then one `subtasks` key per job, in the order of the jobs: KEYS[16 + i] is the queue's key
   subtasks:<id> of job i, the HASH of its own subtask outcomes (expire with the job).
 
 ARGV[1] id      string  job id (JOB_ID_PATTERN)
@@ -34,7 +36,10 @@ Returns: one entry per job, in order: its run time in milliseconds (an integer, 
   token does not hold the lease (the result is not stored); 'PSQ_NOT_FOUND ...';
   'PSQ_TOO_LARGE ...' when the result was over the queue's max_result_bytes: the job failed for
   good with a reason naming the size and the limit. That job is skipped, the others are still
-  completed.
+  completed. A completed job other jobs depend on (its record's `dependents`) has the pair
+  { run time, its dependents as JSON [ [queue, id], ... ] } instead of the run time: the caller
+  tells them next (psq_dependency_done), then forgets its notice. A job with an `on_success`
+  handler enqueues it in the same call (job id "<id>.on_success", args: id, result).
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT: not 1..COMPLETE_BATCH_MAX
   id/token/result triples, a malformed id or token, a result that is not JSON.
 ]]
@@ -57,8 +62,8 @@ local function complete_many(KEYS, ARGV)
   local Q = { jobs = KEYS[1], payloads = KEYS[2], results = KEYS[3], errors = KEYS[4],
     active = KEYS[5], finished = KEYS[6], stats = KEYS[7], checkpoints = KEYS[8],
     notices = KEYS[9], config = KEYS[10], wake = KEYS[11], failed = KEYS[12],
-    metrics = KEYS[13], events = KEYS[14] }
-  local fixed_keys = 14
+    metrics = KEYS[13], events = KEYS[14], ready = KEYS[15], seq = KEYS[16] }
+  local fixed_keys = 16
   local count = #ARGV / 3
   if #ARGV % 3 ~= 0 or count < 1 or count > COMPLETE_BATCH_MAX then
     return bad_argument('pass 1..' .. COMPLETE_BATCH_MAX .. ' id/token/result triples')
@@ -101,6 +106,7 @@ local function complete_many(KEYS, ARGV)
     elseif job then
       replies[n], records[id] = complete_leased(Q, KEYS[fixed_keys + n], id, job, result, now, writes)
       observe(Q.tally, 'run', replies[n])
+      if type(job.dependents) == 'table' then replies[n] = { replies[n], cjson.encode(job.dependents) } end
       note_event(Q.tally, 'completed', id)
       completed = completed + 1
     else

@@ -12,7 +12,8 @@ KEYS[9] wake      LIST    wake-up tokens for idle workers
 KEYS[10] notices  ZSET    subtask id -> time it ended (its parent is told)
 KEYS[11] config   HASH    queue settings (aging, max_error_bytes)
 KEYS[12] metrics  HASH    wait/run time buckets, jobs ended per minute (psq_metrics)
-KEYS[13] events   STREAM  job events (failed, retried)
+KEYS[13] events   STREAM  job events (failed, retried, enqueued: an on_failure callback)
+KEYS[14] payloads HASH    job id -> call payload: an on_failure callback's
 
 ARGV[1] id        string   job id (JOB_ID_PATTERN)
 ARGV[2] token     string   fencing token of the lease (TOKEN_LENGTH lowercase hex characters)
@@ -20,8 +21,13 @@ ARGV[3] kind      string   error | timeout | refused | lost (refused never retri
 ARGV[4] error     string   error text with traceback; over the queue's max_error_bytes it is
                            cut in the middle, keeping its head and its last lines
 ARGV[5] jitter    number   0..1 from the client; scales the backoff by 0.5 + jitter / 2
+ARGV[6] retry     string   optional: '1' (the default) retries while attempts remain; '0' fails
+                           for good now (the error is not one the job's retry_on lists)
 
-Returns: { new status (queued | delayed | failed), retry delay in ms (0 when none) }
+Returns: { new status (queued | delayed | failed), retry delay in ms (0 when none) }, and a
+  third entry when the job failed for good and other jobs depend on it: its dependents as
+  JSON [ [queue, id], ... ] (the caller tells them, psq_dependency_done). A job failing for
+  good with an `on_failure` handler enqueues it in the same call (args: id, error text).
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT; NOT_FOUND; STALE_TOKEN when the lease was
   lost (nothing is recorded).
 ]]
@@ -35,10 +41,11 @@ local FAIL_KINDS = {
 local function fail(KEYS, ARGV)
   local Q = { jobs = KEYS[1], errors = KEYS[2], ready = KEYS[3], delayed = KEYS[4], active = KEYS[5],
     failed = KEYS[6], seq = KEYS[7], stats = KEYS[8], wake = KEYS[9], notices = KEYS[10], config = KEYS[11],
-    metrics = KEYS[12], events = KEYS[13] }
+    metrics = KEYS[12], events = KEYS[13], payloads = KEYS[14] }
   local refused = check_keys(KEYS, 'psq_fail')
   if refused then return refused end
-  if #ARGV ~= 5 then return bad_argument('pass id, token, kind, error and jitter') end
+  if #ARGV ~= 5 and #ARGV ~= 6 then return bad_argument('pass id, token, kind, error, jitter [and retry]') end
+  if ARGV[6] ~= nil and ARGV[6] ~= '0' and ARGV[6] ~= '1' then return bad_argument("retry must be '0' or '1'") end
   local id, token, kind = ARGV[1], ARGV[2], ARGV[3]
   local jitter = as_number(ARGV[5], 0, 1)
   local refusal = check_id_token(id, token)
@@ -58,10 +65,11 @@ local function fail(KEYS, ARGV)
   observe(Q.tally, 'run', now - (job.started or now))
 
   local retries = job.retries or 0
-  if kind == KIND.REFUSED or (job.attempts or 1) > retries then
+  if kind == KIND.REFUSED or ARGV[6] == '0' or (job.attempts or 1) > retries then
     fail_for_good(Q, id, job, now, error_text)
     slot_freed(Q)
     record_tally(Q, now)
+    if type(job.dependents) == 'table' then return { STATUS.FAILED, 0, cjson.encode(job.dependents) } end
     return { STATUS.FAILED, 0 }
   end
 

@@ -1,6 +1,7 @@
 --[[ psq_pop: lease the next jobs of a queue to a worker.
 
-First it promotes due delayed jobs and reclaims expired leases (a bounded batch each); a
+First it promotes due delayed jobs, makes the runs of due schedule ticks (_schedules.lua) and
+reclaims expired leases (a bounded batch each); a
 reclaimed job goes back to its popped score (`rank`), one that lost more than `max_lost_leases`
 leases fails for good. With nothing ready it sweeps expired finished records (bounded). It
 enforces paused, concurrency and rate per period_ms across all workers. Each leased record
@@ -25,6 +26,8 @@ KEYS[15] config       HASH    queue settings: paused, concurrency, rate, period_
 KEYS[16] starts       ZSET    token -> start time (ms) of the jobs leased within the rate period
 KEYS[17] metrics      HASH    wait/run time buckets, jobs ended per minute
 KEYS[18] events       STREAM  job events (started, failed)
+KEYS[19] schedules    HASH    schedule name -> definition (JSON), for the periodic jobs' runs
+KEYS[20] ticks        ZSET    schedule name -> next tick (ms); due ticks become ready jobs
 
 ARGV[1] max_jobs   integer  0..POP_BATCH_MAX, most jobs to lease (0: only `extra`, a busy
                             worker topping up); max_jobs + extra in 1..POP_BATCH_MAX
@@ -35,13 +38,16 @@ ARGV[4] extra      integer  0..POP_BATCH_MAX more jobs to hold before they can s
 ARGV[5] nonce      string   TOKEN_LENGTH lowercase hex, random per call: a lease's token is
                             sha1hex(nonce .. ':' .. its own seq), cut to TOKEN_LENGTH
 
-A popped job with a malformed id or a corrupt record is moved to failed with the reason.
+A popped job with a malformed id or a corrupt record is moved to failed with the reason. A
+popped job never started whose `expires` time has passed ends expired instead of being leased
+(counted in stats `expired`; it stays in `finished` until its result TTL passes).
 
 Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadline_ms,
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
   wait_ms: -1 when jobs were leased or nothing is scheduled, else ms until the next due job,
   lease deadline or rate-window opening (0: call again now); also set when this call filled the
-  rate window with jobs still ready.
+  rate window with jobs still ready. A queue with schedules also gets the ms until its next tick
+  when jobs were leased (0: more ticks are due than one call runs).
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 
@@ -113,7 +119,7 @@ local function pop(KEYS, ARGV)
     delayed = KEYS[5], active = KEYS[6], failed = KEYS[7], seq = KEYS[8], stats = KEYS[9],
     wake = KEYS[10], results = KEYS[11], finished = KEYS[12], checkpoints = KEYS[13],
     notices = KEYS[14], config = KEYS[15], starts = KEYS[16], metrics = KEYS[17],
-    events = KEYS[18] }
+    events = KEYS[18], schedules = KEYS[19], ticks = KEYS[20] }
   local refused = check_keys(KEYS, 'psq_pop')
   if refused then return refused end
   if #ARGV ~= 5 then
@@ -141,6 +147,7 @@ local function pop(KEYS, ARGV)
   Q.tally = new_tally()
 
   promote_due(Q, now)
+  local next_tick = run_due_ticks(Q, now)
   reclaim_expired(Q, now)
 
   local reply = { -1, 0 }
@@ -191,6 +198,8 @@ local function pop(KEYS, ARGV)
       fail_corrupt(Q, id, now)
     elseif not payloads[n] and job.payload then
       fail_for_good(Q, id, job, now, 'job payload is missing')
+    elseif job.expires and job.expires <= now and job.attempts == 0 and not job.split then
+      expire_unstarted(Q, id, job, now)
     else
       payloads[n] = payloads[n] or EMPTY_PAYLOAD
       jobs[n] = job
@@ -263,11 +272,16 @@ local function pop(KEYS, ARGV)
     local next_due = first_score(Q.delayed)
     local next_deadline = first_score(Q.active)
     local soonest = next_due
+    if next_tick and (not soonest or next_tick < soonest) then soonest = next_tick end
     if next_deadline and (not soonest or next_deadline < soonest) then soonest = next_deadline end
     if soonest then reply[1] = math.max(0, soonest - now) end
     if limit_wait and redis.call('ZCARD', Q.ready) > 0 and (reply[1] < 0 or limit_wait < reply[1]) then
       reply[1] = limit_wait
     end
+  end
+  if leased > 0 and next_tick and reply[1] < 0 then
+    -- The worker may have slots left: it must wake for the next tick as an idle one would.
+    reply[1] = math.max(0, next_tick - now)
   end
   return reply
 end

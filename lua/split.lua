@@ -18,7 +18,8 @@ KEYS[10] wake        LIST    wake-up tokens for idle workers
 KEYS[11] notices     ZSET    subtask id -> time it ended (for this job's own parent)
 KEYS[12] config      HASH    queue settings (aging, max_checkpoint_bytes)
 KEYS[13] events      STREAM  job events (failed)
-KEYS[14] subtasks    HASH    this job's subtask outcomes: "<split>:<index>", "<split>:done",
+KEYS[14] payloads    HASH    job id -> call payload: an on_failure callback's
+KEYS[15] subtasks    HASH    this job's subtask outcomes: "<split>:<index>", "<split>:done",
                              "<split>:failed"; the queue's key subtasks:<id>
 
 ARGV[1] id          string   job id (JOB_ID_PATTERN)
@@ -40,7 +41,7 @@ Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT (also a wrong split number o
 local function split(KEYS, ARGV)
   local Q = { jobs = KEYS[1], checkpoints = KEYS[2], ready = KEYS[3], active = KEYS[4], waiting = KEYS[5],
     failed = KEYS[6], errors = KEYS[7], seq = KEYS[8], stats = KEYS[9], wake = KEYS[10],
-    notices = KEYS[11], config = KEYS[12], events = KEYS[13], subtasks = KEYS[14] }
+    notices = KEYS[11], config = KEYS[12], events = KEYS[13], payloads = KEYS[14], subtasks = KEYS[15] }
   if #ARGV ~= 7 then
     return bad_argument('pass id, token, split, total, groups, collect and checkpoint')
   end

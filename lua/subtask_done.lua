@@ -16,7 +16,8 @@ KEYS[8] wake      LIST    wake-up tokens for idle workers
 KEYS[9] notices   ZSET    subtask id -> time it ended (for the parent's own parent)
 KEYS[10] config   HASH    queue settings (aging, max_error_bytes)
 KEYS[11] events   STREAM  job events (failed: the parent)
-KEYS[12] subtasks HASH    the parent's subtask outcomes: the queue's key subtasks:<parent>
+KEYS[12] payloads HASH    job id -> call payload: the parent's on_failure callback's
+KEYS[13] subtasks HASH    the parent's subtask outcomes: the queue's key subtasks:<parent>
 
 ARGV[1] parent   string   parent job id (JOB_ID_PATTERN)
 ARGV[2] split    integer  1..SPLIT_TOTAL_MAX, split number the subtask belongs to
@@ -36,7 +37,7 @@ Errors (nothing is changed): BAD_KEYS (also a key holding the wrong type or cont
 local function subtask_done(KEYS, ARGV)
   local Q = { jobs = KEYS[1], ready = KEYS[2], waiting = KEYS[3], failed = KEYS[4], errors = KEYS[5],
     seq = KEYS[6], stats = KEYS[7], wake = KEYS[8], notices = KEYS[9], config = KEYS[10],
-    events = KEYS[11], subtasks = KEYS[12] }
+    events = KEYS[11], payloads = KEYS[12], subtasks = KEYS[13] }
   if #ARGV ~= 5 then return bad_argument('pass parent, split, index, ok and value') end
   local parent_id = ARGV[1]
   if not is_job_id(parent_id) then return bad_argument('parent must be a well-formed job id') end

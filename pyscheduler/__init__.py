@@ -2,6 +2,7 @@
 
 from .client.job import Job
 from .client.queue import Queue
+from .client.schedules import Schedule
 from .client.splitting import Subtask, SubtaskFailed
 from .client.tasks import task
 from .exceptions import (
@@ -14,22 +15,27 @@ from .exceptions import (
     InvalidQueueName,
     InvalidURL,
     JobCancelled,
+    JobExpired,
     JobFailed,
     JobNotFound,
     LeaseLost,
     LibraryError,
+    NotDurable,
     PayloadNotJSON,
     PayloadTooLarge,
     PySchedulerError,
+    ScheduleNotFound,
     WaitTimeout,
 )
 from .runtime.context import JobContext, JobSuspended, current_job
 from .runtime.worker import Worker
+from .store.durability import Durability
 from .store.protocol import Status
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Durability",
     "HandlerRefused",
     "HandlerUnavailable",
     "InvalidInput",
@@ -41,15 +47,19 @@ __all__ = [
     "Job",
     "JobCancelled",
     "JobContext",
+    "JobExpired",
     "JobFailed",
     "JobNotFound",
     "JobSuspended",
     "LeaseLost",
     "LibraryError",
+    "NotDurable",
     "PayloadNotJSON",
     "PayloadTooLarge",
     "PySchedulerError",
     "Queue",
+    "Schedule",
+    "ScheduleNotFound",
     "Status",
     "Subtask",
     "SubtaskFailed",

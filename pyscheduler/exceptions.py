@@ -14,10 +14,14 @@
     │   └── HandlerRefused       the function cannot be named, or a worker may not run it
     ├── HandlerUnavailable       the worker could not import the handler's module (retried)
     ├── JobNotFound
+    ├── ScheduleNotFound         no schedule of that name in the queue (queue.pause_schedule, ...)
     ├── InvalidJobState          the job is not in a state that allows the call
     ├── LeaseLost                a stale fencing token: another worker owns the job now
+    ├── NotDurable               a durable enqueue's jobs are on the primary, but too few replicas
+    │                            (or no AOF fsync) confirmed them in time: they may be lost
     ├── JobFailed                Job.wait(): the job failed for good (carries the error text)
     │   └── JobCancelled
+    │       └── JobExpired       not started before its `expires` time: never run
     └── WaitTimeout (TimeoutError) Job.wait(): no outcome within the time given
 
 The library reports errors as replies starting with a code from `protocol.ErrorCode`;
@@ -86,12 +90,27 @@ class JobNotFound(PySchedulerError):
     pass
 
 
+class ScheduleNotFound(PySchedulerError):
+    """No periodic job of that name in the queue."""
+
+
 class InvalidJobState(PySchedulerError):
     pass
 
 
 class LeaseLost(PySchedulerError):
     """The call carried a stale fencing token; the job belongs to someone else now."""
+
+
+class NotDurable(PySchedulerError):
+    """A durable enqueue (`durable=`) wrote its jobs on the primary, but the acknowledgement it
+    waited for (WAIT / WAITAOF) fell short within its timeout: the jobs exist on the primary
+    and may be lost if it fails before a replica (or its AOF) has them. Their ids are in
+    `enqueued`; `shortfall` says what was missing."""
+
+    def __init__(self, message: str, shortfall: str = "") -> None:
+        super().__init__(message)
+        self.shortfall = shortfall
 
 
 class JobFailed(PySchedulerError):
@@ -109,6 +128,13 @@ class JobCancelled(JobFailed):
         PySchedulerError.__init__(self, f"job {job_id} was cancelled")
         self.job_id = job_id
         self.error = "cancelled"
+
+
+class JobExpired(JobCancelled):
+    def __init__(self, job_id: str) -> None:
+        PySchedulerError.__init__(self, f"job {job_id} expired before it started")
+        self.job_id = job_id
+        self.error = "expired"
 
 
 class WaitTimeout(PySchedulerError, TimeoutError):

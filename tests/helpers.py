@@ -10,7 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,6 +21,7 @@ import psutil
 import redis
 from redis.cluster import RedisCluster
 
+from pyscheduler.dev.cluster import cluster_port  # noqa: F401  (the tests import it from here)
 from pyscheduler.exceptions import WaitTimeout
 from pyscheduler.store.connection import connect
 
@@ -295,29 +298,6 @@ def server_ms(conn: redis.Redis) -> int:
     return server_us(conn) // 1000
 
 
-def cluster_port(host: str = "127.0.0.1") -> int:
-    """A port free for a cluster node: it and its bus port (10,000 higher) free now, which also
-    keeps it at or below 55535 as cluster mode requires."""
-    import random
-    import socket
-
-    for _ in range(200):
-        port = random.randrange(20_000, 55_536)
-        sockets = []
-        try:
-            for candidate in (port, port + 10_000):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind((host, candidate))
-            return port
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError("no free port pair for a cluster node")
-
-
 def all_keys(conn: redis.Redis) -> list[bytes]:
     """Every key, of every primary on a cluster, sorted."""
     return sorted(key for server in servers_of(conn) for key in server.keys("*"))
@@ -393,3 +373,57 @@ class DashboardServer:
         self.server.should_exit = True
         self.thread.join(timeout=10)
         self.connection.close()
+
+
+# -- counting what a client sends --------------------------------------------------------------
+
+
+@dataclass
+class Traffic:
+    """What a client sent: each command's name (with the function of an FCALL) and writes."""
+
+    commands: list[str] = field(default_factory=list)
+    round_trips: int = 0
+
+    def reset(self) -> None:
+        self.commands.clear()
+        self.round_trips = 0
+
+    def counts(self) -> Counter[str]:
+        return Counter(self.commands)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _name(args: Sequence[Any]) -> str:
+    name = _text(args[0]).upper()
+    if name in ("FCALL", "FCALL_RO") and len(args) > 1:
+        return f"{name} {_text(args[1])}"
+    return name
+
+
+def counting_client(url: str) -> tuple[redis.Redis, Traffic]:
+    """A client whose connections record their traffic, with its connection already open."""
+    traffic = Traffic()
+
+    class CountingConnection(redis.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            traffic.round_trips += 1
+            super().send_packed_command(command, check_health)
+
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            traffic.commands.append(_name(args))
+            super().send_command(*args, **kwargs)
+
+        def pack_commands(self, commands: Iterable[Sequence[Any]]) -> Any:
+            commands = list(commands)
+            traffic.commands.extend(_name(c) for c in commands)
+            return super().pack_commands(commands)
+
+    pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
+    client = redis.Redis(connection_pool=pool)
+    client.ping()  # the connection's handshake is not what the tests count
+    traffic.reset()
+    return client, traffic

@@ -27,8 +27,13 @@ from urllib.parse import quote, urlencode
 
 import redis
 import trustme
-from helpers import cluster_port
 
+from pyscheduler.dev.cluster import (
+    LocalCluster,
+    ReplicatedCluster,
+    local_cluster,
+    local_cluster_with_replicas,
+)
 from pyscheduler.dev.engine import Engine, EngineNotFound, find_engine_binary, free_port
 
 HOST = "127.0.0.1"
@@ -301,50 +306,223 @@ def start_tls_server(kind: str, files: TlsFiles) -> tuple[TlsServer | None, Sequ
 # --------------------------------------------------------------------------- Redis Cluster
 
 
-@dataclass
-class Cluster:
-    """A local Redis Cluster of private servers, every slot covered, no replicas."""
+#: A local cluster of private servers, every slot covered, no replicas (pyscheduler/dev/cluster.py).
+Cluster = LocalCluster
 
-    nodes: list[Engine]
+
+def cluster(kind: str, primaries: int = 3) -> contextlib.AbstractContextManager[Cluster]:
+    """Start `primaries` cluster-mode servers of `kind`, every slot covered, ready to use."""
+    return local_cluster(kind, primaries)
+
+
+# --------------------------------------------------------------------------- replication
+
+#: Replication settings of the private primaries and replicas: a replica's first sync starts
+#: at once (the default waits 5 s for more replicas to share a diskless transfer).
+REPLICATION_ARGS = ("--repl-diskless-sync-delay", "0")
+#: An append-only file fsynced at every write, for the WAITAOF tests.
+AOF_ARGS = ("--appendonly", "yes", "--appendfsync", "always")
+
+
+def online_replicas(primary: redis.Redis) -> int:
+    """How many replicas the primary counts as online (INFO replication)."""
+    info = primary.info("replication")
+    return sum(
+        1
+        for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )
+
+
+@dataclass
+class ReplicatedPair:
+    """A private primary and one replica of it."""
+
+    primary: Engine
+    replica: Engine
 
     @property
     def url(self) -> str:
-        return f"redis+cluster://{HOST}:{self.nodes[0].port}"
+        return self.primary.url
 
-    def node(self, index: int) -> redis.Redis:
-        return redis.Redis(host=HOST, port=self.nodes[index].port)
+    def primary_client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.primary.port)
 
-    @property
-    def names(self) -> list[str]:
-        return [f"{HOST}:{node.port}" for node in self.nodes]
+    def replica_client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.replica.port)
 
 
 @contextlib.contextmanager
-def cluster(kind: str, primaries: int = 3) -> Iterator[Cluster]:
-    """Start `primaries` cluster-mode servers of `kind`, split the 16384 slots between them
-    and join them (CLUSTER ADDSLOTSRANGE and MEET: the same as `redis-cli --cluster create`
-    without replicas), and wait until every node says the cluster is ok."""
-    args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-    with contextlib.ExitStack() as stack:
-        nodes = [
-            stack.enter_context(Engine(kind=kind, port=cluster_port(), extra_args=args))
-            for _ in range(primaries)
-        ]
-        clients = [redis.Redis(host=HOST, port=node.port) for node in nodes]
-        stack.callback(lambda: [client.close() for client in clients])
-        per_node = 16384 // primaries
-        for index, client in enumerate(clients):
-            last = 16383 if index == primaries - 1 else (index + 1) * per_node - 1
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", index * per_node, last)
-        for node in nodes[1:]:
-            clients[0].execute_command("CLUSTER", "MEET", HOST, node.port)
+def primary_with_replica(kind: str, extra_args: Sequence[str] = ()) -> Iterator[ReplicatedPair]:
+    """Start a primary of `kind` and a replica of it (free ports, `extra_args` on both), and
+    wait until the primary counts the replica online (its first sync is done)."""
+    args = [*REPLICATION_ARGS, *extra_args]
+    with Engine(kind=kind, extra_args=args) as primary:
+        replica_args = [*args, "--replicaof", HOST, str(primary.port)]
+        with Engine(kind=kind, extra_args=replica_args) as replica:
+            client = redis.Redis(host=HOST, port=primary.port)
+            try:
+                deadline = time.monotonic() + READY_TIMEOUT_S
+                while online_replicas(client) < 1:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"the {kind} replica did not come online")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+            yield ReplicatedPair(primary, replica)
+
+
+# --------------------------------------------------------------------------- Sentinel
+
+SENTINEL_SERVICE = "psq-primary"
+
+
+class SentinelServer:
+    """A sentinel (`<binary> sentinel.conf --sentinel`) watching one primary as
+    `SENTINEL_SERVICE`, with a quorum of 1 and a short `down-after-milliseconds`, so a primary
+    that stops answering is failed over within about a second (and `SENTINEL FAILOVER` works
+    at once)."""
+
+    def __init__(self, binary: str, primary_port: int, down_after_ms: int = 1000) -> None:
+        self.binary = binary
+        self.primary_port = primary_port
+        self.down_after_ms = down_after_ms
+        self.port = free_port()
+        self.directory = Path(tempfile.mkdtemp(prefix="psq-sentinel-"))
+        self.config = self.directory / "sentinel.conf"
+        self.log = self.directory / "sentinel.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def write_config(self) -> None:
+        name = SENTINEL_SERVICE
+        self.config.write_text(
+            "\n".join([
+                f"port {self.port}",
+                f"bind {HOST}",
+                f"dir {self.directory}",
+                f"logfile {self.log}",
+                "daemonize no",
+                f"sentinel monitor {name} {HOST} {self.primary_port} 1",
+                f"sentinel down-after-milliseconds {name} {self.down_after_ms}",
+                f"sentinel failover-timeout {name} 10000",
+                f"sentinel parallel-syncs {name} 1",
+                "",
+            ])
+        )  # fmt: skip
+
+    def start(self) -> SentinelServer:
+        """Start the sentinel and wait until it knows the primary and its replicas."""
+        self.write_config()
+        self.proc = subprocess.Popen(
+            [self.binary, str(self.config), "--sentinel"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=self.directory,
+            start_new_session=True,
+            preexec_fn=_stop_with_parent,
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while not all(
-            client.cluster("info")["cluster_state"] == "ok"
-            and int(client.cluster("info")["cluster_known_nodes"]) == primaries
-            for client in clients
-        ):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {kind} cluster did not come up")
+        while not self._knows_primary():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                tail = self.log_tail()
+                self.stop()
+                raise RuntimeError(f"the sentinel {self.binary} did not come up:\n{tail}")
             time.sleep(0.05)
-        yield Cluster(nodes)
+        return self
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=HOST, port=self.port, decode_responses=True)
+
+    def _knows_primary(self) -> bool:
+        client = self.client()
+        try:
+            found = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE)
+            return bool(found)
+        except (redis.ConnectionError, redis.ResponseError, OSError):
+            return False
+        finally:
+            client.close()
+
+    def primary_port_now(self) -> int | None:
+        """The port of the primary the sentinel names now."""
+        client = self.client()
+        try:
+            found = client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE)
+            return int(found[1]) if found else None
+        finally:
+            client.close()
+
+    def known_replicas(self) -> int:
+        client = self.client()
+        try:
+            return len(client.execute_command("SENTINEL", "REPLICAS", SENTINEL_SERVICE))
+        finally:
+            client.close()
+
+    def failover(self) -> None:
+        """`SENTINEL FAILOVER`: promote a replica now, whether or not the primary is up."""
+        client = self.client()
+        try:
+            client.execute_command("SENTINEL", "FAILOVER", SENTINEL_SERVICE)
+        finally:
+            client.close()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class SentinelSetup:
+    """A primary, a replica of it, and a sentinel watching them."""
+
+    pair: ReplicatedPair
+    sentinel: SentinelServer
+
+    @property
+    def url(self) -> str:
+        """The `redis+sentinel://` URL of the service."""
+        return f"redis+sentinel://{HOST}:{self.sentinel.port}/{SENTINEL_SERVICE}/0"
+
+
+@contextlib.contextmanager
+def sentinel_setup(kind: str, down_after_ms: int = 1000) -> Iterator[SentinelSetup]:
+    """Start a primary and a replica of `kind` and a sentinel of the same binary watching
+    them; wait until the sentinel knows both."""
+    with primary_with_replica(kind) as pair:
+        sentinel = SentinelServer(pair.primary.binary, pair.primary.port, down_after_ms)
+        try:
+            sentinel.start()
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while sentinel.known_replicas() < 1:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the sentinel did not find the replica:\n{sentinel.log_tail()}"
+                    )
+                time.sleep(0.05)
+            yield SentinelSetup(pair, sentinel)
+        finally:
+            sentinel.stop()
+
+
+# --------------------------------------------------------------------------- cluster with replicas
+
+
+def cluster_with_replicas(kind: str) -> contextlib.AbstractContextManager[ReplicatedCluster]:
+    """A local Redis Cluster of 3 primaries with one replica each (`nodes`: all six), ready
+    once every primary counts its replica online."""
+    return local_cluster_with_replicas(kind, 3)

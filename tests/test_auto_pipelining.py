@@ -18,34 +18,13 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import wait_until
+from helpers import counting_client, wait_until
 
 from pyscheduler import Queue
 from pyscheduler.exceptions import InvalidOption
 from pyscheduler.store import pipelining
 
 THREADS = 16
-
-
-class Trips:
-    """Round trips of a client: each write of packed commands is one."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-def counting_client(url: str) -> tuple[redis.Redis, Trips]:
-    trips = Trips()
-
-    class CountingConnection(redis.Connection):
-        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            trips.count += 1
-            super().send_packed_command(command, check_health)
-
-    client = redis.Redis(
-        connection_pool=redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
-    )
-    return client, trips
 
 
 def in_threads(target: Callable[[int], Any], n: int = THREADS) -> list[Any]:
@@ -143,7 +122,7 @@ def test_calls_made_while_one_is_in_flight_go_together_in_the_next_round_trip(
     queue = Queue("auto", connection=client)
     queue.enqueue("tasks:noop")
     line = pipelining.for_client(client)
-    trips.count = 0
+    trips.reset()
     jobs: list[Any] = []
 
     def enqueue(n: int) -> None:
@@ -158,7 +137,7 @@ def test_calls_made_while_one_is_in_flight_go_together_in_the_next_round_trip(
     for thread in threads:
         thread.join(60)
 
-    assert trips.count == 2
+    assert trips.round_trips == 2
     args = stored_args(conn, queue, [job.id for job in jobs])
     assert sorted(a for a, _ in args.values()) == list(range(THREADS))
 
@@ -167,12 +146,12 @@ def test_a_call_alone_is_one_plain_command(redis_url: str, conn: redis.Redis) ->
     client, trips = counting_client(redis_url)
     queue = Queue("auto", connection=client)
     queue.enqueue("tasks:noop")
-    trips.count = 0
+    trips.reset()
 
     for n in range(5):
         queue.enqueue("tasks:add", n, 0)
 
-    assert trips.count == 5
+    assert trips.round_trips == 5
     assert len(queue) == 6
 
 

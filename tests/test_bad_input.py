@@ -440,7 +440,7 @@ def _complete_many_raw(conn: redis.Redis, keys: list[str], args: list[Any]) -> N
 @pytest.mark.parametrize(
     ("drop_keys", "tail", "message"),
     [
-        (1, [], "takes 15 keys here, got 14"),
+        (1, [], "takes 17 keys here, got 16"),
         (0, ["other"], "triples"),
         (0, ["other", "1"], "triples"),
         (-1, ["other", "not-a-token", "1"], "not a job id and a token"),
@@ -476,7 +476,7 @@ def test_complete_many_with_an_extra_key_is_refused(
     before = snapshot(conn)
     numkeys, flat = calls.complete_many_args(queue.keys, [(leased.id, leased.token, "1")])
     keys = [*flat[:numkeys], queue.keys.subtasks("other")]
-    with pytest.raises(InvalidKeys, match="takes 15 keys here, got 16"):
+    with pytest.raises(InvalidKeys, match="takes 17 keys here, got 18"):
         _complete_many_raw(conn, keys, flat[numkeys:])
     assert_nothing_written(conn, before)
 
@@ -781,7 +781,7 @@ def test_malformed_split_json_late_in_a_batch_writes_nothing(
 ) -> None:
     batch = [_new_job(id="first"), _new_job(id="second")]
     call = calls.enqueue_args(queue.keys, [*batch, _new_job(id="third")])
-    call[-1] = split
+    call[-2] = split  # the last job's split field (its `extra` field follows)
     with pytest.raises(InvalidOption, match="split must be JSON"):
         _raw_call(conn, "psq_enqueue", call[: calls.ENQUEUE_NUMKEYS], call[calls.ENQUEUE_NUMKEYS :])
     assert_nothing_written(conn, before)
@@ -801,7 +801,7 @@ def test_malformed_parent_json_writes_nothing(
     conn: redis.Redis, queue: Queue, before: Snapshot, parent: str
 ) -> None:
     call = calls.enqueue_args(queue.keys, [_new_job(id="first"), _new_job(id="second")])
-    call[-2] = parent
+    call[-3] = parent  # the last job's parent field (split and extra follow)
     if "extra" in parent:  # the rebuilt parent keeps known fields only: accepted, encodable
         _raw_call(conn, "psq_enqueue", call[: calls.ENQUEUE_NUMKEYS], call[calls.ENQUEUE_NUMKEYS :])
         assert json.loads(conn.hget(queue.keys.jobs, "second"))["parent"] == {

@@ -46,6 +46,7 @@ COMMANDS = [
     "load-scripts",
     "demo",
     "dashboard",
+    "schedules",
 ]
 
 

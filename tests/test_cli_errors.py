@@ -46,6 +46,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "limit": ("limit", "work"),
     "load-scripts": ("load-scripts",),
     "demo": ("demo",),
+    "schedules": ("schedules", "list", "work"),
 }
 
 # (url, a word of the message naming the problem)

@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import redis
 from click.testing import CliRunner
-from helpers import DashboardServer, cli_process, failed_job, terminate, wait_until
+from helpers import DashboardServer, cli_process, counting_client, failed_job, terminate, wait_until
 
 from pyscheduler import Queue, Status, Subtask
 from pyscheduler.dev.engine import free_port
@@ -205,6 +205,15 @@ def test_job_page_shows_checkpoint_and_result(queue: Queue, dashboard: Client) -
     running = text_of(dashboard.page(f"/queues/work/jobs/{job_id}"))
     assert "worker-7" in running  # the lease holder
     assert '"row": 41' in running
+
+
+def test_job_page_shows_the_progress_a_handler_reported(queue: Queue, dashboard: Client) -> None:
+    from pyscheduler.store import calls
+
+    job_id = enqueue(queue, 1, 2)
+    (lease,) = calls.pop(queue.connection, queue.keys, 1, 10_000, "worker-7").leases
+    calls.set_progress(queue.connection, queue.keys, job_id, lease.token, '{"rows": 1200}')
+    assert '"rows": 1200' in text_of(dashboard.page(f"/queues/work/jobs/{job_id}"))
 
 
 def test_job_page_shows_subtask_progress(queue: Queue, dashboard: Client) -> None:
@@ -412,15 +421,7 @@ def test_the_overview_costs_the_same_round_trips_for_3_or_30_queues(
 ) -> None:
     from pyscheduler.ops.dashboard.views import overview_data
 
-    sent: list[int] = []
-
-    class Counting(redis.Connection):
-        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            sent.append(1)
-            super().send_packed_command(command, check_health)
-
-    counting = redis.Redis.from_url(redis_url)
-    counting.connection_pool.connection_class = Counting
+    counting, traffic = counting_client(redis_url)
     trips = []
     for queues in (3, 30):
         for n in range(queues):
@@ -428,10 +429,10 @@ def test_the_overview_costs_the_same_round_trips_for_3_or_30_queues(
                 Queue(f"q{n}", connection=conn).prepare("tasks:add", [i, 1]) for i in range(20)
             )
         overview_data(counting)  # the library check, once per client
-        sent.clear()
+        traffic.reset()
         data = overview_data(counting)
         assert len(data["stats"]) == queues
-        trips.append(len(sent))
+        trips.append(traffic.round_trips)
     counting.close()
     assert trips[0] == trips[1] <= 3, trips
 

@@ -431,6 +431,9 @@ def test_counts_report_every_state(queue: Queue) -> None:
 def _one_job_in_each_state(queue: Queue) -> dict[str, str]:
     conn, keys = queue.connection, queue.keys
     ids = {}
+    ids["expired"] = queue.enqueue(add, 0, job_id="e", expires=0.05).id
+    time.sleep(0.1)
+    assert pop(queue).leases == []  # not started before its expiry: ends expired
     ids["complete"] = queue.enqueue(add, 1, job_id="c").id
     finish(queue)
     ids["failed"] = queue.enqueue(add, 2, job_id="f").id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -122,7 +123,7 @@ def test_version_is_the_same_in_another_process() -> None:
 
 
 def test_every_lua_file_is_rendered_into_the_library() -> None:
-    on_disk = {p.name for p in LUA_DIR.glob("*.lua")} - {"_helpers.lua"}
+    on_disk = {p.name for p in LUA_DIR.glob("*.lua")} - {"_helpers.lua", "_schedules.lua"}
     assert on_disk == set(library.OPERATION_FILES)
 
 
@@ -235,6 +236,8 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     calls.subtask_outcomes(conn, keys, fourth.id, 1, 1, 1)
     calls.stale_notices(conn, keys, 10)
     calls.forget_notices(conn, keys, ["nothing"])
+    calls.add_dependent(conn, keys, first.id, "work", "nothing")
+    calls.dependency_done(conn, keys, "nothing", "work", first.id, True, "complete")
     calls.configure(conn, keys, {"paused": ""})
     calls.retry(conn, keys, [second.id])
     calls.purge(conn, keys, "complete")
@@ -243,6 +246,16 @@ def test_python_wrappers_pass_the_keys_each_header_declares_with_one_hash_tag(
     calls.enqueue(conn, keys, [queue.prepare(add, (6,)), queue.prepare(add, (7,))])
     batch = calls.pop(conn, keys, 2, 10_000, "w").leases
     calls.complete_many(conn, keys, [(x.id, x.token, "1") for x in batch])
+    calls.schedule(conn, keys, "s", json.dumps({"func": "m:f", "priority": 0, "timeout": 1,
+        "retries": 0, "backoff": 1, "result_ttl": 1, "time_slice": 0, "catch_up": False,
+        "cron": "* * * * *", "tz": "UTC", "ticks": []}))  # fmt: skip
+    calls.refill_schedule(conn, keys, "s", "* * * * *", "UTC", [])
+    calls.pause_schedule(conn, keys, "s", True)
+    calls.list_schedules(conn, keys)
+    calls.unschedule(conn, keys, "s")
+    calls.enqueue(conn, keys, [queue.prepare(add, (8,))])
+    (sixth,) = calls.pop(conn, keys, 1, 10_000, "w").leases
+    calls.set_progress(conn, keys, sixth.id, sixth.token, "1")
     library.deployed_version(conn)
     expected = {
         function_of(name): len(declared_keys(name))
@@ -286,6 +299,7 @@ def test_read_only_functions_are_flagged_no_writes(conn: redis.Redis) -> None:
         "psq_subtask_outcomes",
         "psq_stale_notices",
         "psq_list_workers",
+        "psq_list_schedules",
     }
     assert read_only == {op.name for op in OPERATIONS if op.read_only}
 

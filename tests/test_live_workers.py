@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from helpers import all_keys, server_ms, snapshot, wait_until
+from helpers import all_keys, counting_client, server_ms, snapshot, wait_until
 
 from pyscheduler import Queue
 from pyscheduler.dev.engine import free_port
@@ -378,6 +378,22 @@ def test_list_workers_pages_through_many_workers(conn: redis.Redis) -> None:
     assert seen == {f"w{i:02d}" for i in range(40)}
     assert pages > 1
     assert len(list_workers(conn)) == 40
+
+
+@pytest.mark.one_server("counts the round trips of a one-server client")
+def test_listing_the_workers_of_many_queues_takes_one_round_trip(
+    conn: redis.Redis, redis_url: str
+) -> None:
+    queues = [f"q{n}" for n in range(30)]
+    for n, queue in enumerate(queues):
+        heartbeat(conn, queue, name=f"w{n}").beat(time.monotonic())
+    client, traffic = counting_client(redis_url)
+    try:
+        found = list_workers(client, queues)
+    finally:
+        client.close()
+    assert [w.name for w in found] == sorted(f"w{n}" for n in range(30))
+    assert traffic.round_trips == 1
 
 
 def test_a_failed_heartbeat_is_not_raised(conn: redis.Redis) -> None:

@@ -8,67 +8,12 @@ on the server (`INFO commandstats`, which sees the worker's child processes too)
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
-
 import redis
+from helpers import Traffic, counting_client
 
 from pyscheduler import Queue, Worker
 from pyscheduler.store import calls
 from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX
-
-
-@dataclass
-class Traffic:
-    """What a client sent: each command's name (with the function of an FCALL) and writes."""
-
-    commands: list[str] = field(default_factory=list)
-    round_trips: int = 0
-
-    def reset(self) -> None:
-        self.commands.clear()
-        self.round_trips = 0
-
-    def counts(self) -> Counter[str]:
-        return Counter(self.commands)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _name(args: Sequence[Any]) -> str:
-    name = _text(args[0]).upper()
-    if name in ("FCALL", "FCALL_RO") and len(args) > 1:
-        return f"{name} {_text(args[1])}"
-    return name
-
-
-def counting_client(url: str) -> tuple[redis.Redis, Traffic]:
-    """A client whose connections record their traffic, with its connection already open."""
-    traffic = Traffic()
-
-    class CountingConnection(redis.Connection):
-        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            traffic.round_trips += 1
-            super().send_packed_command(command, check_health)
-
-        def send_command(self, *args: Any, **kwargs: Any) -> None:
-            traffic.commands.append(_name(args))
-            super().send_command(*args, **kwargs)
-
-        def pack_commands(self, commands: Iterable[Sequence[Any]]) -> Any:
-            commands = list(commands)
-            traffic.commands.extend(_name(c) for c in commands)
-            return super().pack_commands(commands)
-
-    pool = redis.ConnectionPool.from_url(url, connection_class=CountingConnection)
-    client = redis.Redis(connection_pool=pool)
-    client.ping()  # the connection's handshake is not what the tests count
-    traffic.reset()
-    return client, traffic
 
 
 def fcalls_on_server(conn: redis.Redis) -> int:

@@ -671,7 +671,7 @@ def test_an_overdue_notice_is_returned_by_stale_notices(conn: redis.Redis, main:
     age_notice(conn, "side", lease.id)
     (notice,) = calls.stale_notices(conn, QueueKeys("side"), 10)
     assert notice == calls.Notice(
-        lease.id, calls.ParentRef("main", parent.id, 1, 1), True, '{"n": 1}'
+        lease.id, calls.ParentRef("main", parent.id, 1, 1), True, '{"n": 1}', "complete"
     )
 
 

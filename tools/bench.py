@@ -1058,6 +1058,9 @@ def machine_info(conn: redis.Redis) -> dict[str, Any]:
     for dist in ("redis", "hiredis", "rq", "dramatiq", "arq", "huey", "saq", "celery", "kombu"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             versions[dist] = importlib.metadata.version(dist)
+    with contextlib.suppress(OSError, ValueError, KeyError):  # Node.js, pinned in package.json
+        manifest = json.loads((TOOLS_DIR / "bench_peers/bullmq/package.json").read_text())
+        versions["bullmq (node)"] = manifest["dependencies"]["bullmq"]
     return {
         "cpus": os.cpu_count(),
         "cpu": model,

@@ -108,7 +108,7 @@ def _job(
     job_id: str, delay_ms: int = 0, parent: str = "", split: str = "", ttl: str = "60"
 ) -> list[Any]:
     payload = json.dumps({"args": [job_id], "kwargs": {}})
-    return [job_id, "app:run", payload, 0, delay_ms, "", 10, 1, 0.5, ttl, 0, parent, split]
+    return [job_id, "app:run", payload, 0, delay_ms, "", 10, 1, 0.5, ttl, 0, parent, split, ""]
 
 
 def _fcall(conn: redis.Redis, name: str, keys: list[str], args: list[Any]) -> Any:

@@ -1,7 +1,7 @@
 """Job events: what the library's calls write to each queue's `events` stream, read back.
 
 Each call that moves jobs adds one stream entry per kind of event it caused (enqueued, started,
-completed, failed, retried, paused, cancelled), naming the jobs (up to EVENT_IDS_MAX per
+completed, failed, retried, paused, cancelled, expired), naming the jobs (up to EVENT_IDS_MAX per
 entry); the stream is trimmed to about EVENTS_MAXLEN entries, so it stays bounded in memory.
 Readers block inside Redis (XREAD BLOCK on the queue's one stream key, which lives in the
 queue's slot on a Redis Cluster): `Job.wait` waits for its job's end this way, and
@@ -20,7 +20,7 @@ from ..store.keys import QueueKeys
 from ..store.protocol import EVENTS_READ_MAX
 
 # The events after which a job does not run again.
-END_EVENTS = frozenset({"completed", "failed", "cancelled"})
+END_EVENTS = frozenset({"completed", "failed", "cancelled", "expired"})
 # The longest one blocking read lasts. A reader that fell so far behind that the stream was
 # trimmed past it could miss its event; it looks at the job again after at most this long.
 BLOCK_SLICE_S = 5.0

@@ -8,18 +8,25 @@ from typing import TYPE_CHECKING, Any, TypeGuard
 
 import orjson
 
-from ..exceptions import InvalidJobState, JobCancelled, JobFailed, JobNotFound, WaitTimeout
+from ..exceptions import (
+    InvalidJobState,
+    JobCancelled,
+    JobExpired,
+    JobFailed,
+    JobNotFound,
+    WaitTimeout,
+)
 from ..store import calls
 from ..store.connection import Client, pipeline
 from ..store.keys import QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import Status
-from . import events, splitting
+from . import dependencies, events, splitting
 
 if TYPE_CHECKING:
     from .queue import Queue
 
-FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED})
+FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +61,17 @@ class JobInfo:
     def paused(self) -> bool:
         """Queued again after a pause (time slice used up, or worker shutdown)."""
         return self.status == Status.QUEUED and bool(self.record.get("paused"))
+
+    @property
+    def progress(self) -> Any:
+        """The latest progress its handler reported (`current_job().set_progress`), or None."""
+        return self.record.get("progress")
+
+    @property
+    def schedule(self) -> str | None:
+        """The name of the schedule this job is a run of (`queue.schedule`), or None."""
+        name = self.record.get("schedule")
+        return name if isinstance(name, str) else None
 
 
 def _usable(record: object) -> TypeGuard[dict[str, Any]]:
@@ -155,11 +173,18 @@ class Job:
         record = parse_record(outcome.record)
         if was == Status.WAITING:
             splitting.cancel_subtasks(connection, self.id, record)
+        dependents = calls.dependent_refs(record.get("dependents"))
+        if dependents:  # they are told it was cancelled
+            dependencies.tell_dependents(
+                connection, self.queue.keys, self.id, dependents, False, Status.CANCELLED
+            )
         parent = record.get("parent")
         if isinstance(parent, dict):  # a cancelled subtask is a failed one for its parent
             splitting.deliver_notice(
                 connection, self.queue.keys, self.id, calls.ParentRef(**parent), False, "cancelled"
             )
+        elif dependents:
+            dependencies.forget(connection, self.queue.keys, self.id)
         return was
 
     def wait(self, timeout: float | None = None, poll_interval: float | None = None) -> Any:
@@ -179,6 +204,8 @@ class Job:
                 return info.result
             if info.status == Status.CANCELLED:
                 raise JobCancelled(self.id)
+            if info.status == Status.EXPIRED:
+                raise JobExpired(self.id)
             if info.status == Status.FAILED:
                 raise JobFailed(self.id, info.error)
             left = events.BLOCK_SLICE_S

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import redis
 
@@ -18,6 +18,7 @@ from ..exceptions import (
     HandlerRefused,
     InvalidJobId,
     InvalidOption,
+    NotDurable,
     PayloadTooLarge,
     PySchedulerError,
 )
@@ -31,6 +32,7 @@ from ..store.connection import (
     resolve_url,
     validate_url,
 )
+from ..store.durability import Durability, durability_of, send_durably
 from ..store.keys import QUEUES_KEY, QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import (
@@ -38,6 +40,7 @@ from ..store.protocol import (
     DEFAULT_RESULT_TTL_S,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_S,
+    DEPENDS_MAX,
     ENQUEUE_BATCH_MAX,
     JOB_ID_RE,
     PAST_TOLERANCE_MS,
@@ -45,14 +48,23 @@ from ..store.protocol import (
     PRIORITY_MIN,
     PURGE_BATCH_MAX,
     THROUGHPUT_MINUTES,
+    UNIQUE_KEY_MAX_BYTES,
     Status,
 )
 from ..store.serialization import decode_payload, decode_result, encode_payload
-from . import splitting
+from . import dependencies, schedules, splitting
 from .job import Job, JobInfo, parse_record
 from .metrics import QueueMetrics, queue_metrics
+from .schedules import Schedule
 from .splitting import Subtask
-from .tasks import MAIN_MODULE, never_a_handler, reference_of, registered_task, task_options
+from .tasks import (
+    MAIN_MODULE,
+    exception_names,
+    never_a_handler,
+    reference_of,
+    registered_task,
+    task_options,
+)
 
 # How long a client trusts the size limits it read from Redis before it reads them again.
 LIMITS_CACHE_SECONDS = 30.0
@@ -84,6 +96,18 @@ def default_connection() -> Client:
         if client is None:
             client = _default_clients[key] = connect(url)
     return client
+
+
+def _not_durable(shortfall: str, enqueued: Sequence[Job]) -> NotDurable:
+    ids = tuple(job.id for job in enqueued)
+    which = f"job {ids[0]}" if len(ids) == 1 else f"{len(ids)} jobs ({ids[0]} .. {ids[-1]})"
+    exc = NotDurable(
+        f"{which} enqueued on the primary, but {shortfall}: stored on the primary only, it may"
+        " be lost if the primary fails before a replica has it",
+        shortfall,
+    )
+    exc.enqueued = ids
+    return exc
 
 
 def _seconds(value: float | timedelta | None, what: str) -> float | None:
@@ -140,6 +164,110 @@ def _handler_reference(func: Callable[..., Any] | str) -> str:
         module, _, qualname = ref.rpartition(".")
         ref = f"{module}:{qualname}"
     return ref
+
+
+# A dependency as `depends_on` takes it: a Job (of any queue), (queue name, id), or an id of
+# this queue.
+Dependency = Job | tuple[str, str] | str
+
+
+def _dependency(dep: Dependency, queue: str) -> tuple[str, str]:
+    if isinstance(dep, Job):
+        return dep.queue.name, dep.id
+    if isinstance(dep, str):
+        ref = (queue, dep)
+    elif isinstance(dep, tuple) and len(dep) == 2 and all(isinstance(x, str) for x in dep):
+        ref = (dep[0], dep[1])
+    else:
+        raise InvalidOption(
+            f"depends_on takes Jobs, (queue, id) pairs or ids of this queue, not {dep!r}"
+        )
+    QueueKeys(ref[0])  # validates the name
+    if not JOB_ID_RE.match(ref[1]):
+        raise InvalidJobId(f"invalid job id in depends_on: {ref[1]!r}")
+    return ref
+
+
+def _expires_ms(expires: float | timedelta | datetime) -> int:
+    if isinstance(expires, datetime):
+        return int(expires.timestamp() * 1000)
+    seconds = _seconds(expires, "expires")
+    if seconds is None or seconds <= 0:
+        raise InvalidOption(
+            f"expires must be a positive number of seconds or a datetime, not {expires!r}"
+        )
+    return int((time.time() + seconds) * 1000)
+
+
+def _extra(
+    job_id: str,
+    queue: str,
+    due_ms: int | None,
+    *,
+    depends_on: Sequence[Dependency] | None,
+    on_dependency_failure: str,
+    unique_for: float | timedelta | None,
+    unique_key: str | None,
+    expires: float | timedelta | datetime | None,
+    on_success: Callable[..., Any] | str | None,
+    on_failure: Callable[..., Any] | str | None,
+    retry_on: Sequence[type[BaseException] | str] | None,
+) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """The `extra` field of the rarely used options (lua/enqueue.lua), '' when none is set,
+    and the dependencies to register after the enqueue."""
+    extra: dict[str, Any] = {}
+    deps: tuple[tuple[str, str], ...] = ()
+    if depends_on is not None:
+        if isinstance(depends_on, Job | str | tuple):
+            depends_on = [depends_on]
+        deps = tuple(dict.fromkeys(_dependency(d, queue) for d in depends_on))
+        if not deps:
+            raise InvalidOption("depends_on needs at least one job (or leave it out)")
+        if len(deps) > DEPENDS_MAX:
+            raise InvalidOption(f"depends_on takes at most {DEPENDS_MAX} jobs, not {len(deps)}")
+        if (queue, job_id) in deps:
+            raise InvalidOption(f"job {job_id} cannot depend on itself")
+        if due_ms is not None:
+            raise InvalidOption("depends_on cannot be combined with delay or at")
+        extra["depends_on"] = [list(d) for d in deps]
+    if on_dependency_failure not in ("cancel", "run"):
+        raise InvalidOption(
+            f"on_dependency_failure must be 'cancel' or 'run', not {on_dependency_failure!r}"
+        )
+    if on_dependency_failure == "run":
+        extra["on_dependency_failure"] = "run"
+    if unique_for is not None:
+        window = _seconds(unique_for, "unique_for")
+        if window is None or window <= 0:
+            raise InvalidOption(
+                f"unique_for must be a positive number of seconds, not {unique_for!r}"
+            )
+        extra["unique_for"] = max(1, round(window * 1000))
+        if unique_key is not None:
+            if (
+                not isinstance(unique_key, str)
+                or not 1 <= len(unique_key.encode()) <= UNIQUE_KEY_MAX_BYTES
+            ):
+                raise InvalidOption(
+                    f"unique_key must be a string of 1..{UNIQUE_KEY_MAX_BYTES} bytes,"
+                    f" not {unique_key!r}"
+                )
+            extra["unique_key"] = unique_key
+    elif unique_key is not None:
+        raise InvalidOption("unique_key needs unique_for (the dedup window)")
+    if expires is not None:
+        at_ms = _expires_ms(expires)
+        if at_ms <= (due_ms if due_ms is not None else time.time() * 1000):
+            raise InvalidOption("expires must be after now and after the job's due time")
+        extra["expires"] = at_ms
+    for which, handler in (("on_success", on_success), ("on_failure", on_failure)):
+        if handler is not None:
+            extra[which] = _handler_reference(handler)
+    if retry_on is not None:
+        extra["retry_on"] = exception_names(retry_on)
+    if not extra:
+        return "", deps
+    return json.dumps(extra, separators=(",", ":")), deps
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +335,7 @@ class Queue:
         result_ttl: float = DEFAULT_RESULT_TTL_S,
         max_payload_bytes: int | None = None,
         auto_load: bool | None = None,
+        durable: bool | Durability = False,
     ) -> None:
         self.keys = QueueKeys(name)  # validates the name
         self.name = name
@@ -223,6 +352,8 @@ class Queue:
         self.max_payload_bytes = max_payload_bytes
         self._library_limits: tuple[float, dict[str, int]] | None = None
         self.auto_load = auto_load
+        # Every enqueue waits for WAIT/WAITAOF unless told otherwise (store/durability.py).
+        self.durable = durability_of(durable)
         self._merge = pipelining.Merge(
             ("psq_enqueue", name),
             calls.enqueue_size,
@@ -257,10 +388,20 @@ class Queue:
         time_slice: float | timedelta | None = None,
         parent: calls.ParentRef | None = None,
         split: calls.SplitPlan | None = None,
+        depends_on: Sequence[Dependency] | None = None,
+        on_dependency_failure: str = "cancel",
+        unique_for: float | timedelta | None = None,
+        unique_key: str | None = None,
+        expires: float | timedelta | datetime | None = None,
+        on_success: Callable[..., Any] | str | None = None,
+        on_failure: Callable[..., Any] | str | None = None,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
     ) -> calls.NewJob:
         """Validate one call and build the job to enqueue; raises InvalidInput subclasses.
 
         Options left as None take the handler's `@task(...)` defaults, then the queue's.
+        The rarely used options (README: dependencies, dedup windows, expiry, callbacks,
+        retry_on) travel in one field, sent empty when none is set.
         """
         ref = _handler_reference(func)
         defaults = task_options(func)
@@ -268,6 +409,7 @@ class Queue:
             timeout = defaults.get("timeout") if timeout is None else timeout
             retries = defaults.get("retries") if retries is None else retries
             time_slice = defaults.get("time_slice") if time_slice is None else time_slice
+            retry_on = defaults.get("retry_on") if retry_on is None else retry_on
         if job_id is None:
             job_id = calls.new_job_id()
         elif not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
@@ -305,13 +447,41 @@ class Queue:
         payload = (
             encode_payload(args, kwargs or {}, self.payload_limit()) if len(args) or kwargs else ""
         )
+        at_ms = None if at is None else _at_ms(at)
+        extra, deps = "", cast(tuple[tuple[str, str], ...], ())
+        if (
+            depends_on is not None
+            or unique_for is not None
+            or unique_key is not None
+            or expires is not None
+            or on_success is not None
+            or on_failure is not None
+            or retry_on is not None
+            or on_dependency_failure != "cancel"
+        ):
+            if depends_on is not None and split is not None:
+                raise InvalidOption("depends_on cannot be combined with a group's subtasks")
+            due_ms = int(time.time() * 1000) + delay_ms if delay_ms else at_ms
+            extra, deps = _extra(
+                job_id,
+                self.name,
+                due_ms,
+                depends_on=depends_on,
+                on_dependency_failure=on_dependency_failure,
+                unique_for=unique_for,
+                unique_key=unique_key,
+                expires=expires,
+                on_success=on_success,
+                on_failure=on_failure,
+                retry_on=retry_on,
+            )
         return calls.NewJob(
             id=job_id,
             func=ref,
             payload=payload,
             priority=priority,
             delay_ms=delay_ms,
-            at_ms=None if at is None else _at_ms(at),
+            at_ms=at_ms,
             timeout=timeout_s,
             retries=retries,
             backoff=backoff_s,
@@ -319,6 +489,8 @@ class Queue:
             time_slice=slice_s,
             parent=parent,
             split=split,
+            extra=extra,
+            depends_on=deps,
         )
 
     def enqueue(
@@ -334,9 +506,29 @@ class Queue:
         job_id: str | None = None,
         result_ttl: float | timedelta | None = None,
         time_slice: float | timedelta | None = None,
+        depends_on: Sequence[Dependency] | None = None,
+        on_dependency_failure: str = "cancel",
+        unique_for: float | timedelta | None = None,
+        unique_key: str | None = None,
+        expires: float | timedelta | datetime | None = None,
+        on_success: Callable[..., Any] | str | None = None,
+        on_failure: Callable[..., Any] | str | None = None,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
+        durable: bool | Durability | None = None,
         **kwargs: Any,
     ) -> Job:
         """Enqueue `func(*args, **kwargs)`. An existing `job_id` is a no-op returning that job.
+
+        `depends_on`: Jobs (of any queue), (queue, id) pairs or ids of this queue: the job
+        waits until all complete; one that fails for good, is cancelled or expires cancels it
+        (reason in its error), unless `on_dependency_failure="run"`. `unique_for` seconds:
+        another enqueue with the same `job_id` (or `unique_key`) within the window returns
+        this job, even after it ended. `expires` (seconds from now or a datetime): not started
+        by then, it is never run and ends `expired`. `on_success(job_id, result)` /
+        `on_failure(job_id, error_text)`: handlers enqueued in this queue with the outcome.
+        `retry_on`: exception classes (or "module.QualName" names) that are retried; any other
+        error fails the job at once. `durable` (True or a `Durability`; None: the queue's
+        setting): return only once a replica (or the AOF) has the job, else raise `NotDurable`.
 
         Keyword arguments named like an option go through `enqueue_call(kwargs=...)`.
         """
@@ -353,8 +545,16 @@ class Queue:
             job_id=job_id,
             result_ttl=result_ttl,
             time_slice=time_slice,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            expires=expires,
+            on_success=on_success,
+            on_failure=on_failure,
+            retry_on=retry_on,
         )
-        return self.enqueue_many([job])[0]
+        return self.enqueue_many([job], durable=durable)[0]
 
     def enqueue_call(
         self,
@@ -364,15 +564,21 @@ class Queue:
         **options: Any,
     ) -> Job:
         """Like `enqueue`, with the call's arguments passed apart from the options."""
-        return self.enqueue_many([self.prepare(func, args, kwargs, **options)])[0]
+        durable = options.pop("durable", None)
+        return self.enqueue_many([self.prepare(func, args, kwargs, **options)], durable=durable)[0]
 
-    def enqueue_many(self, jobs: Iterable[calls.NewJob]) -> list[Job]:
+    def enqueue_many(
+        self, jobs: Iterable[calls.NewJob], durable: bool | Durability | None = None
+    ) -> list[Job]:
         """Enqueue prepared jobs (see `prepare`): one library call per batch, one round trip.
 
         Every job is checked before the first is written, and the library checks each batch
         before it writes any of it. Should a later batch still be refused (a due time that the
         server's clock finds in the past, a limit lowered meanwhile), the exception raised
         carries the ids of the jobs the other batches enqueued in `enqueued`.
+
+        `durable` (None: the queue's setting): return only once replicas (or the AOF) have the
+        jobs, else raise `NotDurable` (docs/cluster.md, "Durable enqueues").
         """
         batch = jobs if type(jobs) is list else list(jobs)
         if not batch:
@@ -393,7 +599,11 @@ class Queue:
             commands.append(
                 calls.enqueue_command(self.keys, batch[start : start + ENQUEUE_BATCH_MAX])
             )
-        if isinstance(conn, redis.Redis):
+        wanted = self.durable if durable is None else durability_of(durable)
+        shortfall = None
+        if wanted is not None:  # its own round trip, WAIT after the FCALLs (durability.py)
+            replies, shortfall = send_durably(conn, self.keys.jobs, commands, wanted)
+        elif isinstance(conn, redis.Redis):
             # Calls from other threads on this client share the round trip (pipelining.py),
             # their jobs one library call when they go to this queue.
             replies = pipelining.for_client(conn).execute(commands, self._merge)
@@ -413,9 +623,25 @@ class Queue:
             if isinstance(reply, redis.ResponseError):
                 refused = refused or reply
                 continue
+            if isinstance(reply, Exception):  # a cluster pipeline's lost connection: unknown
+                raise reply
             enqueued += [Job(job_id, self) for job_id in calls.enqueued_ids(reply)]
         if refused is not None:
             self._raise_partly_enqueued(refused, enqueued)
+        if not any(job.depends_on for job in batch):
+            if shortfall is not None:
+                raise _not_durable(shortfall, enqueued)
+            return enqueued
+        # Again for a job that existed (a producer that died before registering it):
+        # registering is idempotent.
+        waiting = [
+            (job.id, job.depends_on)
+            for job, made in zip(batch, enqueued, strict=True)
+            if job.depends_on and made.id == job.id
+        ]
+        dependencies.register(conn, self.name, waiting)
+        if shortfall is not None:  # raised once the jobs are whole (their dependencies known)
+            raise _not_durable(shortfall, enqueued)
         return enqueued
 
     def _check_before_writing(self, batch: Sequence[calls.NewJob]) -> None:
@@ -495,6 +721,95 @@ class Queue:
         (job,) = self.enqueue_many([self.prepare(then, args, None, split=plan, **options)])
         splitting.enqueue_subtasks(self.connection, self.name, job.id, 1, subtasks, queue_for)
         return job
+
+    def enqueue_in(
+        self, delay: float | timedelta, func: Callable[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> Job:
+        """`enqueue(func, *args, delay=delay, **kwargs)`: run no earlier than `delay` (seconds
+        or a timedelta) from now."""
+        return self.enqueue(func, *args, delay=delay, **kwargs)
+
+    def enqueue_at(
+        self, at: datetime | float, func: Callable[..., Any] | str, *args: Any, **kwargs: Any
+    ) -> Job:
+        """`enqueue(func, *args, at=at, **kwargs)`: run no earlier than `at` (a datetime, or
+        epoch seconds)."""
+        return self.enqueue(func, *args, at=at, **kwargs)
+
+    # -- periodic jobs (client/schedules.py) --------------------------------------------------
+
+    def schedule(
+        self,
+        name: str,
+        func: Callable[..., Any] | str,
+        *args: Any,
+        cron: str | None = None,
+        tz: str | None = None,
+        every: float | timedelta | None = None,
+        catch_up: bool = False,
+        priority: int = 0,
+        timeout: float | timedelta | None = None,
+        retries: int | None = None,
+        backoff: float | timedelta | None = None,
+        result_ttl: float | timedelta | None = None,
+        time_slice: float | timedelta | None = None,
+        **kwargs: Any,
+    ) -> Schedule:
+        """Run `func(*args, **kwargs)` on this queue at every tick of `cron` (evaluated in zone
+        `tz`, default UTC) or `every` (seconds or a timedelta; the first tick is one interval
+        from now); stored in Redis as schedule `name`, which this replaces if it exists.
+
+        Each tick runs once as an ordinary job, id `schedule:<name>:<tick ms>`, made by
+        whichever worker's pop comes first after it. Ticks missed while no worker ran make one
+        run, or with `catch_up=True` one run each (the latest SCHEDULE_CATCH_UP_MAX). The
+        other options apply to each run, as in `enqueue`.
+        """
+        ensure_loaded(self.connection, self.auto_load)
+        options = {
+            name: value
+            for name, value in (
+                ("priority", priority),
+                ("timeout", timeout),
+                ("retries", retries),
+                ("backoff", backoff),
+                ("result_ttl", result_ttl),
+                ("time_slice", time_slice),
+            )
+            if value is not None
+        }
+        return schedules.define(
+            self,
+            name,
+            func,
+            args,
+            kwargs,
+            cron=cron,
+            tz=tz,
+            every=every,
+            catch_up=catch_up,
+            options=options,
+        )
+
+    def schedules(self) -> list[Schedule]:
+        """This queue's schedules, sorted by name."""
+        ensure_loaded(self.connection, self.auto_load)
+        return schedules.list_all(self)
+
+    def unschedule(self, name: str) -> bool:
+        """Remove schedule `name` (its runs made so far stay); False when there was none."""
+        ensure_loaded(self.connection, self.auto_load)
+        return calls.unschedule(self.connection, self.keys, schedules.validate_name(name))
+
+    def pause_schedule(self, name: str) -> Schedule:
+        """Make no runs of schedule `name` until `resume_schedule`; raises ScheduleNotFound."""
+        ensure_loaded(self.connection, self.auto_load)
+        return schedules.set_paused(self, name, True)
+
+    def resume_schedule(self, name: str) -> Schedule:
+        """Resume schedule `name` from its next tick after now (the ticks passed while paused
+        are not run)."""
+        ensure_loaded(self.connection, self.auto_load)
+        return schedules.set_paused(self, name, False)
 
     # -- settings (stored in Redis, enforced by the library) ---------------------------------
 
@@ -757,6 +1072,6 @@ class Queue:
         ensure_loaded(self.connection, self.auto_load)
         page = calls.list_jobs(self.connection, self.keys, state_set, offset, limit)
         listed = [(job_id, parse_record(text)) for job_id, text in page]
-        if state_set == self.keys.finished:  # complete and cancelled share one set
+        if state_set == self.keys.finished:  # complete, cancelled and expired share one set
             listed = [(i, r) for i, r in listed if r.get("status") == status]
         return listed

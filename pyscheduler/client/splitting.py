@@ -21,6 +21,7 @@ from ..store import calls
 from ..store.connection import Client
 from ..store.keys import QueueKeys
 from ..store.protocol import ENQUEUE_BATCH_MAX, OUTCOMES_PAGE_MAX, REDRIVE_BATCH, Status
+from . import dependencies
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -204,9 +205,19 @@ def fail_upwards(connection: Client, keys: QueueKeys, job_id: str) -> None:
 
 
 def redrive_notices(connection: Client, keys: QueueKeys, count: int = REDRIVE_BATCH) -> int:
-    """Deliver the overdue notices of one queue; returns how many were handled."""
+    """Deliver the overdue notices of one queue (subtask ends and ends of jobs others depend
+    on, see dependencies.py); returns how many were handled."""
     notices = calls.stale_notices(connection, keys, count)
     for notice in notices:
+        if notice.dependents:  # a job others depend on: they are told first
+            dependencies.tell_dependents(
+                connection,
+                keys,
+                notice.subtask_id,
+                notice.dependents,
+                notice.ok,
+                notice.status or "missing",
+            )
         if notice.parent is None:
             calls.forget_notices(connection, keys, [notice.subtask_id])
         else:

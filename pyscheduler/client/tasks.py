@@ -9,11 +9,13 @@ are never handlers, so an enqueue of one is refused at once.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ..exceptions import HandlerRefused
+from ..exceptions import HandlerRefused, InvalidOption
+from ..store.protocol import EXCEPTION_NAME_MAX_BYTES, RETRY_ON_MAX
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -52,6 +54,7 @@ def task(
     retries: int | None = None,
     time_slice: float | None = None,
     preemptible: bool | None = None,
+    retry_on: Sequence[type[BaseException] | str] | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 def task(
     func: Callable[P, R] | None = None,
@@ -62,10 +65,12 @@ def task(
     retries: int | None = None,
     time_slice: float | None = None,
     preemptible: bool | None = None,
+    retry_on: Sequence[type[BaseException] | str] | None = None,
 ) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
     """Register a handler, so that workers run it even in strict mode.
 
-    `timeout`, `retries` and `time_slice` become the defaults of jobs enqueued with it.
+    `timeout`, `retries`, `time_slice` and `retry_on` (the exceptions retried, with their
+    subclasses; any other fails the job at once) become the defaults of jobs enqueued with it.
     `preemptible=False`: its runs never pause for a job of higher priority (the worker reads
     it when it runs the handler).
     """
@@ -76,6 +81,7 @@ def task(
             ("retries", retries),
             ("time_slice", time_slice),
             ("preemptible", preemptible),
+            ("retry_on", None if retry_on is None else exception_names(retry_on)),
         )
         if value is not None
     }
@@ -88,6 +94,44 @@ def task(
         return f
 
     return register(func) if func is not None else register
+
+
+_EXCEPTION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.]*\Z")
+
+
+def exception_name(cls: type[BaseException]) -> str:
+    """How a retry_on list names an exception class: "module.QualName"."""
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def exception_names(retry_on: Sequence[type[BaseException] | str]) -> list[str]:
+    """A retry_on list as stored: "module.QualName" names (builtins: "builtins.OSError"),
+    checked; a class or a name is accepted (the name as it is)."""
+    if isinstance(retry_on, str | type):
+        retry_on = [retry_on]
+    names: list[str] = []
+    for item in retry_on:
+        if isinstance(item, type) and issubclass(item, BaseException):
+            name = exception_name(item)
+        elif isinstance(item, str):
+            name = item
+        else:
+            raise InvalidOption(f"retry_on takes exception classes or their names, not {item!r}")
+        if not _EXCEPTION_NAME.match(name) or len(name.encode()) > EXCEPTION_NAME_MAX_BYTES:
+            raise InvalidOption(f"retry_on: {name!r} is not a name like 'module.QualName'")
+        if name not in names:
+            names.append(name)
+    if not 1 <= len(names) <= RETRY_ON_MAX:
+        raise InvalidOption(f"retry_on takes 1..{RETRY_ON_MAX} exceptions, not {len(names)}")
+    return names
+
+
+def retried(error: type[BaseException], retry_on: object) -> bool:
+    """Whether a run that raised `error` may be retried under a job's retry_on list: it or one
+    of its bases is listed. A job without a list (not a list of names) retries any error."""
+    if not isinstance(retry_on, list) or not all(isinstance(n, str) for n in retry_on):
+        return True
+    return any(exception_name(cls) in retry_on for cls in error.__mro__)
 
 
 def task_options(func: object) -> dict[str, Any]:

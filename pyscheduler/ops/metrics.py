@@ -43,6 +43,7 @@ COUNTERS: dict[str, tuple[str, str]] = {
     "lost_leases": ("pyscheduler_leases_lost", "Leases that expired and were reclaimed."),
     "paused": ("pyscheduler_jobs_paused", "Runs paused at a checkpoint (time slice used up)."),
     "cancelled": ("pyscheduler_jobs_cancelled", "Jobs cancelled."),
+    "expired": ("pyscheduler_jobs_expired", "Jobs not started before their expiry time."),
 }
 HISTOGRAMS: dict[str, tuple[str, str]] = {
     "wait": ("pyscheduler_job_wait_seconds", "Time from queued (or due) to the run's start."),

@@ -69,12 +69,12 @@ async def _run_on_loop(call: Call, request: RunRequest) -> Outcome:
                 value = await value
         return result_outcome(request.seq, value)
     except TimeoutError as error:
-        if not deadline.expired():
-            return outcome_of(request.seq, error)  # the handler's own TimeoutError
+        if not deadline.expired():  # the handler's own TimeoutError
+            return outcome_of(request.seq, error, call.context.record.get("retry_on"))
         reason = f"JobTimeout: the run passed its {request.timeout} s timeout (cancelled)"
         return Outcome(request.seq, OutcomeKind.TIMEOUT, error=reason)
     except BaseException as error:
-        return outcome_of(request.seq, error)
+        return outcome_of(request.seq, error, call.context.record.get("retry_on"))
     finally:
         job_context.reset_current(reset)
 

@@ -69,6 +69,7 @@ class OutcomeKind(enum.IntEnum):
     DEFER = 6  # an `async def` handler sent to a sync child: run it on the event loop
     SYNC = 7  # a plain handler sent to the event loop: run it in a sync child
     UNSTARTED = 8  # not started: its lease was not known held (see executor.py)
+    FINAL = 9  # it raised an error its job's retry_on does not list: fails now, no retry
 
     @property
     def fail_kind(self) -> FailKind:
@@ -79,6 +80,7 @@ class OutcomeKind(enum.IntEnum):
 
 _FAIL_KINDS = {
     OutcomeKind.ERROR: FailKind.ERROR,
+    OutcomeKind.FINAL: FailKind.ERROR,
     OutcomeKind.REFUSED: FailKind.REFUSED,
     OutcomeKind.TIMEOUT: FailKind.TIMEOUT,
 }

@@ -21,19 +21,30 @@ lua/checkpoint.lua).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar, Token
 from functools import cache
 from typing import Any, NoReturn, TypeGuard
 
+from redis import RedisError
+
 from ..client import splitting
-from ..exceptions import JobNotFound, LeaseLost
+from ..exceptions import InvalidOption, JobNotFound, LeaseLost, PayloadTooLarge, PySchedulerError
 from ..store import calls
 from ..store.connection import Client
 from ..store.keys import QueueKeys
-from ..store.protocol import JOB_ID_RE, QUEUE_NAME_RE, Status
+from ..store.protocol import (
+    JOB_ID_RE,
+    PROGRESS_DEPTH_MAX,
+    PROGRESS_INTERVAL_S,
+    PROGRESS_MAX_BYTES,
+    QUEUE_NAME_RE,
+    Status,
+)
 from ..store.serialization import decode_json, encode_result
 
 
@@ -183,6 +194,7 @@ class JobContext:
             if checkpoint_text is None
             else decode_json(checkpoint_text, "the job's checkpoint", error=BadRecord)
         )
+        self._progress = _Progress(self)
 
     @property
     def attempts(self) -> int:
@@ -246,6 +258,25 @@ class JobContext:
         if pause or deadline == 0:
             raise JobSuspended("paused" if pause else "preempted")
 
+    @property
+    def progress(self) -> Any:
+        """The latest value given to `set_progress` in this run (None before the first)."""
+        return self._progress.value
+
+    def set_progress(self, value: Any) -> None:
+        """Show `value` (any JSON, at most PROGRESS_MAX_BYTES as text) as this job's progress:
+        in `Job.info().progress`, `pyscheduler job` and the dashboard.
+
+        Cheap to call often: at most one write per PROGRESS_INTERVAL_S reaches Redis (the
+        latest value wins; a value held back is written when the interval is over, and at the
+        end of the run at the latest). Raises PayloadNotJSON or PayloadTooLarge for a value
+        that cannot be stored; a write that fails later (the lease was lost) is dropped."""
+        self._progress.set(value)
+
+    def flush_progress(self) -> None:
+        """Write a progress value held back by the throttle now (done at the end of a run)."""
+        self._progress.flush()
+
     def split(
         self,
         subtasks: Iterable[splitting.Subtask],
@@ -295,6 +326,65 @@ class JobContext:
         return list(self.iter_subtask_results())
 
 
+def _depth(value: Any, limit: int) -> bool:
+    """True when `value` nests at most `limit` deep (lists and objects)."""
+    if isinstance(value, dict):
+        return limit > 0 and all(_depth(v, limit - 1) for v in value.values())
+    if isinstance(value, list):
+        return limit > 0 and all(_depth(v, limit - 1) for v in value)
+    return True
+
+
+class _Progress:
+    """A run's progress value and the throttle on its writes (see `JobContext.set_progress`).
+    A value held back is written by a timer thread once the interval is over, or by `flush`."""
+
+    def __init__(self, context: JobContext) -> None:
+        self.context = context
+        self.value: Any = None
+        self._pending: str | None = None
+        self._next_write = 0.0
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def set(self, value: Any) -> None:
+        text = encode_result(value, what="the progress is")
+        if len(text.encode()) > PROGRESS_MAX_BYTES:
+            raise PayloadTooLarge(
+                f"progress of {len(text.encode())} bytes exceeds the limit of"
+                f" {PROGRESS_MAX_BYTES} bytes"
+            )
+        if not _depth(value, PROGRESS_DEPTH_MAX):
+            raise InvalidOption(f"progress must nest at most {PROGRESS_DEPTH_MAX} deep")
+        with self._lock:
+            self.value = value
+            self._pending = text
+            wait = self._next_write - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self.flush)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            text, self._pending = self._pending, None
+            timer, self._timer = self._timer, None
+            if timer is not None and timer is not threading.current_thread():
+                timer.cancel()
+            if text is None:
+                return
+            self._next_write = time.monotonic() + PROGRESS_INTERVAL_S
+            context = self.context
+            # Progress is shown, not relied on: a lost lease or connection drops the write.
+            with contextlib.suppress(PySchedulerError, RedisError, OSError):
+                calls.set_progress(
+                    context.connection, context.keys, context.id, context.token, text
+                )
+
+
 # The running job's context. A ContextVar, so each job on an event loop (one asyncio task
 # each) sees its own; `_running` lists them all, for a pause asked of the whole process.
 _current: ContextVar[JobContext | None] = ContextVar("pyscheduler_current_job", default=None)
@@ -324,6 +414,7 @@ def reset_current(token: Token[JobContext | None]) -> None:
     context = _current.get()
     if context is not None:
         _running.discard(context)
+        context.flush_progress()  # before the outcome is reported: the lease still holds
     _current.reset(token)
 
 

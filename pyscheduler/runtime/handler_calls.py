@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..client.tasks import task_options
+from ..client.tasks import retried, task_options
 from ..exceptions import HandlerRefused, HandlerUnavailable, LeaseLost, PayloadNotJSON
 from ..store.connection import Client
 from ..store.serialization import decode_payload, encode_result
@@ -96,15 +96,17 @@ def prepare_call(policy: HandlerPolicy, connection: Client, request: RunRequest)
     return Call(context, handler, list(args), dict(kwargs))
 
 
-def outcome_of(seq: int, error: BaseException) -> Outcome:
-    """The outcome of a handler that raised `error` (call from its except block)."""
+def outcome_of(seq: int, error: BaseException, retry_on: object = None) -> Outcome:
+    """The outcome of a handler that raised `error` (call from its except block); `retry_on`:
+    the job's list of exceptions retried (its record's), when it has one."""
     if isinstance(error, job_context.JobSuspended):
         return Outcome(seq, OutcomeKind.SUSPENDED)
     if isinstance(error, LeaseLost):
         return Outcome(seq, OutcomeKind.LOST)
+    kind = OutcomeKind.ERROR if retried(type(error), retry_on) else OutcomeKind.FINAL
     if isinstance(error, PayloadNotJSON):
-        return Outcome(seq, OutcomeKind.ERROR, error=str(error))
-    return Outcome(seq, OutcomeKind.ERROR, error=traceback.format_exc())
+        return Outcome(seq, kind, error=str(error))
+    return Outcome(seq, kind, error=traceback.format_exc())
 
 
 def result_outcome(seq: int, value: Any) -> Outcome:
@@ -128,7 +130,7 @@ def run_call(policy: HandlerPolicy, connection: Client, request: RunRequest) -> 
             value = asyncio.run(value)
         return result_outcome(request.seq, value)
     except BaseException as error:
-        return outcome_of(request.seq, error)
+        return outcome_of(request.seq, error, call.context.record.get("retry_on"))
     finally:
         job_context.reset_current(reset)
 

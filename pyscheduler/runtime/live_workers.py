@@ -339,6 +339,10 @@ def list_page(
         reply = connection.fcall_ro("psq_list_workers", len(call), *call, cursor, count)
     except redis.ResponseError as exc:
         raise_mapped(exc)
+    return _parsed_page(keys, reply)
+
+
+def _parsed_page(keys: QueueKeys, reply: Any) -> tuple[str, int, list[LiveWorker]]:
     workers = []
     for i in range(2, len(reply) - 2, 3):
         name = _decoded(reply[i])
@@ -369,9 +373,32 @@ def list_workers(connection: Client, queue_names: Sequence[str] | None = None) -
         queue_names = sorted(_decoded(m) for m in members)
     all_keys = [QueueKeys(name) for name in queue_names]  # checks every name first
     newest: dict[str, LiveWorker] = {}
-    for keys in all_keys:
-        for worker in queue_workers(connection, keys):
-            seen = newest.get(worker.name)
-            if seen is None or worker.last_beat_ms > seen.last_beat_ms:
-                newest[worker.name] = worker
+    for keys, (cursor, _, page) in zip(all_keys, _first_pages(connection, all_keys), strict=True):
+        while True:
+            for worker in page:
+                seen = newest.get(worker.name)
+                if seen is None or worker.last_beat_ms > seen.last_beat_ms:
+                    newest[worker.name] = worker
+            if cursor == "0":
+                break
+            cursor, _, page = list_page(connection, keys, cursor)
     return [newest[name] for name in sorted(newest)]
+
+
+def _first_pages(
+    connection: Client, all_keys: Sequence[QueueKeys]
+) -> list[tuple[str, int, list[LiveWorker]]]:
+    """The first page of each queue's workers in one round trip (one pipeline; on a cluster,
+    one per shard); a queue with more workers than a page pages on by itself."""
+    if not all_keys:
+        return []
+    pipe = pipeline(connection)
+    for keys in all_keys:
+        call = keys_for("psq_list_workers", keys)
+        pipe.fcall_ro("psq_list_workers", len(call), *call, "0", WORKERS_PAGE_MAX)
+    pages = []
+    for keys, reply in zip(all_keys, pipe.execute(raise_on_error=False), strict=True):
+        if isinstance(reply, redis.ResponseError):
+            raise_mapped(reply)
+        pages.append(_parsed_page(keys, reply))
+    return pages

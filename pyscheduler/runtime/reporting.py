@@ -15,8 +15,9 @@ from typing import Any
 
 import redis
 
-from ..client import splitting
+from ..client import dependencies, splitting
 from ..client.queue import Queue
+from ..client.tasks import retried
 from ..exceptions import LeaseLost, LibraryError, PySchedulerError
 from ..store import calls
 from ..store.connection import Client, pipeline
@@ -96,7 +97,8 @@ class Reporter:
             log.info("job %s %s", lease.id, what)
             return
         if not outcome.ok:
-            self.fail(run, outcome.kind.fail_kind, outcome.error, seconds=outcome.seconds)
+            retry = outcome.kind is not OutcomeKind.FINAL
+            self.fail(run, outcome.kind.fail_kind, outcome.error, outcome.seconds, retry)
             return
         self.processed += 1
         if self.log_jobs:
@@ -107,26 +109,51 @@ class Reporter:
         result = outcome.result.decode()  # a subtask: its parent is told right after
 
         def send_result() -> None:
-            calls.complete(self.connection, run.queue.keys, lease.id, lease.token, result)
+            done = calls.complete(self.connection, run.queue.keys, lease.id, lease.token, result)
+            if isinstance(done, calls.Completed):
+                self._tell_dependents(run, done.dependents, True, Status.COMPLETE)
             self._tell_parent(run, True, result)
 
         self._report(send_result, run, "result")
 
-    def fail(self, run: Run, kind: FailKind, error: str, seconds: float | None = None) -> None:
+    def fail(
+        self,
+        run: Run,
+        kind: FailKind,
+        error: str,
+        seconds: float | None = None,
+        retry: bool = True,
+    ) -> None:
+        """Report a failed run; `retry=False`: its error is not one the job's retry_on lists
+        (a timeout counts as a TimeoutError), so it fails for good now."""
         lease = run.lease
         jitter = random.random()
         self.processed += 1
         self.failed += 1
+        if kind is FailKind.TIMEOUT and not retried(TimeoutError, run.record.get("retry_on")):
+            retry = False
 
         def send_failure() -> None:
-            status, delay_ms = calls.fail(
-                self.connection, run.queue.keys, lease.id, lease.token, kind, error, jitter
+            failed = calls.fail_run(
+                self.connection, run.queue.keys, lease.id, lease.token, kind, error, jitter, retry
             )
-            _log_failure(run, kind, error, seconds, status, delay_ms)
-            if status == Status.FAILED:
+            _log_failure(run, kind, error, seconds, failed.status, failed.delay_ms)
+            if failed.status == Status.FAILED:
+                if failed.dependents:
+                    self._tell_dependents(run, failed.dependents, False, Status.FAILED)
                 self._tell_parent(run, False, error)
 
         self._report(send_failure, run, "failure")
+
+    def _tell_dependents(
+        self, run: Run, dependents: Sequence[tuple[str, str]], ok: bool, status: str
+    ) -> None:
+        """A job others depend on ended: record it in their queues (see dependencies.py), then
+        forget its notice unless its parent is told next (that forgets it)."""
+        keys = run.queue.keys
+        dependencies.tell_dependents(self.connection, keys, run.lease.id, dependents, ok, status)
+        if not isinstance(run.record.get("parent"), dict):
+            dependencies.forget(self.connection, keys, run.lease.id)
 
     def _tell_parent(self, run: Run, ok: bool, value: str) -> None:
         """A subtask ended for good: record it in its parent's queue (see splitting.py)."""
@@ -252,9 +279,15 @@ class Reporter:
             calls.raise_mapped(popped)
         return calls.parse_pop_reply(pop_from.keys, popped)
 
-    @staticmethod
-    def _check_completions(chunk: Sequence[tuple[Run, bytes]], reply: Any) -> None:
-        """Log the results the library did not store (their lease was lost, say)."""
+    def _report_dependents(self, run: Run, dependents: list[tuple[str, str]]) -> None:
+        def send() -> None:
+            self._tell_dependents(run, dependents, True, Status.COMPLETE)
+
+        self._report(send, run, "end (to its dependents)")
+
+    def _check_completions(self, chunk: Sequence[tuple[Run, bytes]], reply: Any) -> None:
+        """Log the results the library did not store (their lease was lost, say); tell the
+        dependents of the jobs others depend on."""
         try:
             if isinstance(reply, redis.ResponseError):
                 calls.raise_mapped(reply)
@@ -263,6 +296,8 @@ class Reporter:
             log.error("results of %d jobs not stored: %s", len(chunk), exc)
             return
         for (run, _), outcome in zip(chunk, outcomes, strict=False):
+            if isinstance(outcome, calls.Completed):
+                self._report_dependents(run, outcome.dependents)
             if isinstance(outcome, LeaseLost):
                 log.warning("late result of job %s refused: %s", run.lease.id, outcome)
             elif isinstance(outcome, PySchedulerError):

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import wait as wait_for_ready
 from typing import Any
 
+from ..client import schedules
 from ..client.queue import Queue
 from ..exceptions import LibraryError
 from ..store import calls
@@ -131,6 +132,8 @@ class Worker:
         self._aborting = False
         self._pause_requested = False
         self._next_redrive = 0.0
+        # Cron schedules whose list of ticks ran low while no worker ran get more at start.
+        self._schedules_refilled = False
         self._waiting: WorkWaiting | None = None  # the blocking waits, while `work` runs
         self._pipe: WakePipe | None = None  # the self-pipe, while `work` runs
         self._outages = Outages(
@@ -245,6 +248,10 @@ class Worker:
         if now >= self._next_redrive:
             self._next_redrive = now + REDRIVE_SECONDS
             self._reports.redrive_notices(self.queues)
+        if not self._schedules_refilled:
+            for queue in self.queues:
+                schedules.refill_queue(self.connection, queue.keys)
+            self._schedules_refilled = True
         self._sync.flush_and_collect()
         self._loop.flush_and_collect()
         now = time.monotonic()
@@ -302,6 +309,8 @@ class Worker:
                 )
             self._dispatch.hand_out(queue, result.leases, idle, extra, asked + self._leases.trust)
             took += result.leases
+            if any(schedules.wants_refill(lease.record) for lease in result.leases):
+                schedules.refill_queue(self.connection, queue.keys)  # a cron run asked for it
             if result.wait_ms >= 0 and (soonest < 0 or result.wait_ms < soonest):
                 soonest = result.wait_ms
         if took:

@@ -27,6 +27,8 @@ from .protocol import (
     CANCEL_BATCH_MAX,
     FORGET_BATCH_MAX,
     HISTOGRAM_BOUNDS_MS,
+    JOB_ID_RE,
+    QUEUE_NAME_RE,
     RENEW_BATCH_MAX,
     SIZE_LIMIT_DEFAULTS,
     SIZE_LIMIT_MAX,
@@ -123,6 +125,12 @@ class NewJob:
     time_slice: float = 0.0
     parent: ParentRef | None = None
     split: SplitPlan | None = None
+    # '' or the JSON object of the rarely used options (see lua/enqueue.lua: expires,
+    # unique_for, unique_key, on_success, on_failure, retry_on, depends_on,
+    # on_dependency_failure); a job without them sends one empty field.
+    extra: str = ""
+    # The jobs it depends on as (queue, id), registered with them after the enqueue.
+    depends_on: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +171,7 @@ def enqueue_command(keys: QueueKeys, jobs: Sequence[NewJob]) -> list[Any]:
             job.time_slice,
             "" if job.parent is None else job.parent.to_json(),
             "" if job.split is None else job.split.to_json(),
+            job.extra,
         )
     return command
 
@@ -424,14 +433,51 @@ def complete_many_args(
     return numkeys, flat
 
 
+class Completed(int):
+    """The run time in ms of a completed job that other jobs depend on, with those jobs
+    (`dependents`: [(queue, id), ...]) to tell next (client/dependencies.py)."""
+
+    dependents: list[tuple[str, str]]
+
+
+def _dependents(text: bytes | str) -> list[tuple[str, str]]:
+    """The [[queue, id], ...] of a reply; entries another writer spoiled are left out (a
+    record is untrusted input: it must not stop a worker)."""
+    try:
+        return dependent_refs(json.loads(_text(text)))
+    except ValueError:
+        return []
+
+
+def dependent_refs(listed: object) -> list[tuple[str, str]]:
+    """The well-formed (queue, id) pairs of a record's decoded `dependents` (or `deps`)."""
+    if not isinstance(listed, list):
+        return []
+    return [
+        (ref[0], ref[1])
+        for ref in listed
+        if isinstance(ref, list)
+        and len(ref) >= 2
+        and isinstance(ref[0], str)
+        and QUEUE_NAME_RE.match(ref[0])
+        and isinstance(ref[1], str)
+        and JOB_ID_RE.match(ref[1])
+    ]
+
+
 def parse_complete_many_reply(reply: Sequence[Any]) -> list[int | PySchedulerError]:
-    """Per job, in order: its run time in ms, or the exception `complete` would raise for it
-    (LeaseLost for a stale token, JobNotFound; PayloadTooLarge: the result was over the queue's
-    limit and the job failed for good)."""
+    """Per job, in order: its run time in ms (a `Completed` when it has dependents), or the
+    exception `complete` would raise for it (LeaseLost for a stale token, JobNotFound;
+    PayloadTooLarge: the result was over the queue's limit and the job failed for good)."""
     outcomes: list[int | PySchedulerError] = []
     for entry in reply:
         if isinstance(entry, int):
             outcomes.append(entry)
+            continue
+        if isinstance(entry, list) and len(entry) == 2:
+            done = Completed(int(entry[0]))
+            done.dependents = _dependents(entry[1])
+            outcomes.append(done)
             continue
         text = _text(entry)
         mapped = error_from_reply(text)
@@ -465,13 +511,38 @@ def fail(
     jitter: float,
 ) -> tuple[str, int]:
     """Record a failed run; returns (new status, retry delay ms). Raises LeaseLost."""
-    reply = _fcall(
-        conn,
-        "psq_fail",
-        keys_for("psq_fail", keys),
-        [job_id, token, kind.value, error, jitter],
-    )
-    return _text(reply[0]), int(reply[1])
+    failed = fail_run(conn, keys, job_id, token, kind, error, jitter)
+    return failed.status, failed.delay_ms
+
+
+@dataclass(frozen=True, slots=True)
+class FailedRun:
+    """What `psq_fail` did: the job's new status, its retry delay, and when it failed for good,
+    the jobs depending on it (to tell next: client/dependencies.py)."""
+
+    status: str
+    delay_ms: int
+    dependents: list[tuple[str, str]]
+
+
+def fail_run(
+    conn: Client,
+    keys: QueueKeys,
+    job_id: str,
+    token: str,
+    kind: FailKind,
+    error: str,
+    jitter: float,
+    retry: bool = True,
+) -> FailedRun:
+    """Record a failed run (`retry=False`: fail it for good now, whatever its retries; the
+    error is not one its `retry_on` lists). Raises LeaseLost."""
+    args: list[Any] = [job_id, token, kind.value, error, jitter]
+    if not retry:
+        args.append("0")
+    reply = _fcall(conn, "psq_fail", keys_for("psq_fail", keys), args)
+    dependents = _dependents(reply[2]) if len(reply) > 2 else []
+    return FailedRun(_text(reply[0]), int(reply[1]), dependents)
 
 
 @dataclass(frozen=True, slots=True)
@@ -801,12 +872,15 @@ def subtask_outcomes(
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """A subtask's end that its parent's queue may not have recorded yet."""
+    """A job's end that its parent's queue (a subtask) or its dependents' queues may not have
+    recorded yet."""
 
     subtask_id: str
     parent: ParentRef | None
     ok: bool
     value: str
+    status: str = ""
+    dependents: tuple[tuple[str, str], ...] = ()
 
 
 def stale_notices(conn: Client, keys: QueueKeys, count: int) -> list[Notice]:
@@ -817,13 +891,61 @@ def stale_notices(conn: Client, keys: QueueKeys, count: int) -> list[Notice]:
         [count],
     )
     notices = []
-    for i in range(0, len(reply), 5):
+    for i in range(0, len(reply), 6):
         parent_json = _text(reply[i + 1])
         parent = ParentRef(**json.loads(parent_json)) if parent_json else None
+        dependents = tuple(_dependents(reply[i + 5])) if _text(reply[i + 5]) else ()
         notices.append(
-            Notice(_text(reply[i]), parent, _text(reply[i + 2]) == "1", _text(reply[i + 3]))
+            Notice(
+                _text(reply[i]),
+                parent,
+                _text(reply[i + 2]) == "1",
+                _text(reply[i + 3]),
+                _text(reply[i + 4]),
+                dependents,
+            )
         )
     return notices
+
+
+ADD_DEPENDENT_NUMKEYS = len(BY_NAME["psq_add_dependent"].keys)
+
+
+def add_dependent_args(keys: QueueKeys, job_id: str, queue: str, dependent: str) -> list[Any]:
+    """The keys and arguments of one `psq_add_dependent` call, for a client or a pipeline."""
+    return [*keys_for("psq_add_dependent", keys), job_id, queue, dependent]
+
+
+def parse_add_dependent_reply(reply: Any) -> tuple[str, str]:
+    return _text(reply[0]), _text(reply[1])
+
+
+def add_dependent(
+    conn: Client, keys: QueueKeys, job_id: str, queue: str, dependent: str
+) -> tuple[str, str]:
+    """Note in job `job_id` (of `keys`) that job `dependent` of `queue` waits for it; returns
+    ('pending', '') when noted, else the job's end: ('complete', ''), ('failed' / 'cancelled'
+    / 'expired', error text) or ('missing', '')."""
+    call = add_dependent_args(keys, job_id, queue, dependent)
+    reply = _fcall(
+        conn, "psq_add_dependent", call[:ADD_DEPENDENT_NUMKEYS], call[ADD_DEPENDENT_NUMKEYS:]
+    )
+    return parse_add_dependent_reply(reply)
+
+
+def dependency_done(
+    conn: Client, keys: QueueKeys, job_id: str, queue: str, dep: str, ok: bool, status: str
+) -> str:
+    """Record in job `job_id`'s queue (`keys`) that its dependency `dep` of `queue` ended;
+    see lua/dependency_done.lua for the replies."""
+    return _text(
+        _fcall(
+            conn,
+            "psq_dependency_done",
+            keys_for("psq_dependency_done", keys),
+            [job_id, queue, dep, "1" if ok else "0", status],
+        )
+    )
 
 
 def forget_notices(conn: Client, keys: QueueKeys, subtask_ids: Sequence[str]) -> int:
@@ -834,3 +956,65 @@ def forget_notices(conn: Client, keys: QueueKeys, subtask_ids: Sequence[str]) ->
             _fcall(conn, "psq_forget_notices", keys_for("psq_forget_notices", keys), batch)
         )
     return forgotten
+
+
+# -- periodic jobs (lua/schedule.lua and friends) and progress ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSchedule:
+    """A schedule as `psq_list_schedules` read it: its definition is the JSON text stored
+    (untrusted: client/schedules.py checks it); `next_tick_ms` None when paused or unknown."""
+
+    name: str
+    definition: str
+    next_tick_ms: int | None
+
+
+def schedule(conn: Client, keys: QueueKeys, name: str, definition: str) -> tuple[bool, int | None]:
+    """Define or replace schedule `name`; returns (created, next tick in ms or None)."""
+    reply = _fcall(conn, "psq_schedule", keys_for("psq_schedule", keys), [name, definition])
+    tick = int(reply[1])
+    return bool(int(reply[0])), None if tick < 0 else tick
+
+
+def unschedule(conn: Client, keys: QueueKeys, name: str) -> bool:
+    """Remove schedule `name`; False when there was none."""
+    return bool(_fcall(conn, "psq_unschedule", keys_for("psq_unschedule", keys), [name]))
+
+
+def pause_schedule(conn: Client, keys: QueueKeys, name: str, paused: bool) -> int | None:
+    """Pause or resume schedule `name`; returns its next tick (ms) or None. Raises JobNotFound
+    (the error code NOT_FOUND) when there is no such schedule."""
+    args = [name, "1" if paused else "0"]
+    tick = int(_fcall(conn, "psq_pause_schedule", keys_for("psq_pause_schedule", keys), args))
+    return None if tick < 0 else tick
+
+
+def refill_schedule(
+    conn: Client, keys: QueueKeys, name: str, cron: str, tz: str, ticks: Sequence[int]
+) -> int:
+    """Add tick times to cron schedule `name`; returns how many it lists now, -1 when it is
+    gone or was redefined with other timing."""
+    args = [name, cron, tz, json.dumps(list(ticks))]
+    return int(_fcall(conn, "psq_refill_schedule", keys_for("psq_refill_schedule", keys), args))
+
+
+def list_schedules(conn: Client, keys: QueueKeys) -> tuple[int, list[StoredSchedule]]:
+    """The server's time (ms) and the queue's schedules, sorted by name."""
+    reply = _fcall_ro(conn, "psq_list_schedules", keys_for("psq_list_schedules", keys), [])
+    found = [
+        StoredSchedule(
+            _text(reply[i]),
+            _text(reply[i + 1]),
+            None if int(reply[i + 2]) < 0 else int(reply[i + 2]),
+        )
+        for i in range(1, len(reply), 3)
+    ]
+    return int(reply[0]), found
+
+
+def set_progress(conn: Client, keys: QueueKeys, job_id: str, token: str, progress: str) -> None:
+    """Store a running job's progress (JSON text). Raises LeaseLost, JobNotFound,
+    PayloadTooLarge."""
+    _fcall(conn, "psq_set_progress", keys_for("psq_set_progress", keys), [job_id, token, progress])

@@ -12,14 +12,20 @@ Accepted forms::
     redis+cluster://[[USER]:PASSWORD@]HOST[:PORT][?OPTION=VALUE&...]
     rediss+cluster://...          a Redis Cluster, through any one of its nodes (the client
                                   finds the others); database 0 only, as in every cluster
+    redis+sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/SERVICE[/DB][?OPTION=VALUE&...]
+    rediss+sentinel://...         the primary that Sentinels (port 26379 by default) name for
+                                  SERVICE, found again after a failover; the user and password
+                                  are the primary's (sentinel_username=, sentinel_password=:
+                                  the sentinels' own); with rediss, TLS to both
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 from redis.client import Pipeline
@@ -35,6 +41,7 @@ from redis.exceptions import (
     RedisClusterException,
     TryAgainError,
 )
+from redis.sentinel import Sentinel
 
 from ..exceptions import InvalidURL
 
@@ -48,6 +55,7 @@ __all__ = [
     "error_text",
     "is_cluster_client",
     "is_cluster_url",
+    "is_sentinel_url",
     "local_fcall_keys",
     "pipeline",
     "redacted",
@@ -63,15 +71,32 @@ URL_ENV = "REDIS_URL"
 #: A connection to one server or to a Redis Cluster.
 Client = redis.Redis | RedisCluster
 
-SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+cluster",
+    "rediss+cluster",
+    "redis+sentinel",
+    "rediss+sentinel",
+)
 _CLUSTER_SUFFIX = "+cluster"
+_SENTINEL_SUFFIX = "+sentinel"
+#: The port of a sentinel named without one.
+SENTINEL_DEFAULT_PORT = 26379
+# Options of a sentinel URL for the sentinels themselves (the others are the primary's).
+_SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+_SERVICE_RE = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 # Redis's `databases` setting is a C int; what a given server has is checked when it answers.
 MAX_DB = 2**31 - 1
 # Query options that name files: a missing one would only show up as a TLS error at connect.
 _FILE_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_ca_path")
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _DB_RE = re.compile(r"^[+-]?\d+$")
-_FORM = "redis://HOST:PORT/DB (or rediss://, unix:///path/to/socket, redis+cluster://HOST:PORT)"
+_FORM = (
+    "redis://HOST:PORT/DB (or rediss://, unix:///path/to/socket, redis+cluster://HOST:PORT,"
+    " redis+sentinel://HOST:PORT/SERVICE)"
+)
 
 
 def redacted(url: str) -> str:
@@ -121,10 +146,13 @@ def validate_url(url: object) -> str:
     if scheme not in SCHEMES:
         raise _bad(
             text,
-            f"unknown scheme {scheme + '://'!r}: use redis://, rediss://, unix:// or"
-            " redis+cluster://",
+            f"unknown scheme {scheme + '://'!r}: use redis://, rediss://, unix://,"
+            " redis+cluster:// or redis+sentinel://",
         )
     text = scheme + text[len(match.group(1)) :]  # redis-py wants the scheme in lower case
+    if scheme.endswith(_SENTINEL_SUFFIX):
+        _sentinel_parts(text)
+        return text
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 address
@@ -196,6 +224,116 @@ def _node_url(url: str) -> str:
     return scheme.removesuffix(_CLUSTER_SUFFIX) + sep + rest
 
 
+def is_sentinel_url(url: str) -> bool:
+    return url.partition("://")[0].lower().endswith(_SENTINEL_SUFFIX)
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    """A `redis+sentinel://` URL taken apart."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    # The primary's side as a one-server URL (the first sentinel's address stands in for the
+    # primary's, which the sentinels tell): its credentials, database and options.
+    primary_url: str
+    sentinel_options: dict[str, str]
+    tls: bool
+
+
+def _sentinel_parts(url: str) -> SentinelURL:
+    """Check a sentinel URL (see the module docstring) and take it apart; InvalidURL names
+    what is wrong."""
+    scheme, _, rest = url.partition("://")
+    if "#" in rest:
+        raise _bad(url, "a '#' must be written %23")
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "@" in path + query.partition("=")[0]:
+        raise _bad(url, "a '/', '?' or '#' before the '@' must be written %2F, %3F or %23")
+    sentinels: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        if not item:
+            raise _bad(url, "no sentinel address (or an empty one between commas): write HOST:PORT")
+        try:
+            address = urlsplit("//" + item)
+            host, port = address.hostname, address.port
+        except ValueError:
+            raise _bad(url, f"the sentinel address {item!r} has no port in 1..65535") from None
+        if not host:
+            raise _bad(url, f"the sentinel address {item!r} has no host")
+        if item.endswith(":"):
+            raise _bad(url, f"an empty port after ':' in {item!r}")
+        if port is not None and not 1 <= port <= 65535:
+            raise _bad(url, f"the port {port} is not in 1..65535")
+        sentinels.append((host, SENTINEL_DEFAULT_PORT if port is None else port))
+    segments = path.split("/") if path else []
+    if segments[-1:] == [""]:
+        segments.pop()  # a trailing '/'
+    if not segments or not segments[0]:
+        raise _bad(url, "no service name: write .../SERVICE[/DB] (the name the sentinels monitor)")
+    service = unquote(segments[0])
+    if not _SERVICE_RE.match(service):
+        raise _bad(
+            url, f"the service name {service!r} is not 1..200 letters, digits, '.', '_', '-'"
+        )
+    if len(segments) > 2:
+        raise _bad(url, f"the path {'/' + path!r} is not /SERVICE[/DB]")
+    db = "/" + segments[1] if len(segments) == 2 else ""
+    try:
+        query_pairs = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise _bad(url, "the options after '?' are not NAME=VALUE&NAME=VALUE...") from None
+    sentinel_options = {n: v[-1] for n, v in query_pairs.items() if n in _SENTINEL_OPTIONS}
+    primary_query = "&".join(
+        pair
+        for pair in query.split("&")
+        if pair and pair.partition("=")[0] not in _SENTINEL_OPTIONS
+    )
+    tls = scheme.startswith("rediss")
+    primary_url = f"{'rediss' if tls else 'redis'}://{userinfo}{at}{hostlist.split(',')[0]}{db}" + (
+        f"?{primary_query}" if primary_query else ""
+    )
+    try:
+        validate_url(primary_url)
+    except InvalidURL as exc:  # the same words, about the URL as written
+        raise _bad(url, str(exc).partition("': ")[2] or str(exc)) from None
+    return SentinelURL(sentinels, service, primary_url, sentinel_options, tls)
+
+
+def _sentinel_client(url: str, **options: Any) -> redis.Redis:
+    """The client of the primary the sentinels name (`Sentinel(...).master_for(...)`): each
+    new connection asks the sentinels where the primary is, so after a failover the client
+    reconnects to the promoted replica (and a demoted primary's READONLY reply closes the
+    connection, redis-py raising ConnectionError)."""
+    parts = _sentinel_parts(url)
+    kwargs: dict[str, Any] = parse_url(parts.primary_url)  # type: ignore[no-untyped-call]
+    kwargs.pop("host", None)
+    kwargs.pop("port", None)
+    if kwargs.pop("connection_class", None) is not None and parts.tls:
+        kwargs["ssl"] = True  # SentinelConnectionPool picks its TLS connection class itself
+    kwargs.update(options)
+    # The sentinels get the socket (and TLS) settings, and credentials of their own if given.
+    sentinel_kwargs = {
+        k: v
+        for k, v in kwargs.items()
+        if k.startswith("socket_") or (parts.tls and k.startswith("ssl"))
+    }
+    for option in _SENTINEL_OPTIONS:  # (parse_qs decoded them)
+        if option in parts.sentinel_options:
+            sentinel_kwargs[option.removeprefix("sentinel_")] = parts.sentinel_options[option]
+    try:
+        sentinel = Sentinel(parts.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+        client: redis.Redis = sentinel.master_for(parts.service, **kwargs)  # type: ignore[no-untyped-call]
+        pool = client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)  # unknown options fail here, unconnected
+    except TypeError as exc:
+        unknown = re.search(r"keyword argument '([^']+)'", str(exc))
+        raise _bad(url, f"unknown option {unknown.group(1)!r}" if unknown else str(exc)) from None
+    return client
+
+
 def resolve_url(url: str | None = None) -> str:
     """The URL a client would use: `url` if given, else $REDIS_URL if set and not blank, else
     `DEFAULT_URL`. Not validated."""
@@ -206,12 +344,15 @@ def resolve_url(url: str | None = None) -> str:
 
 def client_from_url(url: str | None = None, **options: Any) -> redis.Redis:
     """A `redis.Redis` for `url` (None: $REDIS_URL, else `DEFAULT_URL`), after `validate_url`:
-    for what needs one server; everything else takes either kind through `connect`.
+    for what needs one server; everything else takes either kind through `connect`. For a
+    sentinel URL, the client of the primary the sentinels name.
 
     `options` are passed to the client (e.g. `socket_connect_timeout=10`). No connection is
     made yet. Raises `InvalidURL` for a bad URL or an option redis-py does not know.
     """
     text = validate_url(resolve_url(url))
+    if is_sentinel_url(text):
+        return _sentinel_client(text, **options)
     if is_cluster_url(text):
         raise _bad(
             text,

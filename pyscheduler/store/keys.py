@@ -57,6 +57,15 @@ class QueueKeys:
     # STREAM of job events: fields "event" (one of EVENT_KINDS) and "ids" (job ids, one space
     # between), trimmed to about EVENTS_MAXLEN entries
     events: str = field(init=False)
+    # ZSET dedup key -> time its window closes (ms), and HASH dedup key -> the job id it
+    # names (enqueue's unique_for / unique_key); swept in bounded batches by psq_enqueue
+    unique: str = field(init=False)
+    unique_ids: str = field(init=False)
+    # HASH schedule name -> definition (JSON: the job to run, every_ms or cron/tz with the next
+    # tick times, catch_up, paused, last tick run), and ZSET schedule name -> next tick (ms,
+    # server clock) of each schedule that is not paused: psq_pop runs the due ticks
+    schedules: str = field(init=False)
+    ticks: str = field(init=False)
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
@@ -84,6 +93,10 @@ class QueueKeys:
             "worker_info",
             "metrics",
             "events",
+            "unique",
+            "unique_ids",
+            "schedules",
+            "ticks",
         ):
             object.__setattr__(self, name, prefix + name)
 
@@ -101,4 +114,5 @@ class QueueKeys:
             "failed": self.failed,
             "complete": self.finished,
             "cancelled": self.finished,
+            "expired": self.finished,
         }[status]

@@ -25,6 +25,7 @@ class Status(StrEnum):
     COMPLETE = "complete"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # not started before its `expires` time: never run
 
 
 class ErrorCode(StrEnum):
@@ -58,6 +59,7 @@ STAT_FIELDS: Final = (
     "paused",
     "started",  # runs whose handler started (psq_pop; psq_start_run under a rate limit)
     "lost_leases",  # leases that expired and were reclaimed by psq_pop
+    "expired",  # jobs not started before their `expires` time (psq_pop)
 )
 
 # Metrics the library keeps per queue (psq_metrics reads them): wait time (queued or due to
@@ -93,6 +95,7 @@ EVENT_KINDS: Final = (
     "retried",
     "paused",
     "cancelled",
+    "expired",
 )
 EVENT_IDS_MAX: Final = 100
 EVENTS_MAXLEN: Final = 1000
@@ -162,6 +165,33 @@ WAKE_TOKENS_MAX: Final = 64
 MAX_LOST_LEASES: Final = 3
 MAX_LOST_LEASES_LIMIT: Final = 1000
 MAX_BACKOFF_MS: Final = 3_600_000
+# Rarely used enqueue options (the `extra` JSON field of psq_enqueue): the most jobs one job
+# depends on (depends_on), the most dependents one job keeps in its record, the most exception
+# names of a retry_on list, the longest exception name and dedup key (unique_key), in bytes.
+DEPENDS_MAX: Final = 100
+DEPENDENTS_MAX: Final = 1000
+RETRY_ON_MAX: Final = 32
+EXCEPTION_NAME_MAX_BYTES: Final = 256
+UNIQUE_KEY_MAX_BYTES: Final = 256
+# Periodic jobs (queue.schedule): the most schedules a queue holds (each has a name like a
+# queue's); the most runs one psq_pop creates from due ticks; the most missed ticks a schedule
+# with catch_up=True runs after an outage (the most recent ones); for cron schedules, the tick
+# times computed ahead in Python (croniter) and stored with the definition, the count below
+# which a run's record asks the worker for more, and the most a definition keeps; the shortest
+# `every` interval; the longest cron expression and zone name, in bytes.
+SCHEDULES_MAX: Final = 1000
+SCHEDULE_FIRE_BATCH: Final = 100
+SCHEDULE_CATCH_UP_MAX: Final = 100
+SCHEDULE_TICKS_AHEAD: Final = 100
+SCHEDULE_REFILL_AT: Final = 50
+SCHEDULE_TICKS_MAX: Final = 200
+SCHEDULE_EVERY_MS_MIN: Final = 10
+SCHEDULE_SPEC_MAX_BYTES: Final = 256
+# The largest progress value (current_job().set_progress), JSON text in bytes, and how deep it
+# may nest; a running job writes it to Redis at most once per PROGRESS_INTERVAL_S.
+PROGRESS_MAX_BYTES: Final = 4096
+PROGRESS_DEPTH_MAX: Final = 6
+PROGRESS_INTERVAL_S: Final = 0.25
 # Subtask outcomes not yet delivered to their parent's queue after this long are re-driven.
 NOTICE_REDRIVE_MS: Final = 10_000
 # An absolute due time this far in the past is refused as "in the past" (clock skew allowance).
@@ -242,6 +272,21 @@ def template_context() -> dict[str, object]:
         "MAX_LOST_LEASES_LIMIT": MAX_LOST_LEASES_LIMIT,
         "MAX_BACKOFF_MS": MAX_BACKOFF_MS,
         "NOTICE_REDRIVE_MS": NOTICE_REDRIVE_MS,
+        "SCHEDULES_MAX": SCHEDULES_MAX,
+        "SCHEDULE_FIRE_BATCH": SCHEDULE_FIRE_BATCH,
+        "SCHEDULE_CATCH_UP_MAX": SCHEDULE_CATCH_UP_MAX,
+        "SCHEDULE_TICKS_AHEAD": SCHEDULE_TICKS_AHEAD,
+        "SCHEDULE_REFILL_AT": SCHEDULE_REFILL_AT,
+        "SCHEDULE_TICKS_MAX": SCHEDULE_TICKS_MAX,
+        "SCHEDULE_EVERY_MS_MIN": SCHEDULE_EVERY_MS_MIN,
+        "SCHEDULE_SPEC_MAX_BYTES": SCHEDULE_SPEC_MAX_BYTES,
+        "PROGRESS_MAX_BYTES": PROGRESS_MAX_BYTES,
+        "PROGRESS_DEPTH_MAX": PROGRESS_DEPTH_MAX,
+        "DEPENDS_MAX": DEPENDS_MAX,
+        "DEPENDENTS_MAX": DEPENDENTS_MAX,
+        "RETRY_ON_MAX": RETRY_ON_MAX,
+        "EXCEPTION_NAME_MAX_BYTES": EXCEPTION_NAME_MAX_BYTES,
+        "UNIQUE_KEY_MAX_BYTES": UNIQUE_KEY_MAX_BYTES,
         "TOKEN_LENGTH": TOKEN_LENGTH,
         "KEY_PREFIX": KEY_PREFIX,
         "POP_BATCH_MAX": POP_BATCH_MAX,

@@ -16,4 +16,5 @@ SYSTEMS = {
     "huey": "huey_peer",
     "saq": "saq_peer",
     "celery": "celery_peer",
+    "bullmq": "bullmq_peer",  # Node.js: tools/bench_peers/bullmq/
 }

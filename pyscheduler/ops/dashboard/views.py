@@ -110,7 +110,7 @@ def failed(request: Request) -> Response:
 
 
 def _state_count(stats: QueueStats, state: str) -> int:
-    if state in (Status.COMPLETE, Status.CANCELLED):
+    if state in (Status.COMPLETE, Status.CANCELLED, Status.EXPIRED):
         return stats.finished  # they share one set: an upper bound for each
     return int(getattr(stats, state))
 

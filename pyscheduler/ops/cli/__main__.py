@@ -1,0 +1,5 @@
+"""`python -m pyscheduler.ops.cli`, as `python -m pyscheduler`."""
+
+from . import main
+
+main()
