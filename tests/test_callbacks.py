@@ -16,7 +16,8 @@ from option_tasks import CALLBACKS_KEY, URL_ENV, on_failure, on_success
 
 from pyscheduler import HandlerRefused, Queue, Status
 
-pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+# Not marked `cluster`: every call here touches one queue, whose keys share one slot, so a
+# cluster run would repeat the one-server run (test_dependencies.py is the one that crosses shards).
 
 
 def key() -> str:

@@ -12,7 +12,8 @@ from helpers import server_ms, start_worker, stop_worker
 
 from pyscheduler import InvalidOption, Queue
 
-pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+# Not marked `cluster`: every call here touches one queue, whose keys share one slot, so a
+# cluster run would repeat the one-server run (test_dependencies.py is the one that crosses shards).
 
 
 def due_ms(queue: Queue, job_id: str) -> int:

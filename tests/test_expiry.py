@@ -14,7 +14,8 @@ from helpers import start_worker, wait_status, wait_until
 
 from pyscheduler import InvalidOption, JobExpired, Queue, Status
 
-pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+# Not marked `cluster`: every call here touches one queue, whose keys share one slot, so a
+# cluster run would repeat the one-server run (test_dependencies.py is the one that crosses shards).
 
 
 def key() -> str:

@@ -19,7 +19,8 @@ from pyscheduler.runtime.context import JobContext
 from pyscheduler.store import calls
 from pyscheduler.store.protocol import PROGRESS_DEPTH_MAX, PROGRESS_MAX_BYTES
 
-pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+# Not marked `cluster`: every call here touches one queue, whose keys share one slot, so a
+# cluster run would repeat the one-server run (test_dependencies.py is the one that crosses shards).
 
 
 def leased_context(conn: Any, queue: Queue) -> JobContext:

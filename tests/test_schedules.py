@@ -24,7 +24,8 @@ from pyscheduler.client.schedules import cron_ticks
 from pyscheduler.store import calls
 from pyscheduler.store.protocol import JOB_ID_RE, SCHEDULE_TICKS_MAX
 
-pytestmark = pytest.mark.cluster  # also on a local Redis Cluster (conftest.py)
+# Not marked `cluster`: every call here touches one queue, whose keys share one slot, so a
+# cluster run would repeat the one-server run (test_dependencies.py is the one that crosses shards).
 
 PARIS = ZoneInfo("Europe/Paris")
 
