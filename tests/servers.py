@@ -155,6 +155,20 @@ def _stop_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def stop_server(proc: subprocess.Popen[bytes] | None, directory: Path) -> None:
+    """Stop a server started in a process group of its own (SIGTERM, then SIGKILL after 5 s),
+    and remove its folder."""
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
 class TlsServer:
     """A redis-server/valkey-server that listens on a TLS port only (``--port 0``).
 
@@ -259,15 +273,7 @@ class TlsServer:
             client.close()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        stop_server(self.proc, self.directory)
 
 
 def tls_binary_candidates(kind: str) -> list[tuple[str, str | None]]:
@@ -475,15 +481,7 @@ class SentinelServer:
             return "(no log)"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        stop_server(self.proc, self.directory)
 
 
 @dataclass
