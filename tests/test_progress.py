@@ -144,7 +144,7 @@ def test_the_command_line_shows_a_jobs_progress(conn: redis.Redis, redis_url: st
     queue.enqueue("tasks:noop")
     context = leased_context(conn, queue)
     context.set_progress({"rows": 1200})
-    runner = CliRunner()
+    runner = CliRunner(env={"COLUMNS": None})  # piped output is wide, whatever COLUMNS says
     shown = runner.invoke(main, ["job", context.id, "--queue", "prog8", "--url", redis_url])
     assert shown.exit_code == 0, shown.output
     assert "progress" in shown.output and '"rows": 1200' in shown.output

@@ -582,7 +582,10 @@ def test_other_queue_keeps_flowing_while_a_limited_queue_is_backed_up(
     assert all(j.status == Status.COMPLETE for j in jobs)
     assert still_queued >= 3, "the other queue's jobs waited for the limited queue to drain"
     assert statistics.median(latencies_ms) < 50, latencies_ms
-    assert max(latencies_ms) < 300, latencies_ms
+    # A job queued behind the backlog would wait for most of it (2.5 s or more); the slowest
+    # start seen (an executor's first job, on a machine loaded by other tests: up to ~400 ms)
+    # stays far below that.
+    assert max(latencies_ms) < 2000, latencies_ms
     wait_all(limited, (j.id for j in backlog), timeout=30)
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from ..store.connection import Client, is_cluster_client, pipeline
 from ..store.keys import QueueKeys
 from ..store.protocol import EVENTS_READ_MAX
@@ -86,8 +88,17 @@ def read(
     if is_cluster_client(connection) and len(cursors) > 1:
         return _read_each(connection, cursors, block_s)
     streams: dict[Any, Any] = {QueueKeys(name).events: after for name, after in cursors.items()}
-    block = None if block_s is None else _block_ms(connection, block_s)
-    reply: Any = connection.xread(streams, count=EVENTS_READ_MAX, block=block)
+    if block_s is None:
+        reply: Any = connection.xread(streams, count=EVENTS_READ_MAX)
+        return _taken(reply, cursors)
+    try:
+        reply = connection.xread(
+            streams, count=EVENTS_READ_MAX, block=_block_ms(connection, block_s)
+        )
+    except redis.TimeoutError:
+        # A server busy (or a machine loaded) past the socket timeout's margin answers a
+        # blocking read late; nothing was read, so the caller's loop just looks again.
+        return []
     return _taken(reply, cursors)
 
 
