@@ -4,7 +4,7 @@ from .client.job import Job
 from .client.queue import Queue
 from .client.schedules import Schedule
 from .client.splitting import Subtask, SubtaskFailed
-from .client.tasks import task
+from .client.tasks import Task, task
 from .exceptions import (
     HandlerRefused,
     HandlerUnavailable,
@@ -63,6 +63,7 @@ __all__ = [
     "Status",
     "Subtask",
     "SubtaskFailed",
+    "Task",
     "WaitTimeout",
     "Worker",
     "current_job",

@@ -8,14 +8,21 @@ are never handlers, so an enqueue of one is refused at once.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, ParamSpec, TypeVar, overload
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from ..exceptions import HandlerRefused, InvalidOption
 from ..store.protocol import EXCEPTION_NAME_MAX_BYTES, RETRY_ON_MAX
+
+if TYPE_CHECKING:  # queue.py imports this module
+    from ..store.durability import Durability
+    from .job import Job
+    from .queue import Queue
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -44,35 +51,172 @@ def reference_of(func: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
+class TaskCall(Generic[P]):
+    """A task with enqueue options chosen (`Task.options`): `enqueue` takes the task's own
+    arguments, checked against its signature by the type checker."""
+
+    def __init__(
+        self, func: Callable[P, Any], queue: Queue | None, options: dict[str, Any]
+    ) -> None:
+        self._func = func
+        self._queue = queue
+        self._options = options
+
+    def options(
+        self,
+        *,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | float | None = None,
+        timeout: float | timedelta | None = None,
+        retries: int | None = None,
+        backoff: float | timedelta | None = None,
+        job_id: str | None = None,
+        result_ttl: float | timedelta | None = None,
+        time_slice: float | timedelta | None = None,
+        unique_for: float | timedelta | None = None,
+        unique_key: str | None = None,
+        expires: float | timedelta | datetime | None = None,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
+        durable: bool | Durability | None = None,
+    ) -> TaskCall[P]:
+        """These options on top of the ones chosen so far (see `Queue.enqueue`); None: unset."""
+        chosen = {
+            key: value
+            for key, value in (
+                ("priority", priority),
+                ("delay", delay),
+                ("at", at),
+                ("timeout", timeout),
+                ("retries", retries),
+                ("backoff", backoff),
+                ("job_id", job_id),
+                ("result_ttl", result_ttl),
+                ("time_slice", time_slice),
+                ("unique_for", unique_for),
+                ("unique_key", unique_key),
+                ("expires", expires),
+                ("retry_on", retry_on),
+                ("durable", durable),
+            )
+            if value is not None
+        }
+        # `is None`, not `or`: an empty Queue is falsy (it has a length).
+        chosen_queue = self._queue if queue is None else queue
+        return TaskCall(self._func, chosen_queue, {**self._options, **chosen})
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue a job calling the task with these arguments (an argument named like an
+        option is the task's own, never an option)."""
+        if self._queue is None:
+            raise InvalidOption(
+                f"task {reference_of(self._func)!r} has no queue to enqueue into: give one"
+                " with @task(queue=...) or .options(queue=...), or use Queue.enqueue"
+            )
+        return self._queue.enqueue_call(self._func, args, kwargs, **self._options)
+
+
+class Task(Generic[P, R]):
+    """A function registered with `@task`: called, it is the function; `enqueue` and
+    `options(...).enqueue` make jobs of it, with arguments typed by its signature.
+
+    Workers run the plain function (the registry and the allowlist hold it, `__wrapped__`).
+    """
+
+    __wrapped__: Callable[P, R]
+    __name__: str
+    __qualname__: str
+
+    def __init__(self, func: Callable[P, R], queue: Queue | None) -> None:
+        functools.update_wrapper(self, func)
+        self._default_queue = queue
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.__wrapped__(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<task {reference_of(self)!r}>"
+
+    @property
+    def default_queue(self) -> Queue | None:
+        """The queue `enqueue` uses when `options` names none (`@task(queue=...)`)."""
+        return self._default_queue
+
+    def options(
+        self,
+        *,
+        queue: Queue | None = None,
+        priority: int | None = None,
+        delay: float | timedelta | None = None,
+        at: datetime | float | None = None,
+        timeout: float | timedelta | None = None,
+        retries: int | None = None,
+        backoff: float | timedelta | None = None,
+        job_id: str | None = None,
+        result_ttl: float | timedelta | None = None,
+        time_slice: float | timedelta | None = None,
+        unique_for: float | timedelta | None = None,
+        unique_key: str | None = None,
+        expires: float | timedelta | datetime | None = None,
+        retry_on: Sequence[type[BaseException] | str] | None = None,
+        durable: bool | Durability | None = None,
+    ) -> TaskCall[P]:
+        """The task with these enqueue options (see `Queue.enqueue`; None: the default)."""
+        return TaskCall(self, self._default_queue, {}).options(
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            at=at,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            job_id=job_id,
+            result_ttl=result_ttl,
+            time_slice=time_slice,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            expires=expires,
+            retry_on=retry_on,
+            durable=durable,
+        )
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue a job calling the task with these arguments into its default queue."""
+        return TaskCall(self, self._default_queue, {}).enqueue(*args, **kwargs)
+
+
 @overload
-def task(func: Callable[P, R], /) -> Callable[P, R]: ...
+def task(func: Callable[P, R], /) -> Task[P, R]: ...
 @overload
 def task(
     *,
     name: str | None = None,
+    queue: Queue | None = None,
     timeout: float | None = None,
     retries: int | None = None,
     time_slice: float | None = None,
     preemptible: bool | None = None,
     retry_on: Sequence[type[BaseException] | str] | None = None,
-) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 def task(
     func: Callable[P, R] | None = None,
     /,
     *,
     name: str | None = None,
+    queue: Queue | None = None,
     timeout: float | None = None,
     retries: int | None = None,
     time_slice: float | None = None,
     preemptible: bool | None = None,
     retry_on: Sequence[type[BaseException] | str] | None = None,
-) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
     """Register a handler, so that workers run it even in strict mode.
 
     `timeout`, `retries`, `time_slice` and `retry_on` (the exceptions retried, with their
     subclasses; any other fails the job at once) become the defaults of jobs enqueued with it.
     `preemptible=False`: its runs never pause for a job of higher priority (the worker reads
-    it when it runs the handler).
+    it when it runs the handler). `queue`: the queue `.enqueue(...)` uses (see `Task`).
     """
     options = {
         key: value
@@ -86,12 +230,14 @@ def task(
         if value is not None
     }
 
-    def register(f: Callable[P, R]) -> Callable[P, R]:
+    def register(f: Callable[P, R]) -> Task[P, R]:
         ref = name or reference_of(f)
+        # The registry keeps the plain function: what workers resolve, and what
+        # `inspect.iscoroutinefunction` tells an `async def` handler by.
         _registry[ref] = f
         f.__pyscheduler_name__ = ref  # type: ignore[attr-defined]
         f.__pyscheduler_options__ = options  # type: ignore[attr-defined]
-        return f
+        return Task(f, queue)  # update_wrapper copies both attributes onto the Task
 
     return register(func) if func is not None else register
 

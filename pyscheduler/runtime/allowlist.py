@@ -31,7 +31,13 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from ..client.tasks import OWN_PACKAGE, never_a_handler, registered_task, top_package
+from ..client.tasks import (
+    OWN_PACKAGE,
+    Task,
+    never_a_handler,
+    registered_task,
+    top_package,
+)
 from ..exceptions import HandlerRefused, HandlerUnavailable
 
 # -- where a module comes from -------------------------------------------------------------------
@@ -106,6 +112,8 @@ def _defined_function(module: types.ModuleType, qualname: str) -> types.Function
                 return None
             namespace = found
             continue
+        if type(found) is Task:  # `@task` keeps the plain function, which is what runs
+            found = found.__wrapped__
         if type(found) is not types.FunctionType:
             return None
         if found.__module__ != module.__name__ or found.__qualname__ != qualname:
