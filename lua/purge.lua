@@ -1,4 +1,5 @@
---[[ psq_purge: delete jobs that have ended (failed, complete or cancelled), in bounded batches.
+--[[ psq_purge: delete jobs that have ended (failed, complete, cancelled or expired), in bounded
+batches.
 
 KEYS[1] jobs         HASH  job id -> job record (JSON)
 KEYS[2] payloads     HASH  job id -> call payload
@@ -6,9 +7,10 @@ KEYS[3] results      HASH  job id -> result
 KEYS[4] errors       HASH  job id -> error text
 KEYS[5] checkpoints  HASH  job id -> checkpoint
 KEYS[6] state        ZSET  the set the jobs are in: the queue's failed (status failed), or
-                           finished (complete and cancelled)
+                           finished (complete, cancelled and expired)
 
-ARGV[1] status  string   failed | complete | cancelled: only jobs with this status are deleted
+ARGV[1] status  string   failed | complete | cancelled | expired: only jobs with this status are
+                         deleted
 ARGV[2] count   integer  1..PURGE_BATCH_MAX, with no ids: look at `count` jobs of the set from
                          `offset`
 ARGV[3] offset  integer  0..OFFSET_MAX, rank to start at (jobs kept by earlier batches are
@@ -23,7 +25,9 @@ Returns: { number deleted, number looked at }; the caller repeats, moving `offse
 Errors (nothing is changed): BAD_KEYS; BAD_ARGUMENT.
 ]]
 
-local PURGEABLE = { [STATUS.FAILED] = true, [STATUS.COMPLETE] = true, [STATUS.CANCELLED] = true }
+local PURGEABLE = {
+  [STATUS.FAILED] = true, [STATUS.COMPLETE] = true, [STATUS.CANCELLED] = true, [STATUS.EXPIRED] = true,
+}
 
 local function purge(KEYS, ARGV)
   local jobs_key, state_key = KEYS[1], KEYS[6]
@@ -32,7 +36,7 @@ local function purge(KEYS, ARGV)
   local status = ARGV[1]
   local count, offset = as_int(ARGV[2], 1, PURGE_BATCH_MAX), as_int(ARGV[3], 0, OFFSET_MAX)
   if #ARGV < 3 or not PURGEABLE[status] or not count or not offset or #ARGV - 3 > PURGE_BATCH_MAX then
-    return bad_argument('status must be failed, complete or cancelled; count in 1..' .. PURGE_BATCH_MAX
+    return bad_argument('status must be failed, complete, cancelled or expired; count in 1..' .. PURGE_BATCH_MAX
       .. ', offset in 0..' .. OFFSET_MAX .. ', then at most ' .. PURGE_BATCH_MAX .. ' ids')
   end
   local set_name = status == STATUS.FAILED and 'failed' or 'finished'

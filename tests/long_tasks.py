@@ -84,6 +84,14 @@ def counted_square(url: str, key: str, i: int, seconds: float) -> int:
     return i * i
 
 
+def square_slow_on_first_run(url: str, key: str, i: int, seconds: float) -> int:
+    """INCR `{key}:runs:{i}`; only the first run sleeps `seconds` (so a test can kill it
+    before it ends however slow the machine); return i*i."""
+    if int(client(url).incr(f"{key}:runs:{i}")) == 1:
+        time.sleep(seconds)
+    return i * i
+
+
 def refuse(message: str) -> None:
     """A subtask that always fails."""
     raise ValueError(message)

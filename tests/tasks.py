@@ -67,6 +67,19 @@ def span(url: str, key: str, seconds: float) -> int:
     return os.getpid()
 
 
+def meet(url: str, key: str, count: int, seconds: float) -> int:
+    """A barrier: INCR `key`, then wait until `count` runs have arrived (each waits for the
+    others, so they all run at once), at most `seconds` (then TimeoutError); return the pid."""
+    conn = client(url)
+    conn.incr(key)
+    deadline = time.monotonic() + seconds
+    while int(conn.get(key) or 0) < count:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {int(conn.get(key) or 0)} of {count} runs met")
+        time.sleep(0.01)
+    return os.getpid()
+
+
 def sleep_in_c(seconds: float) -> str:
     """Stuck inside a C call: time.sleep never returns to Python until it is done."""
     time.sleep(seconds)
@@ -110,6 +123,15 @@ def counted_sleep(url: str, key: str, seconds: float) -> int:
     """INCR the run counter `key` at start, sleep, return the count of this run."""
     count = int(client(url).incr(key))
     time.sleep(seconds)
+    return count
+
+
+def sleep_on_first_run(url: str, key: str, seconds: float) -> int:
+    """INCR the run counter `key`; only the first run sleeps (a run a test kills or stops
+    cannot end before the test gets to it however slow the machine); return the count."""
+    count = int(client(url).incr(key))
+    if count == 1:
+        time.sleep(seconds)
     return count
 
 

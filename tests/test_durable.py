@@ -190,9 +190,11 @@ def test_waitaof_confirms_the_aof_of_the_primary_and_of_the_replica(
     if not has_waitaof(conn):
         pytest.skip(f"this {aof_pair.primary.kind} {aof_pair.primary.version} has no WAITAOF")
     queue = Queue("d", connection=conn)
-    job = queue.enqueue("tasks:noop", durable=Durability(replicas=1, aof=True))
+    # A replica reports what it has fsynced in its next acknowledgement, which a loaded machine
+    # can delay past 1 s; the call returns as soon as it comes (4 s: below the socket timeout).
+    job = queue.enqueue("tasks:noop", durable=Durability(replicas=1, aof=True, timeout=4))
     assert on_replica(aof_pair, "d", job.id)
-    alone = queue.enqueue("tasks:noop", durable=Durability(replicas=0, aof=True))
+    alone = queue.enqueue("tasks:noop", durable=Durability(replicas=0, aof=True, timeout=4))
     assert queue.fetch_info(alone.id).status == "queued"
 
 

@@ -73,6 +73,20 @@ def test_expired_jobs_are_counted_and_listed(
     assert queue.metrics().counters["expired"] == 1
 
 
+def test_purge_deletes_expired_jobs_and_keeps_the_others(
+    conn: redis.Redis, redis_url: str, workers: Any
+) -> None:
+    queue, steps = Queue("exp", connection=conn), key()
+    job_id = expire_one(conn, redis_url, workers, queue, steps)
+    (marker_id,) = queue.job_ids(Status.COMPLETE)
+
+    assert queue.purge(Status.EXPIRED) == 1
+
+    assert queue.job_ids(Status.EXPIRED) == []
+    assert not conn.hexists(queue.keys.jobs, job_id)
+    assert queue.fetch_info(marker_id).status == Status.COMPLETE
+
+
 def test_a_job_started_before_it_expires_runs_to_its_end(
     conn: redis.Redis, redis_url: str, workers: Any
 ) -> None:

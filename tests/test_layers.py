@@ -1,4 +1,5 @@
-"""The package's layers: store < client < runtime < ops, with dev beside ops.
+"""The package's layers: store < client < runtime < ops, with dev beside ops and aio (the
+asyncio client) beside client.
 
 A module imports only from its own layer and the layers below it, so a newcomer can read the
 store without the client, the client without the worker, and so on; development tooling (the
@@ -15,19 +16,22 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pyscheduler"
-LAYERS = ("store", "client", "runtime", "ops", "dev")
+LAYERS = ("store", "client", "aio", "runtime", "ops", "dev")
 # What each layer may import from the package, besides its own layer and the top-level
 # modules (`exceptions`, the public `__init__`'s names are not imported from inside).
 MAY_IMPORT = {
     "store": set(),
     "client": {"store"},
+    "aio": {"store", "client"},  # the asyncio client, beside the sync one
     "runtime": {"store", "client"},
     "ops": {"store", "client", "runtime"},
     "dev": {"store", "client", "runtime"},
     "": {"store", "client", "runtime"},  # __init__.py, exceptions.py
 }
-# Imported inside a function, on request only: the `demo` command.
-LAZY_ALLOWED = {("ops", "dev")}
+# Imported inside a function (or under TYPE_CHECKING), on request only: the `demo` command
+# (ops -> dev); the worker's allowlist and job context, which eager queues run jobs with
+# (client/eager.py -> runtime); the test plugin's private engine (testing.py -> dev).
+LAZY_ALLOWED = {("ops", "dev"), ("client", "runtime"), ("", "dev")}
 # `python -m pyscheduler` is the command line.
 ENTRY_POINT = "__main__.py"
 

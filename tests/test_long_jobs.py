@@ -361,13 +361,17 @@ def test_nested_split_across_three_queues_sums_every_leaf(
 
 
 def split_with_a_slow_first_subtask(
-    conn: redis.Redis, main: Queue, redis_url: str, key: str
+    conn: redis.Redis,
+    main: Queue,
+    redis_url: str,
+    key: str,
+    first: str = "long_tasks:counted_square",
+    seconds: float = 1.5,
 ) -> Job:
-    """A job split into three squares on `sub`, the first slow (1.5 s); returns once that one
-    has started."""
-    specs = [
-        spec("long_tasks:counted_square", redis_url, key, i, 1.5 if i == 1 else 0.05)
-        for i in range(1, 4)
+    """A job split into three squares on `sub`, the first (handler `first`) slow: `seconds`;
+    returns once that one has started."""
+    specs = [spec(first, redis_url, key, 1, seconds)] + [
+        spec("long_tasks:counted_square", redis_url, key, i, 0.05) for i in (2, 3)
     ]
     parent = main.enqueue("long_tasks:split_and_gather", redis_url, key, specs)
     wait_until(lambda: as_int(conn.get(f"{key}:runs:1")) == 1, what="subtask 1 to start")
@@ -381,7 +385,10 @@ def test_a_subtask_whose_worker_is_killed_runs_again_and_counts_once(
     key = new_key()
     start_worker(workers, "main")
     victim, _ = start_worker(workers, "sub", lease=1.0)
-    parent = split_with_a_slow_first_subtask(conn, main, redis_url, key)
+    # Its first run would last a minute: it ends only by the kill.
+    parent = split_with_a_slow_first_subtask(
+        conn, main, redis_url, key, "long_tasks:square_slow_on_first_run", 60.0
+    )
     [executor] = executor_pids(victim.pid)
 
     start_worker(workers, "sub", lease=1.0)

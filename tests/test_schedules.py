@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import redis
-from helpers import server_ms, start_workers, stop_worker, wait_until
+from helpers import server_ms, start_workers, stop_worker, wait_idle, wait_until
 
 from pyscheduler import InvalidOption, PayloadNotJSON, Queue, ScheduleNotFound
 from pyscheduler.client.schedules import cron_ticks
@@ -266,6 +266,10 @@ def test_a_cron_schedule_whose_ticks_run_low_is_refilled_by_the_worker(
     conn: redis.Redis, redis_url: str, workers: Any
 ) -> None:
     queue = Queue("schf", connection=conn)
+    (log,) = start_workers(workers, 1, "schf")
+    # Ticks counted from when the worker waits for work: a worker slow to start on a loaded
+    # machine would otherwise miss both listed ticks (one catch-up run replaces them).
+    wait_idle(conn)
     now = server_ms(conn)
     first = now - now % 1000 + 2000
     # A definition as psq_schedule stores it, with only two ticks listed.
@@ -284,7 +288,6 @@ def test_a_cron_schedule_whose_ticks_run_low_is_refilled_by_the_worker(
         "ticks": [first, first + 1000],
     }
     calls.schedule(conn, queue.keys, "short", json.dumps(definition))
-    (log,) = start_workers(workers, 1, "schf")
     wait_until(lambda: len(runs_of(conn, "runs")) >= 4, timeout=15, what="runs after the list")
     ticks = [r["tick"] for r in runs_of(conn, "runs")]
     assert ticks[:4] == [first, first + 1000, first + 2000, first + 3000]

@@ -34,7 +34,7 @@ def test_killed_worker_job_is_reclaimed_by_another_worker(
     queue = Queue("fast", connection=conn)
     runs = f"test:runs:{uuid.uuid4().hex}"
     first, _ = start_worker(workers, "fast", lease=1.0)
-    job = queue.enqueue("tasks:counted_sleep", redis_url, runs, 2.0, timeout=30)
+    job = queue.enqueue("tasks:sleep_on_first_run", redis_url, runs, 60.0, timeout=90)
     wait_until(lambda: as_int(conn.get(runs)) == 1, what="the job to start")
     [executor] = executor_pids(first.pid)
     assert worker_pid_of(job.info().record) == first.pid

@@ -46,8 +46,8 @@ def test_second_signal_aborts_and_lease_brings_job_back(
     queue = Queue("fast", connection=conn)
     runs = f"test:runs:{uuid.uuid4().hex}"
     proc, log = start_worker(workers, "fast", lease=1.0)
-    job = queue.enqueue("tasks:counted_sleep", redis_url, runs, 2.0, timeout=30)
-    wait_until(lambda: as_int(conn.get(runs)) == 1, what="the 2 s job to start")
+    job = queue.enqueue("tasks:sleep_on_first_run", redis_url, runs, 60.0, timeout=90)
+    wait_until(lambda: as_int(conn.get(runs)) == 1, what="the job's first (60 s) run to start")
     [executor] = executor_pids(proc.pid)
 
     send(proc, signal.SIGTERM)
@@ -56,7 +56,7 @@ def test_second_signal_aborts_and_lease_brings_job_back(
     aborted_at = time.monotonic()
     log.finish(timeout=10)
     exit_after = time.monotonic() - aborted_at
-    # It did not wait for the job (which needs 2 s) to end.
+    # It did not wait for the job (whose first run needs 60 s) to end.
     assert exit_after < 1.0, f"worker took {exit_after:.2f} s to exit:\n{log.text}"
     assert proc.returncode != 0
     assert "stopping now" in log.text

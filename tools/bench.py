@@ -41,6 +41,8 @@ Workloads (every handler writes one value to Redis; see `bench_handlers.py`):
       the same client in the same loop (interleaved blocks; the redis-py version shown), one
       thread against 16 threads sharing one client (automatic pipelining), and the Redis
       memory (INFO used_memory) a queued no-op job holds, over 100,000 jobs.
+  aio  the asyncio client (`pyscheduler.aio`): one coroutine enqueueing no-op jobs one await
+      at a time, against 200 coroutines sharing one client (their enqueues share round trips).
 
 Figures are the median of --runs runs (pyscheduler, default 3) with min and max; each peer
 runs --peer-runs times (default 1, which keeps the default run near 10 minutes with six peers).
@@ -86,7 +88,7 @@ from pyscheduler.store import calls, library  # noqa: E402
 from pyscheduler.store.keys import QueueKeys  # noqa: E402
 from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX  # noqa: E402
 
-WORKLOADS = ("W1", "W2", "W3", "W4", "ceiling", "producer")
+WORKLOADS = ("W1", "W2", "W3", "W4", "ceiling", "producer", "aio")
 OUT_KEY = "bench:out"
 URL_ENV = "BENCH_REDIS_URL"
 NOOP_MODE_ENV = "BENCH_NOOP_MODE"  # bench_handlers.NOOP_MODE_ENV
@@ -178,7 +180,24 @@ VARIANT_TITLES = {
     "F": "one queue, fast at higher priority, slow jobs preempted",
     "G": "as (F), preemption off: the checkpoints' own cost",
 }
-METRICS = _metrics() + producer_metrics()
+AIO_COROUTINES = 200
+
+
+def aio_metrics() -> list[Metric]:
+    return [
+        Metric("a_1", "async enqueue, 1 coroutine", "jobs/s", True, "aio"),
+        Metric(
+            "a_many",
+            f"async enqueue, {AIO_COROUTINES} coroutines sharing a client",
+            "jobs/s",
+            True,
+            "aio",
+        ),
+        Metric("a_ratio", f"async enqueue: {AIO_COROUTINES} coroutines ÷ 1", "x", True, "aio"),
+    ]
+
+
+METRICS = _metrics() + producer_metrics() + aio_metrics()
 
 
 @dataclass
@@ -922,6 +941,56 @@ def measure_producer(url: str, config: Config, results: Results) -> None:
     conn.close()
 
 
+# -- aio: the asyncio client's enqueues, one coroutine against many ------------------------------
+
+
+def async_enqueue_rate(url: str, coroutines: int, n: int) -> float:
+    """Jobs/s of `coroutines` coroutines enqueueing `n` no-op jobs in all, one await each,
+    through one redis.asyncio client, in a fresh event loop."""
+    import asyncio
+
+    import bench_tasks
+    import redis.asyncio
+
+    from pyscheduler import aio
+
+    async def main() -> float:
+        async with redis.asyncio.Redis.from_url(url) as client:
+            queue = aio.Queue("aio", connection=client)
+            await queue.enqueue(bench_tasks.noop)  # checks the library, reads limits, registers
+            each = n // coroutines
+
+            async def produce() -> None:
+                for _ in range(each):
+                    await queue.enqueue(bench_tasks.noop)
+
+            start = time.perf_counter()
+            await asyncio.gather(*(produce() for _ in range(coroutines)))
+            return each * coroutines / (time.perf_counter() - start)
+
+    return asyncio.run(main())
+
+
+def measure_aio(url: str, config: Config, results: Results) -> None:
+    conn = redis.Redis.from_url(url)
+    library.load(conn)
+    n = config.ceiling_calls
+    for run in range(config.runs):
+        conn.flushall()
+        one = async_enqueue_rate(url, 1, n)
+        conn.flushall()
+        many = async_enqueue_rate(url, AIO_COROUTINES, n)
+        results.add("a_1", "pyscheduler", one)
+        results.add("a_many", "pyscheduler", many)
+        results.add("a_ratio", "pyscheduler", many / one)
+        progress(
+            f"aio run {run + 1}: 1 coroutine {one:,.0f}/s, {AIO_COROUTINES} coroutines"
+            f" {many:,.0f}/s ({many / one:.2f}x)"
+        )
+    conn.flushall()
+    conn.close()
+
+
 # -- output ----------------------------------------------------------------------------------------
 
 
@@ -983,7 +1052,7 @@ def report(results: Results, systems: list[str], config: Config) -> str:
         ]
         if not metrics:
             continue
-        shown = ["pyscheduler"] if section in ("ceiling", "producer") else systems
+        shown = ["pyscheduler"] if section in ("ceiling", "producer", "aio") else systems
         rows = [[f"{section}: {spread}", "unit", *shown]]
         for m in metrics:
             rows.append(
@@ -997,7 +1066,7 @@ def report(results: Results, systems: list[str], config: Config) -> str:
     peers = [s for s in systems if s != "pyscheduler"]
     ratio_rows = [["peer ÷ pyscheduler (medians)", "better", *peers]]
     for m in METRICS:
-        if m.section in ("ceiling", "producer"):
+        if m.section in ("ceiling", "producer", "aio"):
             continue
         base = results.median(m.key, "pyscheduler")
         if base is None:
@@ -1230,6 +1299,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 measure_producer(engine.url, config, results)
             except Exception as exc:
                 results.note(f"producer failed: {type(exc).__name__}: {exc}")
+        if "aio" in args.only:
+            try:
+                measure_aio(engine.url, config, results)
+            except Exception as exc:
+                results.note(f"aio failed: {type(exc).__name__}: {exc}")
         for system in systems:
             run_system(bench, system, args.only, results, args.variants.split(","))
             system.close()

@@ -10,18 +10,11 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NoReturn, cast
+from typing import Any
 
 import redis
 
-from ..exceptions import (
-    HandlerRefused,
-    InvalidJobId,
-    InvalidOption,
-    NotDurable,
-    PayloadTooLarge,
-    PySchedulerError,
-)
+from ..exceptions import InvalidOption
 from ..store import calls, pipelining, registry
 from ..store.connection import (
     Client,
@@ -37,34 +30,34 @@ from ..store.keys import QUEUES_KEY, QueueKeys
 from ..store.library import ensure_loaded
 from ..store.protocol import (
     DEFAULT_BACKOFF_S,
+    DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_RESULT_TTL_S,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_S,
-    DEPENDS_MAX,
+    ENDED_STATES,
     ENQUEUE_BATCH_MAX,
-    JOB_ID_RE,
-    PAST_TOLERANCE_MS,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     PURGE_BATCH_MAX,
     THROUGHPUT_MINUTES,
-    UNIQUE_KEY_MAX_BYTES,
     Status,
 )
-from ..store.serialization import decode_payload, decode_result, encode_payload
+from ..store.serialization import decode_payload, decode_result
 from . import dependencies, schedules, splitting
+from . import eager as eager_mode
 from .job import Job, JobInfo, parse_record
 from .metrics import QueueMetrics, queue_metrics
+from .preparing import (
+    Dependency,
+    check_before_writing,
+    enqueue_commands,
+    enqueue_merge,
+    enqueued_ids,
+    not_durable,
+    prepare_job,
+    seconds_of,
+    waiting_dependents,
+)
 from .schedules import Schedule
 from .splitting import Subtask
-from .tasks import (
-    MAIN_MODULE,
-    exception_names,
-    never_a_handler,
-    reference_of,
-    registered_task,
-    task_options,
-)
 
 # How long a client trusts the size limits it read from Redis before it reads them again.
 LIMITS_CACHE_SECONDS = 30.0
@@ -98,178 +91,6 @@ def default_connection() -> Client:
     return client
 
 
-def _not_durable(shortfall: str, enqueued: Sequence[Job]) -> NotDurable:
-    ids = tuple(job.id for job in enqueued)
-    which = f"job {ids[0]}" if len(ids) == 1 else f"{len(ids)} jobs ({ids[0]} .. {ids[-1]})"
-    exc = NotDurable(
-        f"{which} enqueued on the primary, but {shortfall}: stored on the primary only, it may"
-        " be lost if the primary fails before a replica has it",
-        shortfall,
-    )
-    exc.enqueued = ids
-    return exc
-
-
-def _seconds(value: float | timedelta | None, what: str) -> float | None:
-    if value is None:
-        return None
-    seconds = value.total_seconds() if isinstance(value, timedelta) else value
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-        raise InvalidOption(f"{what} must be a number of seconds or a timedelta, not {value!r}")
-    if not math.isfinite(seconds):
-        raise InvalidOption(f"{what} must be a finite number of seconds, not {value!r}")
-    return float(seconds)
-
-
-def _at_ms(at: datetime | float | None) -> int | None:
-    if at is None:
-        return None
-    if isinstance(at, datetime):
-        at_ms = int(at.timestamp() * 1000)
-    elif isinstance(at, int | float) and not isinstance(at, bool):
-        if not math.isfinite(at):
-            raise InvalidOption(f"at must be a finite time, not {at!r}")
-        at_ms = int(at * 1000)
-    else:
-        raise InvalidOption(f"at must be a datetime or epoch seconds, not {at!r}")
-    # The library checks again against the server's clock; this catches the usual mistake
-    # before anything is sent.
-    if at_ms < time.time() * 1000 - PAST_TOLERANCE_MS:
-        raise InvalidOption(f"at is in the past: {at!r}")
-    return at_ms
-
-
-def _handler_reference(func: Callable[..., Any] | str) -> str:
-    """The "module:qualname" (or registered task name) a job names its handler by."""
-    if not isinstance(func, str):
-        ref = reference_of(func)
-        module = ref.partition(":")[0]
-        # A registered task is named as registered; only `__main__` is never reachable by name.
-        why = (
-            never_a_handler(module)
-            if module == MAIN_MODULE or registered_task(ref) is None
-            else None
-        )
-        if why:
-            raise HandlerRefused(f"handler {ref!r} is refused: {why}")
-        return ref
-    ref = func
-    if not ref:
-        raise HandlerRefused("the handler reference must not be empty")
-    if ref.partition(":")[0] == MAIN_MODULE:
-        raise HandlerRefused(f"handler {ref!r} is refused: {never_a_handler(MAIN_MODULE)}")
-    # "package.module.function" is accepted for "package.module:function"; a name without a
-    # dot or a registered task name (which may contain dots) is kept as it is.
-    if ":" not in ref and "." in ref and registered_task(ref) is None:
-        module, _, qualname = ref.rpartition(".")
-        ref = f"{module}:{qualname}"
-    return ref
-
-
-# A dependency as `depends_on` takes it: a Job (of any queue), (queue name, id), or an id of
-# this queue.
-Dependency = Job | tuple[str, str] | str
-
-
-def _dependency(dep: Dependency, queue: str) -> tuple[str, str]:
-    if isinstance(dep, Job):
-        return dep.queue.name, dep.id
-    if isinstance(dep, str):
-        ref = (queue, dep)
-    elif isinstance(dep, tuple) and len(dep) == 2 and all(isinstance(x, str) for x in dep):
-        ref = (dep[0], dep[1])
-    else:
-        raise InvalidOption(
-            f"depends_on takes Jobs, (queue, id) pairs or ids of this queue, not {dep!r}"
-        )
-    QueueKeys(ref[0])  # validates the name
-    if not JOB_ID_RE.match(ref[1]):
-        raise InvalidJobId(f"invalid job id in depends_on: {ref[1]!r}")
-    return ref
-
-
-def _expires_ms(expires: float | timedelta | datetime) -> int:
-    if isinstance(expires, datetime):
-        return int(expires.timestamp() * 1000)
-    seconds = _seconds(expires, "expires")
-    if seconds is None or seconds <= 0:
-        raise InvalidOption(
-            f"expires must be a positive number of seconds or a datetime, not {expires!r}"
-        )
-    return int((time.time() + seconds) * 1000)
-
-
-def _extra(
-    job_id: str,
-    queue: str,
-    due_ms: int | None,
-    *,
-    depends_on: Sequence[Dependency] | None,
-    on_dependency_failure: str,
-    unique_for: float | timedelta | None,
-    unique_key: str | None,
-    expires: float | timedelta | datetime | None,
-    on_success: Callable[..., Any] | str | None,
-    on_failure: Callable[..., Any] | str | None,
-    retry_on: Sequence[type[BaseException] | str] | None,
-) -> tuple[str, tuple[tuple[str, str], ...]]:
-    """The `extra` field of the rarely used options (lua/enqueue.lua), '' when none is set,
-    and the dependencies to register after the enqueue."""
-    extra: dict[str, Any] = {}
-    deps: tuple[tuple[str, str], ...] = ()
-    if depends_on is not None:
-        if isinstance(depends_on, Job | str | tuple):
-            depends_on = [depends_on]
-        deps = tuple(dict.fromkeys(_dependency(d, queue) for d in depends_on))
-        if not deps:
-            raise InvalidOption("depends_on needs at least one job (or leave it out)")
-        if len(deps) > DEPENDS_MAX:
-            raise InvalidOption(f"depends_on takes at most {DEPENDS_MAX} jobs, not {len(deps)}")
-        if (queue, job_id) in deps:
-            raise InvalidOption(f"job {job_id} cannot depend on itself")
-        if due_ms is not None:
-            raise InvalidOption("depends_on cannot be combined with delay or at")
-        extra["depends_on"] = [list(d) for d in deps]
-    if on_dependency_failure not in ("cancel", "run"):
-        raise InvalidOption(
-            f"on_dependency_failure must be 'cancel' or 'run', not {on_dependency_failure!r}"
-        )
-    if on_dependency_failure == "run":
-        extra["on_dependency_failure"] = "run"
-    if unique_for is not None:
-        window = _seconds(unique_for, "unique_for")
-        if window is None or window <= 0:
-            raise InvalidOption(
-                f"unique_for must be a positive number of seconds, not {unique_for!r}"
-            )
-        extra["unique_for"] = max(1, round(window * 1000))
-        if unique_key is not None:
-            if (
-                not isinstance(unique_key, str)
-                or not 1 <= len(unique_key.encode()) <= UNIQUE_KEY_MAX_BYTES
-            ):
-                raise InvalidOption(
-                    f"unique_key must be a string of 1..{UNIQUE_KEY_MAX_BYTES} bytes,"
-                    f" not {unique_key!r}"
-                )
-            extra["unique_key"] = unique_key
-    elif unique_key is not None:
-        raise InvalidOption("unique_key needs unique_for (the dedup window)")
-    if expires is not None:
-        at_ms = _expires_ms(expires)
-        if at_ms <= (due_ms if due_ms is not None else time.time() * 1000):
-            raise InvalidOption("expires must be after now and after the job's due time")
-        extra["expires"] = at_ms
-    for which, handler in (("on_success", on_success), ("on_failure", on_failure)):
-        if handler is not None:
-            extra[which] = _handler_reference(handler)
-    if retry_on is not None:
-        extra["retry_on"] = exception_names(retry_on)
-    if not extra:
-        return "", deps
-    return json.dumps(extra, separators=(",", ":")), deps
-
-
 @dataclass(frozen=True, slots=True)
 class QueueLimits:
     """Limits enforced by the library across all workers (None: no limit)."""
@@ -297,7 +118,7 @@ class QueueStats:
     aging: float | None  # priority levels a ready job gains per second of waiting
 
 
-def _stats(name: str, counts: calls.Counts) -> QueueStats:
+def queue_stats(name: str, counts: calls.Counts) -> QueueStats:
     settings = counts.settings or {}
     aging = settings.get("aging")
     return QueueStats(
@@ -315,6 +136,39 @@ def _stats(name: str, counts: calls.Counts) -> QueueStats:
         counters=counts.stats,
         limits=_limits(settings),
         aging=None if aging is None else float(aging),
+    )
+
+
+def job_info(queue: str, job_id: str, fetched: calls.FetchedJob, show_token: bool) -> JobInfo:
+    """The snapshot of a job `psq_fetch` read. The fencing token of its lease is left out of
+    `record` unless `show_token` (it lets its holder report for the job)."""
+    record = parse_record(fetched.record)
+    if not show_token:
+        record.pop("token", None)
+    try:
+        args, kwargs = decode_payload(fetched.payload) if fetched.payload else ([], {})
+    except ValueError:
+        args, kwargs = [], {}
+    status = str(record.get("status", Status.FAILED.value))
+    return JobInfo(
+        id=job_id,
+        queue=queue,
+        status=status,
+        func=record.get("func"),
+        args=args,
+        kwargs=kwargs,
+        priority=int(record.get("priority", 0)),
+        attempts=int(record.get("attempts", 0)),
+        retries=int(record.get("retries", 0)),
+        timeout=record.get("timeout"),
+        created_ms=record.get("created"),
+        started_ms=record.get("started"),
+        ended_ms=record.get("ended"),
+        result=decode_result(fetched.result) if status == Status.COMPLETE else None,
+        error=fetched.error if status != Status.COMPLETE else None,
+        record=record,
+        checkpoint=None if fetched.checkpoint is None else json.loads(fetched.checkpoint),
+        subtasks_done=fetched.subtasks_done,
     )
 
 
@@ -336,11 +190,19 @@ class Queue:
         max_payload_bytes: int | None = None,
         auto_load: bool | None = None,
         durable: bool | Durability = False,
+        eager: bool = False,
     ) -> None:
         self.keys = QueueKeys(name)  # validates the name
         self.name = name
-        self.connection = (
-            local_fcall_keys(connection) if connection is not None else default_connection()
+        # `eager`: every job runs inline at enqueue, in this process, and no Redis is needed
+        # (client/eager.py; for users' unit tests).
+        self.eager = eager
+        self._connection: Client | None = (
+            local_fcall_keys(connection)
+            if connection is not None
+            else None
+            if eager
+            else default_connection()
         )
         self.default_timeout = default_timeout
         self.default_retries = default_retries
@@ -354,16 +216,18 @@ class Queue:
         self.auto_load = auto_load
         # Every enqueue waits for WAIT/WAITAOF unless told otherwise (store/durability.py).
         self.durable = durability_of(durable)
-        self._merge = pipelining.Merge(
-            ("psq_enqueue", name),
-            calls.enqueue_size,
-            ENQUEUE_BATCH_MAX,
-            calls.join_enqueue_commands,
-            calls.split_enqueue_reply,
-        )
+        self._merge = enqueue_merge(name)
 
     def __repr__(self) -> str:
-        return f"Queue({self.name!r})"
+        return f"Queue({self.name!r}, eager=True)" if self.eager else f"Queue({self.name!r})"
+
+    @property
+    def connection(self) -> Client:
+        if self._connection is None:
+            raise InvalidOption(
+                f"{self!r} has no connection: an eager queue only enqueues (its jobs run inline)"
+            )
+        return self._connection
 
     def __len__(self) -> int:
         """The number of jobs ready to run."""
@@ -403,94 +267,31 @@ class Queue:
         The rarely used options (README: dependencies, dedup windows, expiry, callbacks,
         retry_on) travel in one field, sent empty when none is set.
         """
-        ref = _handler_reference(func)
-        defaults = task_options(func)
-        if defaults:
-            timeout = defaults.get("timeout") if timeout is None else timeout
-            retries = defaults.get("retries") if retries is None else retries
-            time_slice = defaults.get("time_slice") if time_slice is None else time_slice
-            retry_on = defaults.get("retry_on") if retry_on is None else retry_on
-        if job_id is None:
-            job_id = calls.new_job_id()
-        elif not isinstance(job_id, str) or not JOB_ID_RE.match(job_id):
-            raise InvalidJobId(
-                f"invalid job id {job_id!r}: use 1-256 characters from letters, digits and _.:-"
-            )
-        if type(priority) is not int and (
-            isinstance(priority, bool) or not isinstance(priority, int)
-        ):
-            raise InvalidOption(f"priority must be an integer, not {priority!r}")
-        if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-            raise InvalidOption(f"priority must be in {PRIORITY_MIN}..{PRIORITY_MAX}")
-        delay_ms = 0
-        if delay is not None:
-            delay_s = _seconds(delay, "delay") or 0.0
-            if delay_s < 0:
-                raise InvalidOption(f"delay must not be negative (got {delay_s} s)")
-            if at is not None:
-                raise InvalidOption("give either delay or at, not both")
-            delay_ms = int(delay_s * 1000)
-        timeout_s = self.default_timeout if timeout is None else _seconds(timeout, "timeout")
-        if timeout_s is None or timeout_s <= 0:
-            raise InvalidOption(f"timeout must be positive (got {timeout_s} s)")
-        retries = self.default_retries if retries is None else retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidOption(f"retries must be a non-negative integer, not {retries!r}")
-        backoff_s = self.default_backoff if backoff is None else _seconds(backoff, "backoff")
-        ttl_s = self.result_ttl if result_ttl is None else _seconds(result_ttl, "result_ttl")
-        if backoff_s is None or ttl_s is None or backoff_s < 0 or ttl_s < 0:
-            raise InvalidOption("backoff and result_ttl must not be negative")
-        slice_s = 0.0 if time_slice is None else (_seconds(time_slice, "time_slice") or 0.0)
-        if slice_s < 0 or not math.isfinite(slice_s):
-            raise InvalidOption(f"time_slice must be a positive number of seconds, not {slice_s}")
-        # A call without arguments stores no payload at all (the library reads it as empty).
-        payload = (
-            encode_payload(args, kwargs or {}, self.payload_limit()) if len(args) or kwargs else ""
-        )
-        at_ms = None if at is None else _at_ms(at)
-        extra, deps = "", cast(tuple[tuple[str, str], ...], ())
-        if (
-            depends_on is not None
-            or unique_for is not None
-            or unique_key is not None
-            or expires is not None
-            or on_success is not None
-            or on_failure is not None
-            or retry_on is not None
-            or on_dependency_failure != "cancel"
-        ):
-            if depends_on is not None and split is not None:
-                raise InvalidOption("depends_on cannot be combined with a group's subtasks")
-            due_ms = int(time.time() * 1000) + delay_ms if delay_ms else at_ms
-            extra, deps = _extra(
-                job_id,
-                self.name,
-                due_ms,
-                depends_on=depends_on,
-                on_dependency_failure=on_dependency_failure,
-                unique_for=unique_for,
-                unique_key=unique_key,
-                expires=expires,
-                on_success=on_success,
-                on_failure=on_failure,
-                retry_on=retry_on,
-            )
-        return calls.NewJob(
-            id=job_id,
-            func=ref,
-            payload=payload,
+        return prepare_job(
+            self,
+            self.payload_limit,
+            func,
+            args,
+            kwargs,
             priority=priority,
-            delay_ms=delay_ms,
-            at_ms=at_ms,
-            timeout=timeout_s,
+            delay=delay,
+            at=at,
+            timeout=timeout,
             retries=retries,
-            backoff=backoff_s,
-            result_ttl=ttl_s,
-            time_slice=slice_s,
+            backoff=backoff,
+            job_id=job_id,
+            result_ttl=result_ttl,
+            time_slice=time_slice,
             parent=parent,
             split=split,
-            extra=extra,
-            depends_on=deps,
+            depends_on=depends_on,
+            on_dependency_failure=on_dependency_failure,
+            unique_for=unique_for,
+            unique_key=unique_key,
+            expires=expires,
+            on_success=on_success,
+            on_failure=on_failure,
+            retry_on=retry_on,
         )
 
     def enqueue(
@@ -583,7 +384,9 @@ class Queue:
         batch = jobs if type(jobs) is list else list(jobs)
         if not batch:
             return []
-        self._check_before_writing(batch)
+        check_before_writing(batch, self.payload_limit())
+        if self.eager:
+            return eager_mode.run_inline(self, batch)
         conn = self.connection
         ensure_loaded(conn, self.auto_load)
         commands: list[Sequence[Any]] = []
@@ -595,10 +398,7 @@ class Queue:
             register = False
         if register:
             commands.append(("SADD", QUEUES_KEY, self.name))
-        for start in range(0, len(batch), ENQUEUE_BATCH_MAX):
-            commands.append(
-                calls.enqueue_command(self.keys, batch[start : start + ENQUEUE_BATCH_MAX])
-            )
+        commands += enqueue_commands(self.keys, batch)
         wanted = self.durable if durable is None else durability_of(durable)
         shortfall = None
         if wanted is not None:  # its own round trip, WAIT after the FCALLs (durability.py)
@@ -617,68 +417,16 @@ class Queue:
                 calls.raise_mapped(replies[0])
             replies = replies[1:]
             registry.mark_registered(conn, [self.name])
-        enqueued: list[Job] = []
-        refused: redis.ResponseError | None = None
-        for reply in replies:
-            if isinstance(reply, redis.ResponseError):
-                refused = refused or reply
-                continue
-            if isinstance(reply, Exception):  # a cluster pipeline's lost connection: unknown
-                raise reply
-            enqueued += [Job(job_id, self) for job_id in calls.enqueued_ids(reply)]
-        if refused is not None:
-            self._raise_partly_enqueued(refused, enqueued)
+        ids = enqueued_ids(replies)
+        enqueued = [Job(job_id, self) for job_id in ids]
         if not any(job.depends_on for job in batch):
             if shortfall is not None:
-                raise _not_durable(shortfall, enqueued)
+                raise not_durable(shortfall, ids)
             return enqueued
-        # Again for a job that existed (a producer that died before registering it):
-        # registering is idempotent.
-        waiting = [
-            (job.id, job.depends_on)
-            for job, made in zip(batch, enqueued, strict=True)
-            if job.depends_on and made.id == job.id
-        ]
-        dependencies.register(conn, self.name, waiting)
+        dependencies.register(conn, self.name, waiting_dependents(batch, ids))
         if shortfall is not None:  # raised once the jobs are whole (their dependencies known)
-            raise _not_durable(shortfall, enqueued)
+            raise not_durable(shortfall, ids)
         return enqueued
-
-    def _check_before_writing(self, batch: Sequence[calls.NewJob]) -> None:
-        """What may have changed since `prepare`: a due time now in the past, a payload over
-        this client's limit (the library enforces its own limit again)."""
-        limit = self.payload_limit()
-        quarter = limit // 4
-        oldest_ms = None
-        for job in batch:
-            if job.at_ms is not None:
-                if oldest_ms is None:
-                    oldest_ms = time.time() * 1000 - PAST_TOLERANCE_MS
-                if job.at_ms < oldest_ms:
-                    raise InvalidOption(
-                        f"job {job.id}: its due time is in the past; nothing enqueued"
-                    )
-            if len(job.payload) > quarter:  # else it fits for sure (4 bytes per character)
-                size = len(job.payload.encode())
-                if size > limit:
-                    raise PayloadTooLarge(
-                        f"job {job.id}: payload is {size} bytes, over the limit of"
-                        f" {limit} bytes; nothing enqueued"
-                    )
-
-    @staticmethod
-    def _raise_partly_enqueued(reply: redis.ResponseError, enqueued: list[Job]) -> NoReturn:
-        try:
-            calls.raise_mapped(reply)
-        except PySchedulerError as exc:
-            exc.enqueued = tuple(job.id for job in enqueued)
-            if enqueued:
-                exc.args = (
-                    f"{exc}; that batch was not written, but the {len(enqueued)} jobs of the other"
-                    f" batches were (ids in .enqueued, first {enqueued[0].id}, last"
-                    f" {enqueued[-1].id})",
-                )
-            raise
 
     def enqueue_group(
         self,
@@ -818,6 +566,8 @@ class Queue:
         library's limit for this queue."""
         if self.max_payload_bytes is not None:
             return self.max_payload_bytes
+        if self._connection is None:  # eager: the library's default
+            return DEFAULT_MAX_PAYLOAD_BYTES
         return self._cached_limits()["max_payload_bytes"]
 
     def size_limits(self) -> dict[str, int]:
@@ -875,7 +625,7 @@ class Queue:
                 raise InvalidOption(f"{name} must be an integer, not {value!r}")
         if (rate is None) != (period is None):
             raise InvalidOption("give rate and period together")
-        period_s = _seconds(period, "period")
+        period_s = seconds_of(period, "period")
         if period_s is not None and not (math.isfinite(period_s) and period_s > 0):
             raise InvalidOption(f"period must be a positive number of seconds, not {period!r}")
         period_ms = None if period_s is None else round(period_s * 1000)
@@ -897,7 +647,7 @@ class Queue:
 
         Raises InvalidJobState while jobs are ready (set it on an empty or drained queue).
         """
-        rate = _seconds(levels_per_second, "aging rate")
+        rate = seconds_of(levels_per_second, "aging rate")
         if rate is not None and not (math.isfinite(rate) and rate > 0):
             raise InvalidOption(f"aging rate must be a positive number, not {levels_per_second!r}")
         self._configure({"aging": "" if rate is None else repr(rate)})
@@ -940,12 +690,14 @@ class Queue:
         job_ids: Sequence[str] | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Delete ended jobs (failed, complete or cancelled): all, or the ids given.
+        """Delete ended jobs (failed, complete, cancelled or expired): all, or the ids given.
 
         Returns how many were deleted; `progress` is called with each batch's count.
         """
-        if status not in (Status.FAILED, Status.COMPLETE, Status.CANCELLED):
-            raise InvalidOption(f"only failed, complete or cancelled jobs can be purged: {status}")
+        if status not in ENDED_STATES:
+            raise InvalidOption(
+                f"only failed, complete, cancelled or expired jobs can be purged: {status}"
+            )
         ensure_loaded(self.connection, self.auto_load)
         deleted = 0
         if job_ids is not None:
@@ -976,7 +728,7 @@ class Queue:
         return registry.known_queues(connection if connection is not None else default_connection())
 
     def stats(self) -> QueueStats:
-        return _stats(self.name, self.counts())
+        return queue_stats(self.name, self.counts())
 
     @classmethod
     def stats_of(cls, names: Sequence[str], connection: Client) -> list[QueueStats]:
@@ -992,7 +744,7 @@ class Queue:
         for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
             if isinstance(reply, redis.ResponseError):
                 calls.raise_mapped(reply)
-            found.append(_stats(name, calls.parse_counts(reply)))
+            found.append(queue_stats(name, calls.parse_counts(reply)))
         return found
 
     def counts(self) -> calls.Counts:
@@ -1015,34 +767,8 @@ class Queue:
         """A snapshot of one job. The fencing token of its lease is left out of `record`
         unless `show_token` (it lets its holder report for the job)."""
         ensure_loaded(self.connection, self.auto_load)
-        fetched = calls.fetch(self.connection, self.keys, job_id)
-        record = parse_record(fetched.record)
-        if not show_token:
-            record.pop("token", None)
-        try:
-            args, kwargs = decode_payload(fetched.payload) if fetched.payload else ([], {})
-        except ValueError:
-            args, kwargs = [], {}
-        status = str(record.get("status", Status.FAILED.value))
-        return JobInfo(
-            id=job_id,
-            queue=self.name,
-            status=status,
-            func=record.get("func"),
-            args=args,
-            kwargs=kwargs,
-            priority=int(record.get("priority", 0)),
-            attempts=int(record.get("attempts", 0)),
-            retries=int(record.get("retries", 0)),
-            timeout=record.get("timeout"),
-            created_ms=record.get("created"),
-            started_ms=record.get("started"),
-            ended_ms=record.get("ended"),
-            result=decode_result(fetched.result) if status == Status.COMPLETE else None,
-            error=fetched.error if status != Status.COMPLETE else None,
-            record=record,
-            checkpoint=None if fetched.checkpoint is None else json.loads(fetched.checkpoint),
-            subtasks_done=fetched.subtasks_done,
+        return job_info(
+            self.name, job_id, calls.fetch(self.connection, self.keys, job_id), show_token
         )
 
     def job_ids(self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100) -> list[str]:

@@ -28,6 +28,10 @@ class Status(StrEnum):
     EXPIRED = "expired"  # not started before its `expires` time: never run
 
 
+#: The states a job ends in for good, whose jobs `purge` deletes (failed ones can also be retried).
+ENDED_STATES: Final = (Status.FAILED, Status.COMPLETE, Status.CANCELLED, Status.EXPIRED)
+
+
 class ErrorCode(StrEnum):
     """Prefixes of the error replies the library raises; see `pyscheduler.exceptions`."""
 

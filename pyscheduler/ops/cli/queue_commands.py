@@ -7,13 +7,13 @@ import dataclasses
 
 import click
 
-from ...store.protocol import Status
+from ...store.protocol import ENDED_STATES, Status
 from .connections import BATCH, admin_connection, queue_of
 from .errors import epilog, fail
 from .options import Seconds, check_job_ids, json_option, url_option
 from .output import echo_json, limits_text, plural, progress_bar
 
-FINAL_STATES = (Status.FAILED.value, Status.COMPLETE.value, Status.CANCELLED.value)
+FINAL_STATES = tuple(state.value for state in ENDED_STATES)
 
 
 @click.command(epilog=epilog("some of the JOB_IDs were not failed jobs of QUEUE"))

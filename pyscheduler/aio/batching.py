@@ -1,0 +1,178 @@
+"""Shared round trips for coroutines: what `store/pipelining.py` does for threads.
+
+Calls made on one client while a round trip is in flight wait in line; when its replies are
+back the whole line goes out as one pipeline, and so on. The first call goes out at the next
+turn of the event loop, with whatever the other coroutines added meanwhile. Calls that each
+send one command of a kind that merges (a `pipelining.Merge`: the `psq_enqueue` calls of one
+queue) go out as one command; should that be refused, its parts are sent again one by one, so
+each caller still gets its own outcome. Every call gets its own replies, an error reply as
+its `redis.ResponseError` (returned, not raised); a broken connection raises in every call of
+that round trip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import Sequence
+from typing import Any
+
+import redis
+
+from ..store.pipelining import Merge
+from .connection import AsyncClient
+
+__all__ = ["Batcher", "for_client"]
+
+Command = Sequence[Any]
+
+
+class _Call:
+    __slots__ = ("commands", "future", "merge")
+
+    def __init__(
+        self, commands: Sequence[Command], merge: Merge | None, future: asyncio.Future[list[Any]]
+    ) -> None:
+        self.commands = commands
+        self.merge = merge
+        self.future = future
+
+    def answer(self, replies: list[Any]) -> None:
+        if not self.future.done():  # its caller may have been cancelled
+            self.future.set_result(replies)
+
+    def fail(self, error: BaseException) -> None:
+        if self.future.done():
+            return
+        if isinstance(error, asyncio.CancelledError):
+            self.future.cancel()
+        else:
+            self.future.set_exception(error)
+
+
+class Batcher:
+    """The line of calls waiting for one client's next round trip, in one event loop."""
+
+    def __init__(self, client: AsyncClient, loop: asyncio.AbstractEventLoop) -> None:
+        # Weak: the registry maps clients to their batcher, which must not keep them alive.
+        self._client = weakref.ref(client)
+        self.loop = loop
+        self._line: list[_Call] = []
+        self._sender: asyncio.Task[None] | None = None
+        # Queue names whose registry write (SADD) is in flight: one caller sends it.
+        self.registering: set[str] = set()
+        self.round_trips = 0
+
+    def waiting(self) -> int:
+        """How many calls wait for the next round trip."""
+        return len(self._line)
+
+    async def execute(self, commands: Sequence[Command], merge: Merge | None = None) -> list[Any]:
+        """Send `commands` in one round trip, shared with the other calls waiting; their
+        replies in order. With `merge` (one command only), it may go merged with other calls'
+        commands of its key."""
+        call = _Call(commands, merge if len(commands) == 1 else None, self.loop.create_future())
+        self._line.append(call)
+        if self._sender is None:
+            self._sender = self.loop.create_task(self._send_line())
+        return await call.future
+
+    async def _send_line(self) -> None:
+        try:
+            while self._line:
+                batch, self._line = self._line, []
+                try:
+                    await self._round_trip(batch)
+                except BaseException as exc:
+                    for call in batch:
+                        call.fail(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+        finally:
+            self._sender = None
+            line, self._line = self._line, []
+            for call in line:  # only when the sender itself was cancelled (loop shutdown)
+                call.fail(redis.ConnectionError("the round trip was interrupted"))
+
+    async def _round_trip(self, batch: list[_Call]) -> None:
+        commands, sent = _plan(batch)
+        replies = await self._send(commands)
+        answers: dict[int, list[Any]] = {id(call): [] for call in batch}
+        refused: list[_Call] = []
+        for members, reply in zip(sent, replies, strict=True):
+            if len(members) == 1:
+                answers[id(members[0])].append(reply)
+            elif isinstance(reply, redis.ResponseError):
+                refused += members
+            else:
+                merge = members[0].merge
+                assert merge is not None
+                parts = merge.split(reply, [c.commands[0] for c in members])
+                for member, part in zip(members, parts, strict=True):
+                    answers[id(member)] = [part]
+        if refused:  # nothing of the merged command was written: each part on its own
+            again = await self._send([c.commands[0] for c in refused])
+            for call, reply in zip(refused, again, strict=True):
+                answers[id(call)] = [reply]
+        for call in batch:
+            call.answer(answers[id(call)])
+
+    async def _send(self, commands: list[Command]) -> list[Any]:
+        client = self._client()
+        if client is None:  # only a caller holding the client gets here
+            raise redis.ConnectionError("the client was closed")
+        self.round_trips += 1
+        if len(commands) == 1:
+            try:
+                return [await client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+            except redis.ResponseError as exc:
+                return [exc]
+        pipe = client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        return replies
+
+
+def _plan(batch: list[_Call]) -> tuple[list[Command], list[list[_Call]]]:
+    """The commands of one round trip, and for each the calls whose commands it holds."""
+    commands: list[Command] = []
+    sent: list[list[_Call]] = []
+    groups: dict[object, list[tuple[list[_Call], int]]] = {}
+    for call in batch:
+        merge = call.merge
+        if merge is None:
+            for command in call.commands:
+                commands.append(command)
+                sent.append([call])
+            continue
+        size = merge.size(call.commands[0])
+        open_groups = groups.setdefault(merge.key, [])
+        if open_groups and open_groups[-1][1] + size <= merge.limit:
+            members, total = open_groups[-1]
+            members.append(call)
+            open_groups[-1] = (members, total + size)
+        else:
+            open_groups.append(([call], size))
+    for open_groups in groups.values():
+        for members, _ in open_groups:
+            merge = members[0].merge
+            assert merge is not None
+            if len(members) == 1:
+                commands.append(members[0].commands[0])
+            else:
+                commands.append(merge.join([c.commands[0] for c in members]))
+            sent.append(members)
+    return commands, sent
+
+
+_batchers: weakref.WeakKeyDictionary[AsyncClient, Batcher] = weakref.WeakKeyDictionary()
+
+
+def for_client(client: AsyncClient) -> Batcher:
+    """The batcher of `client` in the running event loop (made on first use)."""
+    loop = asyncio.get_running_loop()
+    found = _batchers.get(client)
+    if found is None or found.loop is not loop:
+        found = _batchers[client] = Batcher(client, loop)
+    return found
