@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from ..store.pipelining import Merge
+from ..store.pipelining import Merge, plan, share_replies
 from .connection import AsyncClient
 
 __all__ = ["Batcher", "for_client"]
@@ -95,21 +95,12 @@ class Batcher:
                 call.fail(redis.ConnectionError("the round trip was interrupted"))
 
     async def _round_trip(self, batch: list[_Call]) -> None:
-        commands, sent = _plan(batch)
+        commands, sent = plan(batch)
         replies = await self._send(commands)
         answers: dict[int, list[Any]] = {id(call): [] for call in batch}
-        refused: list[_Call] = []
-        for members, reply in zip(sent, replies, strict=True):
-            if len(members) == 1:
-                answers[id(members[0])].append(reply)
-            elif isinstance(reply, redis.ResponseError):
-                refused += members
-            else:
-                merge = members[0].merge
-                assert merge is not None
-                parts = merge.split(reply, [c.commands[0] for c in members])
-                for member, part in zip(members, parts, strict=True):
-                    answers[id(member)] = [part]
+        given, refused = share_replies(sent, replies)
+        for call, reply in given:
+            answers[id(call)].append(reply)
         if refused:  # nothing of the merged command was written: each part on its own
             again = await self._send([c.commands[0] for c in refused])
             for call, reply in zip(refused, again, strict=True):
@@ -132,38 +123,6 @@ class Batcher:
             pipe.execute_command(*command)
         replies: list[Any] = await pipe.execute(raise_on_error=False)
         return replies
-
-
-def _plan(batch: list[_Call]) -> tuple[list[Command], list[list[_Call]]]:
-    """The commands of one round trip, and for each the calls whose commands it holds."""
-    commands: list[Command] = []
-    sent: list[list[_Call]] = []
-    groups: dict[object, list[tuple[list[_Call], int]]] = {}
-    for call in batch:
-        merge = call.merge
-        if merge is None:
-            for command in call.commands:
-                commands.append(command)
-                sent.append([call])
-            continue
-        size = merge.size(call.commands[0])
-        open_groups = groups.setdefault(merge.key, [])
-        if open_groups and open_groups[-1][1] + size <= merge.limit:
-            members, total = open_groups[-1]
-            members.append(call)
-            open_groups[-1] = (members, total + size)
-        else:
-            open_groups.append(([call], size))
-    for open_groups in groups.values():
-        for members, _ in open_groups:
-            merge = members[0].merge
-            assert merge is not None
-            if len(members) == 1:
-                commands.append(members[0].commands[0])
-            else:
-                commands.append(merge.join([c.commands[0] for c in members]))
-            sent.append(members)
-    return commands, sent
 
 
 _batchers: weakref.WeakKeyDictionary[AsyncClient, Batcher] = weakref.WeakKeyDictionary()

@@ -9,10 +9,8 @@ from typing import Any
 import redis
 
 from ..store import calls
-from ..store.calls import text_of
 from ..store.keys import QUEUES_KEY, QueueKeys
 from ..store.operations import keys_for
-from ..store.protocol import SIZE_LIMIT_DEFAULTS, SIZE_LIMIT_MAX
 from .connection import AsyncClient
 
 
@@ -39,26 +37,12 @@ async def counts(client: AsyncClient, keys: QueueKeys) -> calls.Counts:
 async def fetch(client: AsyncClient, keys: QueueKeys, job_id: str) -> calls.FetchedJob:
     """Read one job in full (`calls.fetch`). Raises JobNotFound."""
     reply = await fcall_ro(client, "psq_fetch", keys_for("psq_fetch", keys, [job_id]), [job_id])
-    record, payload, result, error, checkpoint, done = (
-        None if x is None else text_of(x) for x in reply
-    )
-    assert record is not None  # the library raises NOT_FOUND instead
-    return calls.FetchedJob(
-        record, payload, result, error, checkpoint, None if done is None else int(done)
-    )
+    return calls.parse_fetch_reply(reply)
 
 
 async def size_limits(client: AsyncClient, keys: QueueKeys) -> dict[str, int]:
     """The size limits the library enforces on this queue (`calls.size_limits`)."""
-    fields = list(SIZE_LIMIT_DEFAULTS)
-    values = await client.hmget(keys.config, fields)
-    limits: dict[str, int] = {}
-    for field, value in zip(fields, values, strict=True):
-        # The library ignores a value it would not have stored; so does this.
-        text = text_of(value) if value is not None else ""
-        number = int(text) if text.isdigit() else 0
-        limits[field] = number if 1 <= number <= SIZE_LIMIT_MAX else SIZE_LIMIT_DEFAULTS[field]
-    return limits
+    return calls.parse_size_limits(await client.hmget(keys.config, calls.SIZE_LIMIT_FIELDS))
 
 
 async def known_queues(client: AsyncClient) -> list[str]:

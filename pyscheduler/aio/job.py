@@ -16,35 +16,21 @@ import redis
 
 from ..client import events
 from ..client.job import Job as SyncJob
-from ..client.job import JobInfo
+from ..client.job import JobHandle, JobInfo, wait_left
 from ..client.queue import Queue as SyncQueue
-from ..exceptions import JobCancelled, JobExpired, JobFailed, JobNotFound, WaitTimeout
+from ..exceptions import JobNotFound
 from ..store.keys import QueueKeys
 from ..store.protocol import EVENTS_READ_MAX, Status
 from .connection import AsyncClient, sync_twin
 
-if TYPE_CHECKING:
-    from .queue import Queue
+if TYPE_CHECKING:  # named in `Job`'s base, a string ruff does not read as a use
+    from .queue import Queue  # noqa: F401
 
 
-class Job:
+class Job(JobHandle["Queue"]):
     """A handle on a job of an asyncio `Queue`."""
 
-    def __init__(self, job_id: str, queue: Queue) -> None:
-        self.id = job_id
-        self.queue = queue
-
-    def __repr__(self) -> str:
-        return f"aio.Job({self.id!r}, queue={self.queue.name!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and (other.id, other.queue.name) == (
-            self.id,
-            self.queue.name,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.id, self.queue.name))
+    kind = "aio.Job"
 
     @classmethod
     async def fetch(
@@ -96,23 +82,12 @@ class Job:
         deadline = None if timeout is None else time.monotonic() + timeout
         client, keys = self.queue.connection, self.queue.keys
         # The cursor is read before the job, so an end between the two is still seen.
-        latest: Any = await client.xrevrange(keys.events, count=1)
-        after = events._text(latest[0][0]) if latest else "0-0"
+        after = events.latest_id(await client.xrevrange(keys.events, count=1))
         while True:
             info = await self.info()
             if info.status == Status.COMPLETE:
                 return info.result
-            if info.status == Status.CANCELLED:
-                raise JobCancelled(self.id)
-            if info.status == Status.EXPIRED:
-                raise JobExpired(self.id)
-            if info.status == Status.FAILED:
-                raise JobFailed(self.id, info.error)
-            left = events.BLOCK_SLICE_S
-            if deadline is not None:
-                left = min(left, deadline - time.monotonic())
-                if left <= 0:
-                    raise WaitTimeout(f"job {self.id} is still {info.status} after {timeout} s")
+            left = wait_left(info, deadline, timeout)
             after = await _wait_for_end(client, keys, self.id, after, left)
 
 
@@ -127,13 +102,13 @@ async def _wait_for_end(
         left = stop - time.monotonic()
         if left <= 0:
             return cursors[keys.queue]
-        block_ms = events._block_ms(client, min(left, events.BLOCK_SLICE_S))  # type: ignore[arg-type]
+        block_ms = events.block_ms(client, min(left, events.BLOCK_SLICE_S))
         try:
             reply = await client.xread(
                 {keys.events: cursors[keys.queue]}, count=EVENTS_READ_MAX, block=block_ms
             )
         except redis.TimeoutError:  # answered late (see events.read): just look again
             return cursors[keys.queue]
-        read = events._taken(reply, cursors)
+        read = events.taken(reply, cursors)
         if not read or any(e.job_id == job_id and e.event in events.END_EVENTS for e in read):
             return cursors[keys.queue]

@@ -12,14 +12,7 @@ import weakref
 
 import redis
 
-from ..exceptions import LibraryError
-from ..store.library import (
-    DEPLOY_HINT,
-    auto_load_requested,
-    code_version,
-    describe_versions,
-    library_code,
-)
+from ..store.library import auto_load_requested, code_version, library_code, mismatch_error
 from ..store.protocol import FUNCTION_PREFIX
 from .connection import AsyncClient
 
@@ -54,9 +47,6 @@ async def _check(client: AsyncClient, auto_load: bool | None) -> None:
     found = await deployed_version(client)
     if found != expected:
         if not auto_load_requested(auto_load):
-            raise LibraryError(
-                f"the pyscheduler Lua library is {describe_versions({'': found})}; this code"
-                f" needs version {expected}: {DEPLOY_HINT}"
-            )
+            raise mismatch_error({"": found}, expected)
         await client.function_load(library_code()[1], replace=True)
     _verified[client] = expected

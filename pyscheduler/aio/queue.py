@@ -195,10 +195,7 @@ class Queue:
         Enqueues that other coroutines make meanwhile on this client go in the same round
         trip. Keyword arguments named like an option go through `enqueue_call(kwargs=...)`.
         """
-        limit = await self._limit_for(args, kwargs)
-        job = prepare_job(
-            self,
-            lambda: limit,
+        return await self.enqueue_call(
             func,
             args,
             kwargs,
@@ -219,8 +216,8 @@ class Queue:
             on_success=on_success,
             on_failure=on_failure,
             retry_on=retry_on,
+            durable=durable,
         )
-        return (await self.enqueue_many([job], durable=durable))[0]
 
     async def enqueue_call(
         self,

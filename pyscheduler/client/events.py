@@ -17,6 +17,7 @@ from typing import Any
 
 import redis
 
+from ..store.calls import text_of
 from ..store.connection import Client, is_cluster_client, pipeline
 from ..store.keys import QueueKeys
 from ..store.protocol import EVENTS_READ_MAX
@@ -50,26 +51,27 @@ class JobEvent:
         }
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else value
-
-
 def last_event_id(connection: Client, keys: QueueKeys) -> str:
     """The id of the queue's latest event ("0-0" when there is none): read events after it."""
-    latest: Any = connection.xrevrange(keys.events, count=1)
-    return _text(latest[0][0]) if latest else "0-0"
+    return latest_id(connection.xrevrange(keys.events, count=1))
+
+
+def latest_id(reply: Any) -> str:
+    """`last_event_id` from the reply of its XREVRANGE (the events key, COUNT 1)."""
+    return text_of(reply[0][0]) if reply else "0-0"
 
 
 def _events(queue: str, stream_id: str, fields: dict[Any, Any]) -> Iterator[JobEvent]:
-    values = {_text(k): _text(v) for k, v in fields.items()}
+    values = {text_of(k): text_of(v) for k, v in fields.items()}
     kind = values.get("event", "")
     millis = int(stream_id.split("-", 1)[0])
     for job_id in values.get("ids", "").split():
         yield JobEvent(queue, kind, job_id, millis, stream_id)
 
 
-def _block_ms(connection: Client, seconds: float) -> int:
-    # A client with a socket timeout would give up on a read that blocks longer.
+def block_ms(connection: object, seconds: float) -> int:
+    """`seconds` as the BLOCK of a read on `connection` (either client's kind), short enough
+    for its socket timeout: a client with one would give up on a read that blocks longer."""
     kwargs = getattr(getattr(connection, "connection_pool", None), "connection_kwargs", {})
     socket_timeout = kwargs.get("socket_timeout")
     if socket_timeout:
@@ -90,16 +92,16 @@ def read(
     streams: dict[Any, Any] = {QueueKeys(name).events: after for name, after in cursors.items()}
     if block_s is None:
         reply: Any = connection.xread(streams, count=EVENTS_READ_MAX)
-        return _taken(reply, cursors)
+        return taken(reply, cursors)
     try:
         reply = connection.xread(
-            streams, count=EVENTS_READ_MAX, block=_block_ms(connection, block_s)
+            streams, count=EVENTS_READ_MAX, block=block_ms(connection, block_s)
         )
     except redis.TimeoutError:
         # A server busy (or a machine loaded) past the socket timeout's margin answers a
         # blocking read late; nothing was read, so the caller's loop just looks again.
         return []
-    return _taken(reply, cursors)
+    return taken(reply, cursors)
 
 
 def _read_each(
@@ -115,21 +117,21 @@ def _read_each(
             pipe.xread({QueueKeys(name).events: after}, count=EVENTS_READ_MAX)
         out: list[JobEvent] = []
         for reply in pipe.execute():
-            out += _taken(reply, cursors)
+            out += taken(reply, cursors)
         left = stop - time.monotonic()
         if out or block_s is None or left <= 0:
             return out
         time.sleep(min(CLUSTER_POLL_S, left))
 
 
-def _taken(reply: Any, cursors: dict[str, str]) -> list[JobEvent]:
+def taken(reply: Any, cursors: dict[str, str]) -> list[JobEvent]:
     """The events of an XREAD reply, advancing `cursors`."""
     queue_of = {QueueKeys(name).events: name for name in cursors}
     out: list[JobEvent] = []
     for key, entries in reply or []:
-        name = queue_of[_text(key)]
+        name = queue_of[text_of(key)]
         for stream_id, fields in entries:
-            cursors[name] = _text(stream_id)
+            cursors[name] = text_of(stream_id)
             out.extend(_events(name, cursors[name], fields))
     return out
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeGuard, TypeVar
 
 import orjson
 
@@ -23,8 +23,8 @@ from ..store.library import ensure_loaded
 from ..store.protocol import Status
 from . import dependencies, events, splitting
 
-if TYPE_CHECKING:
-    from .queue import Queue
+if TYPE_CHECKING:  # named in `Job`'s base, a string ruff does not read as a use
+    from .queue import Queue  # noqa: F401
 
 FINAL_STATUSES = frozenset({Status.COMPLETE, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 
@@ -99,24 +99,67 @@ def parse_record(text: str | bytes | None) -> dict[str, Any]:
     return record
 
 
-class Job:
-    """A handle on a job. Reading a property asks Redis, so it is always current."""
+class _NamedQueue(Protocol):
+    @property
+    def name(self) -> str: ...
 
-    def __init__(self, job_id: str, queue: Queue) -> None:
+
+QueueT = TypeVar("QueueT", bound=_NamedQueue)
+
+
+class JobHandle(Generic[QueueT]):
+    """What both clients' `Job` are: a job's id and its queue, the same job when both are."""
+
+    # Which client's handle: its repr's name; handles of different clients are never equal.
+    kind: ClassVar[str] = "Job"
+
+    def __init__(self, job_id: str, queue: QueueT) -> None:
         self.id = job_id
         self.queue = queue
 
     def __repr__(self) -> str:
-        return f"Job({self.id!r}, queue={self.queue.name!r})"
+        return f"{self.kind}({self.id!r}, queue={self.queue.name!r})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Job) and (other.id, other.queue.name) == (
-            self.id,
-            self.queue.name,
+        return (
+            isinstance(other, JobHandle)
+            and other.kind == self.kind
+            and (other.id, other.queue.name) == (self.id, self.queue.name)
         )
 
     def __hash__(self) -> int:
         return hash((self.id, self.queue.name))
+
+
+def end_error(info: JobInfo) -> JobFailed | None:
+    """What waiting for the job raises, once it ended without a result: JobFailed,
+    JobCancelled or JobExpired; None while it may still complete (or once it did)."""
+    if info.status == Status.CANCELLED:
+        return JobCancelled(info.id)
+    if info.status == Status.EXPIRED:
+        return JobExpired(info.id)
+    if info.status == Status.FAILED:
+        return JobFailed(info.id, info.error)
+    return None
+
+
+def wait_left(info: JobInfo, deadline: float | None, timeout: float | None) -> float:
+    """For `wait` (of either client) on a job that has not completed: how long to block for
+    its next event (at most `events.BLOCK_SLICE_S`). Raises its `end_error`, or WaitTimeout
+    once `deadline` (monotonic; None: no limit) has passed."""
+    ended = end_error(info)
+    if ended is not None:
+        raise ended
+    left = events.BLOCK_SLICE_S
+    if deadline is not None:
+        left = min(left, deadline - time.monotonic())
+        if left <= 0:
+            raise WaitTimeout(f"job {info.id} is still {info.status} after {timeout} s")
+    return left
+
+
+class Job(JobHandle["Queue"]):
+    """A handle on a job. Reading a property asks Redis, so it is always current."""
 
     @classmethod
     def fetch(cls, job_id: str, connection: Client | None = None, queue: str | None = None) -> Job:
@@ -202,15 +245,5 @@ class Job:
             info = self.info()
             if info.status == Status.COMPLETE:
                 return info.result
-            if info.status == Status.CANCELLED:
-                raise JobCancelled(self.id)
-            if info.status == Status.EXPIRED:
-                raise JobExpired(self.id)
-            if info.status == Status.FAILED:
-                raise JobFailed(self.id, info.error)
-            left = events.BLOCK_SLICE_S
-            if deadline is not None:
-                left = min(left, deadline - time.monotonic())
-                if left <= 0:
-                    raise WaitTimeout(f"job {self.id} is still {info.status} after {timeout} s")
+            left = wait_left(info, deadline, timeout)
             after = events.wait_for_end(connection, keys, self.id, after, left)

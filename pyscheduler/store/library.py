@@ -152,12 +152,18 @@ def ensure_loaded(conn: Client, auto_load: bool | None = None) -> None:
     differ = {node: version for node, version in found.items() if version != expected}
     if differ:
         if not auto_load_requested(auto_load):
-            raise LibraryError(
-                f"the pyscheduler Lua library is {describe_versions(differ)}; this code needs"
-                f" version {expected}: {DEPLOY_HINT}"
-            )
+            raise mismatch_error(differ, expected)
         load(conn)
     _verified[conn] = expected
+
+
+def mismatch_error(differ: dict[str, str | None], expected: str) -> LibraryError:
+    """The error of a client that finds a library other than this code's (`differ`: what each
+    server that differs has, as `deployed_versions` tells) and may not load it."""
+    return LibraryError(
+        f"the pyscheduler Lua library is {describe_versions(differ)}; this code needs"
+        f" version {expected}: {DEPLOY_HINT}"
+    )
 
 
 def describe_versions(versions: dict[str, str | None]) -> str:

@@ -22,11 +22,11 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import redis
 
-__all__ = ["AutoPipeline", "Merge", "for_client", "issue"]
+__all__ = ["AutoPipeline", "Merge", "Pending", "for_client", "issue", "plan", "share_replies"]
 
 Command = Sequence[Any]
 
@@ -148,48 +148,13 @@ class AutoPipeline:
     def _round_trip(self, batch: list[_Call]) -> None:
         """Fill in each call's replies: one round trip, and one more for merged commands that
         were refused."""
-        commands: list[Command] = []
-        # Each entry: the calls whose commands one sent command holds.
-        sent: list[list[_Call]] = []
-        groups: dict[object, list[tuple[list[_Call], int]]] = {}
-        for call in batch:
-            merge = call.merge
-            if merge is None:
-                for command in call.commands:
-                    commands.append(command)
-                    sent.append([call])
-                continue
-            size = merge.size(call.commands[0])
-            open_groups = groups.setdefault(merge.key, [])
-            if open_groups and open_groups[-1][1] + size <= merge.limit:
-                members, total = open_groups[-1]
-                members.append(call)
-                open_groups[-1] = (members, total + size)
-            else:
-                open_groups.append(([call], size))
-        for open_groups in groups.values():
-            for members, _ in open_groups:
-                first = members[0]
-                assert first.merge is not None
-                if len(members) == 1:
-                    commands.append(first.commands[0])
-                else:
-                    commands.append(first.merge.join([c.commands[0] for c in members]))
-                sent.append(members)
+        commands, sent = plan(batch)
         replies = self._send(commands)
         for call in batch:
             call.replies = []
-        refused: list[_Call] = []
-        for members, reply in zip(sent, replies, strict=True):
-            if len(members) == 1:
-                members[0].replies.append(reply)  # type: ignore[union-attr]
-            elif isinstance(reply, redis.ResponseError):
-                refused += members
-            else:
-                assert members[0].merge is not None
-                parts = members[0].merge.split(reply, [c.commands[0] for c in members])
-                for member, part in zip(members, parts, strict=True):
-                    member.replies = [part]
+        given, refused = share_replies(sent, replies)
+        for call, reply in given:
+            call.replies.append(reply)  # type: ignore[union-attr]
         if refused:  # all or nothing: nothing of it was written; each caller's own answer
             for call, reply in zip(
                 refused, self._send([c.commands[0] for c in refused]), strict=True
@@ -210,6 +175,74 @@ class AutoPipeline:
             issue(pipe, command)
         replies: list[Any] = pipe.execute(raise_on_error=False)
         return replies
+
+
+class Pending(Protocol):
+    """What the round trip's planning reads of a call in line (either client's)."""
+
+    @property
+    def commands(self) -> Sequence[Command]: ...
+
+    @property
+    def merge(self) -> Merge | None: ...
+
+
+PendingCall = TypeVar("PendingCall", bound=Pending)
+
+
+def plan(batch: Sequence[PendingCall]) -> tuple[list[Command], list[list[PendingCall]]]:
+    """The commands of one round trip, and for each the calls whose commands it holds: a
+    call's own commands as they are, in order; the single commands of calls with a `Merge`
+    joined by its key, as many as its limit lets one command hold (one alone goes unjoined)."""
+    commands: list[Command] = []
+    sent: list[list[PendingCall]] = []
+    groups: dict[object, list[tuple[list[PendingCall], int]]] = {}
+    for call in batch:
+        merge = call.merge
+        if merge is None:
+            for command in call.commands:
+                commands.append(command)
+                sent.append([call])
+            continue
+        size = merge.size(call.commands[0])
+        open_groups = groups.setdefault(merge.key, [])
+        if open_groups and open_groups[-1][1] + size <= merge.limit:
+            members, total = open_groups[-1]
+            members.append(call)
+            open_groups[-1] = (members, total + size)
+        else:
+            open_groups.append(([call], size))
+    for open_groups in groups.values():
+        for members, _ in open_groups:
+            first = members[0]
+            assert first.merge is not None
+            if len(members) == 1:
+                commands.append(first.commands[0])
+            else:
+                commands.append(first.merge.join([c.commands[0] for c in members]))
+            sent.append(members)
+    return commands, sent
+
+
+def share_replies(
+    sent: list[list[PendingCall]], replies: list[Any]
+) -> tuple[list[tuple[PendingCall, Any]], list[PendingCall]]:
+    """The replies to `plan`'s commands, as (call, reply) in each call's order, a merged
+    command's reply split among its calls; and the calls of merged commands that were refused
+    (all or nothing: none of it was written), to be sent again one by one."""
+    given: list[tuple[PendingCall, Any]] = []
+    refused: list[PendingCall] = []
+    for members, reply in zip(sent, replies, strict=True):
+        if len(members) == 1:
+            given.append((members[0], reply))
+        elif isinstance(reply, redis.ResponseError):
+            refused += members
+        else:
+            merge = members[0].merge
+            assert merge is not None
+            parts = merge.split(reply, [c.commands[0] for c in members])
+            given += zip(members, parts, strict=True)
+    return given, refused
 
 
 def issue(client: redis.Redis, command: Command) -> Any:

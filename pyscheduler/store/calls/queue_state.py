@@ -61,12 +61,13 @@ class FetchedJob:
 
 def fetch(conn: Client, keys: QueueKeys, job_id: str) -> FetchedJob:
     """Read one job in full. Raises JobNotFound."""
-    reply = fcall_ro(
-        conn,
-        "psq_fetch",
-        keys_for("psq_fetch", keys, [job_id]),
-        [job_id],
+    return parse_fetch_reply(
+        fcall_ro(conn, "psq_fetch", keys_for("psq_fetch", keys, [job_id]), [job_id])
     )
+
+
+def parse_fetch_reply(reply: Any) -> FetchedJob:
+    """The job read by a `psq_fetch` call (of either client)."""
     record, payload, result, error, checkpoint, done = (
         None if x is None else text_of(x) for x in reply
     )
@@ -174,14 +175,22 @@ def metrics(conn: Client, keys: QueueKeys, minutes: int = 60) -> MetricsReply:
     return parse_metrics(fcall_ro(conn, "psq_metrics", names, [minutes]))
 
 
+# The queue's config fields `size_limits` reads, in the order `parse_size_limits` takes them.
+SIZE_LIMIT_FIELDS = list(SIZE_LIMIT_DEFAULTS)
+
+
 def size_limits(conn: Client, keys: QueueKeys) -> dict[str, int]:
     """The size limits the library enforces on this queue, in bytes: max_payload_bytes,
     max_result_bytes, max_checkpoint_bytes and max_error_bytes, each the queue's setting
     (`configure`) or else the library's default (`protocol.SIZE_LIMIT_DEFAULTS`)."""
-    fields = list(SIZE_LIMIT_DEFAULTS)
-    values = conn.hmget(keys.config, fields)
+    return parse_size_limits(conn.hmget(keys.config, SIZE_LIMIT_FIELDS))
+
+
+def parse_size_limits(values: Sequence[Any]) -> dict[str, int]:
+    """The size limits from the queue's config values of SIZE_LIMIT_FIELDS (HMGET's reply,
+    None where a field is not set)."""
     limits: dict[str, int] = {}
-    for field, value in zip(fields, values, strict=True):
+    for field, value in zip(SIZE_LIMIT_FIELDS, values, strict=True):
         # The library ignores a value it would not have stored; so does this.
         text = text_of(value) if value is not None else ""
         number = int(text) if text.isdigit() else 0
