@@ -63,7 +63,7 @@ local SIZE_LIMIT_MAX = {{ SIZE_LIMIT_MAX }}
 -- A job's fields that psq_enqueue leaves out of its record when they have these values.
 local RECORD_DEFAULTS = {
 {%- for name, value in RECORD_DEFAULTS.items() %}
-  {{ name }} = {{ value }},
+  {{ name }} = {{ value | tojson }},
 {%- endfor %}
 }
 -- The payload of a call without arguments, which is not stored: its record has no
@@ -71,7 +71,7 @@ local RECORD_DEFAULTS = {
 local EMPTY_PAYLOAD = '{"args":[],"kwargs":{}}'
 local SIZE_LIMIT_DEFAULTS = {
 {%- for name, value in SIZE_LIMIT_DEFAULTS.items() %}
-  {{ name }} = {{ value }},
+  {{ name }} = {{ value | tojson }},
 {%- endfor %}
 }
 local HISTOGRAM_BOUNDS_MS = {
@@ -492,7 +492,14 @@ local NOT_YET_RUN = { [STATUS.QUEUED] = true, [STATUS.DELAYED] = true, [STATUS.W
 local function decode_job(raw)
   if type(raw) ~= 'string' then return nil end
   local ok, job = pcall(cjson.decode, raw)
-  if not ok or type(job) ~= 'table' or not KNOWN_STATUS[job.status] or type(job.func) ~= 'string'
+  if not ok or type(job) ~= 'table' then return nil end
+  -- psq_enqueue's compact records leave out the fields at their default; every reader gets
+  -- them here (before the checks: a queued job's record has no status), so records written
+  -- back are whole again.
+  for field, default in pairs(RECORD_DEFAULTS) do
+    if job[field] == nil then job[field] = default end
+  end
+  if not KNOWN_STATUS[job.status] or type(job.func) ~= 'string'
       or type(job.priority) ~= 'number' or job.priority % 1 ~= 0 or job.priority < PRIORITY_MIN
       or job.priority > PRIORITY_MAX then
     return nil
@@ -506,11 +513,6 @@ local function decode_job(raw)
   if (job.rank ~= nil and type(job.rank) ~= 'string')
       or (job.rank_base ~= nil and type(job.rank_base) ~= 'string') then
     return nil
-  end
-  -- psq_enqueue's compact records leave out the fields at their default; every reader gets
-  -- them here, so records written back are whole again.
-  for field, default in pairs(RECORD_DEFAULTS) do
-    if job[field] == nil then job[field] = default end
   end
   if job.lost == nil then job.lost = 0 end
   if job.attempts == nil and NOT_YET_RUN[job.status] then job.attempts = 0 end

@@ -216,9 +216,8 @@ end
 -- The record as stored: fields at their default are left out (decode_job fills them in), and
 -- the id is the hash field, so a queued job costs a few dozen bytes.
 local function compact_record(job)
-  local record = { func = job.func, priority = job.priority, status = job.status,
-    created = job.created, due = job.due, parent = job.parent, time_slice = job.time_slice,
-    expires = job.expires, on_success = job.on_success, on_failure = job.on_failure,
+  local record = { func = job.func, created = job.created, due = job.due, parent = job.parent,
+    time_slice = job.time_slice, expires = job.expires, on_success = job.on_success, on_failure = job.on_failure,
     retry_on = job.retry_on, deps = job.deps, deps_left = job.deps_left, dep_run = job.dep_run }
   for field, default in pairs(RECORD_DEFAULTS) do
     if job[field] ~= default then record[field] = job[field] end

@@ -1,21 +1,23 @@
 """The asyncio client (`pyscheduler.aio`) on a real server: the sync client's API, awaited.
 
-Each test runs its coroutine with `asyncio.run` on a `redis.asyncio` client of its own. Round
-trips are counted by the client's connections (every packet written is one), the way
-`helpers.counting_client` counts them for the sync client. No test measures time.
+Each test runs its coroutine with `asyncio.run` on a `redis.asyncio` client of its own (a
+`redis.asyncio.cluster.RedisCluster` on the cluster params). Round trips are counted by the
+client's connections (every packet written is one), the way `helpers.counting_client` counts
+them for the sync client. No test measures time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
 import redis
 import redis.asyncio
-from helpers import Traffic, start_worker
+import redis.asyncio.cluster
+from helpers import Traffic, start_worker, wait_until
 
 from pyscheduler import Queue as SyncQueue
 from pyscheduler import aio
@@ -26,15 +28,21 @@ from pyscheduler.exceptions import (
     InvalidURL,
     JobFailed,
     JobNotFound,
+    LibraryError,
     NotDurable,
     PayloadNotJSON,
     PayloadTooLarge,
     WaitTimeout,
 )
+from pyscheduler.store.connection import cluster_node_url, is_cluster_url
 from pyscheduler.store.durability import Durability
-from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX
+from pyscheduler.store.protocol import ENQUEUE_BATCH_MAX, LIBRARY_NAME
+
+pytestmark = pytest.mark.cluster
 
 CONCURRENT = 200
+
+AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
 
 
 def _text(value: Any) -> str:
@@ -48,7 +56,23 @@ def _name(args: Sequence[Any]) -> str:
     return name
 
 
-def counting_client(url: str) -> tuple[redis.asyncio.Redis, Traffic]:
+def async_client(url: str, connection_class: type[Any] | None = None) -> AsyncClient:
+    """A redis.asyncio client of `url`, a cluster's for a cluster URL."""
+    if is_cluster_url(url):
+        client = redis.asyncio.cluster.RedisCluster.from_url(cluster_node_url(url))
+        if connection_class is not None:
+            # No such parameter: the nodes it is told of and the ones it finds take it here.
+            client.connection_kwargs["connection_class"] = connection_class
+            for node in client.nodes_manager.startup_nodes.values():
+                node.connection_class = connection_class
+        return client
+    if connection_class is None:
+        return redis.asyncio.Redis.from_url(url)
+    pool = redis.asyncio.ConnectionPool.from_url(url, connection_class=connection_class)
+    return redis.asyncio.Redis(connection_pool=pool)
+
+
+def counting_client(url: str) -> tuple[AsyncClient, Traffic]:
     """A redis.asyncio client whose connections record their commands and round trips."""
     traffic = Traffic()
 
@@ -57,30 +81,24 @@ def counting_client(url: str) -> tuple[redis.asyncio.Redis, Traffic]:
             traffic.round_trips += 1
             await super().send_packed_command(command, check_health)
 
-        async def send_command(self, *args: Any, **kwargs: Any) -> None:
+        def pack_command(self, *args: Any) -> Any:  # a pipeline's `pack_commands` calls it too
             traffic.commands.append(_name(args))
-            await super().send_command(*args, **kwargs)
+            return super().pack_command(*args)
 
-        def pack_commands(self, commands: Iterable[Any]) -> Any:
-            commands = list(commands)
-            traffic.commands.extend(_name(c) for c in commands)
-            return super().pack_commands(commands)
-
-    pool = redis.asyncio.ConnectionPool.from_url(url, connection_class=CountingConnection)
-    return redis.asyncio.Redis(connection_pool=pool), traffic
+    return async_client(url, CountingConnection), traffic
 
 
-def run(url: str, test: Callable[[redis.asyncio.Redis], Awaitable[Any]]) -> Any:
+def run(url: str, test: Callable[[Any], Awaitable[Any]]) -> Any:
     """`test(client)` in a fresh event loop, with a client of its own closed after."""
 
     async def main() -> Any:
-        async with redis.asyncio.Redis.from_url(url) as client:
+        async with async_client(url) as client:
             return await test(client)
 
     return asyncio.run(main())
 
 
-def run_counted(url: str, test: Callable[[redis.asyncio.Redis, Traffic], Awaitable[Any]]) -> Any:
+def run_counted(url: str, test: Callable[[Any, Traffic], Awaitable[Any]]) -> Any:
     async def main() -> Any:
         client, traffic = counting_client(url)
         async with client:
@@ -91,6 +109,24 @@ def run_counted(url: str, test: Callable[[redis.asyncio.Redis, Traffic], Awaitab
     return asyncio.run(main())
 
 
+def primaries(conn: Any) -> int:
+    """How many servers keep the library: 1, or a cluster's primaries."""
+    return len(conn.get_primaries()) if hasattr(conn, "get_primaries") else 1
+
+
+def queues_on_every_shard(conn: Any) -> list[str]:
+    """Names of queues, one on each primary of a cluster (three names on one server)."""
+    if not hasattr(conn, "get_node_from_key"):
+        return ["aio-0", "aio-1", "aio-2"]
+    by_node: dict[str, str] = {}
+    for i in range(1000):
+        name = f"aio-{i}"
+        by_node.setdefault(conn.get_node_from_key(f"psq:{{{name}}}:jobs").name, name)
+        if len(by_node) == primaries(conn):
+            break
+    return sorted(by_node.values())
+
+
 # -- running jobs --------------------------------------------------------------------------------
 
 
@@ -99,7 +135,7 @@ def test_a_job_enqueued_with_await_runs_and_wait_returns_its_result(
 ) -> None:
     start_worker(workers, "aio")
 
-    async def test(client: redis.asyncio.Redis) -> Any:
+    async def test(client: AsyncClient) -> Any:
         job = await aio.Queue("aio", connection=client).enqueue("tasks:add", 2, 3)
         return await job.wait(timeout=10)
 
@@ -111,7 +147,7 @@ def test_wait_raises_job_failed_for_a_job_that_fails(
 ) -> None:
     start_worker(workers, "aio")
 
-    async def test(client: redis.asyncio.Redis) -> None:
+    async def test(client: AsyncClient) -> None:
         job = await aio.Queue("aio", connection=client).enqueue(
             "tasks:boom", redis_url, "aio:boom", retries=0
         )
@@ -124,7 +160,7 @@ def test_wait_raises_job_failed_for_a_job_that_fails(
 def test_wait_raises_wait_timeout_when_the_job_does_not_end_in_time(
     conn: redis.Redis, redis_url: str
 ) -> None:
-    async def test(client: redis.asyncio.Redis) -> None:
+    async def test(client: AsyncClient) -> None:
         job = await aio.Queue("aio", connection=client).enqueue("tasks:noop")  # no worker
         with pytest.raises(WaitTimeout, match="still queued"):
             await job.wait(timeout=0.2)
@@ -137,7 +173,7 @@ def test_wait_blocks_in_redis_instead_of_polling(
 ) -> None:
     start_worker(workers, "aio")
 
-    async def test(client: redis.asyncio.Redis, traffic: Traffic) -> Any:
+    async def test(client: AsyncClient, traffic: Traffic) -> Any:
         job = await aio.Queue("aio", connection=client).enqueue("tasks:sleep_in_c", 1.0)
         traffic.reset()
         result = await job.wait(timeout=10)
@@ -157,13 +193,29 @@ def test_a_job_waiting_for_another_runs_once_the_other_completed(
 ) -> None:
     start_worker(workers, "aio")
 
-    async def test(client: redis.asyncio.Redis) -> Any:
+    async def test(client: AsyncClient) -> Any:
         queue = aio.Queue("aio", connection=client)
         first = await queue.enqueue("tasks:sleep_in_c", 0.2)
         second = await queue.enqueue("tasks:add", 3, 4, depends_on=[first])
         return await second.wait(timeout=10), await first.status()
 
     assert run(redis_url, test) == (7, "complete")
+
+
+def test_a_job_waiting_for_jobs_of_other_shards_runs_once_they_completed(
+    conn: Any, redis_url: str, workers: Any
+) -> None:
+    first, second, third = queues_on_every_shard(conn)[:3]
+    start_worker(workers, first, second, third)
+
+    async def test(client: AsyncClient) -> Any:
+        a = await aio.Queue(first, connection=client).enqueue("tasks:sleep_in_c", 0.2)
+        b = await aio.Queue(second, connection=client).enqueue("tasks:sleep_in_c", 0.2)
+        last = aio.Queue(third, connection=client)
+        after = await last.enqueue("tasks:add", 3, 4, depends_on=[a, b])
+        return await after.wait(timeout=20), await a.status(), await b.status()
+
+    assert run(redis_url, test) == (7, "complete", "complete")
 
 
 # -- the same checks as the sync client ----------------------------------------------------------
@@ -199,7 +251,7 @@ def test_a_bad_call_raises_what_the_sync_client_raises_and_writes_nothing(
     with pytest.raises(error) as sync_error:
         SyncQueue("aio", connection=conn).enqueue(*args, **options)
 
-    async def test(client: redis.asyncio.Redis) -> None:
+    async def test(client: AsyncClient) -> None:
         with pytest.raises(error) as async_error:
             await aio.Queue("aio", connection=client).enqueue(*args, **options)
         assert str(async_error.value) == str(sync_error.value)
@@ -208,10 +260,10 @@ def test_a_bad_call_raises_what_the_sync_client_raises_and_writes_nothing(
     assert conn.hlen("psq:{aio}:jobs") == 0
 
 
-def test_a_cluster_url_is_refused_naming_the_sync_client(
+def test_a_sentinel_url_is_refused_naming_the_sync_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("REDIS_URL", "redis+cluster://127.0.0.1:7000")
+    monkeypatch.setenv("REDIS_URL", "redis+sentinel://127.0.0.1:26379/primary")
     with pytest.raises(InvalidURL, match="sync client"):
         aio.Queue("aio")
 
@@ -253,7 +305,7 @@ def test_a_queue_without_a_connection_works_in_one_event_loop_after_another(
 def test_concurrent_enqueues_share_round_trips_and_every_job_exists(
     conn: redis.Redis, redis_url: str
 ) -> None:
-    async def test(client: redis.asyncio.Redis, traffic: Traffic) -> Any:
+    async def test(client: AsyncClient, traffic: Traffic) -> Any:
         queue = aio.Queue("aio", connection=client)
         await queue.enqueue("tasks:noop")  # the first call checks the library and registers
         traffic.reset()
@@ -270,16 +322,45 @@ def test_concurrent_enqueues_share_round_trips_and_every_job_exists(
 
 
 def test_concurrent_first_calls_check_the_library_once(conn: redis.Redis, redis_url: str) -> None:
-    async def test(client: redis.asyncio.Redis, traffic: Traffic) -> Any:
+    async def test(client: AsyncClient, traffic: Traffic) -> Any:
         queue = aio.Queue("aio", connection=client)
         await asyncio.gather(*(queue.enqueue("tasks:add", i, i) for i in range(CONCURRENT)))
         return traffic.counts()
 
     counts = run_counted(redis_url, test)
 
-    assert counts["FCALL_RO psq_version"] == 1, counts
+    assert counts["FCALL_RO psq_version"] == primaries(conn), counts  # each asked once
     assert counts["HMGET"] == 1, counts  # the size limits, read once
     assert counts["SADD"] == 1, counts  # the registry written once
+
+
+def test_concurrent_enqueues_on_queues_of_every_shard_all_exist_and_run(
+    conn: Any, redis_url: str, workers: Any
+) -> None:
+    names = queues_on_every_shard(conn)
+    start_worker(workers, *names)
+
+    async def test(client: AsyncClient, traffic: Traffic) -> Any:
+        queues = [aio.Queue(name, connection=client) for name in names]
+        jobs = await asyncio.gather(
+            *(queues[i % len(queues)].enqueue("tasks:add", i, i) for i in range(CONCURRENT))
+        )
+        return jobs, traffic.counts()
+
+    jobs, counts = run_counted(redis_url, test)
+
+    # The keys of a library call are read by the client, never asked of a node.
+    assert not [name for name in counts if name.startswith("COMMAND")], counts
+    assert len({job.id for job in jobs}) == CONCURRENT
+    for name in names:
+        ids = [job.id for job in jobs if job.queue.name == name]
+        assert all(record is not None for record in conn.hmget(f"psq:{{{name}}}:jobs", ids))
+
+    def finished() -> int:
+        return sum(SyncQueue(name, connection=conn).stats().finished for name in names)
+
+    wait_until(lambda: finished() == CONCURRENT, timeout=60, what="every job run")
+    assert conn.smembers("psq:queues") == {name.encode() for name in names}
 
 
 def test_one_refused_job_among_concurrent_ones_fails_only_its_caller(
@@ -287,7 +368,7 @@ def test_one_refused_job_among_concurrent_ones_fails_only_its_caller(
 ) -> None:
     SyncQueue("aio", connection=conn).set_size_limits(payload=1000)
 
-    async def test(client: redis.asyncio.Redis) -> list[Any]:
+    async def test(client: AsyncClient) -> list[Any]:
         # The client's own limit is higher, so only the library can refuse the big one.
         queue = aio.Queue("aio", connection=client, max_payload_bytes=100_000)
         await queue.enqueue("tasks:noop")
@@ -305,7 +386,7 @@ def test_one_refused_job_among_concurrent_ones_fails_only_its_caller(
 def test_enqueue_many_writes_every_batch(conn: redis.Redis, redis_url: str) -> None:
     n = ENQUEUE_BATCH_MAX + 500
 
-    async def test(client: redis.asyncio.Redis, traffic: Traffic) -> Any:
+    async def test(client: AsyncClient, traffic: Traffic) -> Any:
         queue = aio.Queue("aio", connection=client)
         await queue.enqueue("tasks:noop")
         traffic.reset()
@@ -319,10 +400,28 @@ def test_enqueue_many_writes_every_batch(conn: redis.Redis, redis_url: str) -> N
     assert conn.hlen("psq:{aio}:jobs") == n + 1
 
 
+def test_a_server_without_the_library_is_named_by_the_first_call(conn: Any, redis_url: str) -> None:
+    # On a cluster, one primary of three: the check asks every one.
+    if hasattr(conn, "get_primaries"):
+        node = sorted(conn.get_primaries(), key=lambda n: str(n.name))[-1]
+        conn.execute_command("FUNCTION DELETE", LIBRARY_NAME, target_nodes=node)
+        where = f"not loaded on {node.name}"
+    else:
+        conn.function_delete(LIBRARY_NAME)
+        where = "not loaded in this Redis"
+
+    async def test(client: AsyncClient) -> None:
+        with pytest.raises(LibraryError, match=where):
+            await aio.Queue("aio", connection=client).enqueue("tasks:noop")
+
+    run(redis_url, test)
+    assert conn.hlen("psq:{aio}:jobs") == 0
+
+
 def test_a_durable_enqueue_without_a_replica_raises_not_durable(
     conn: redis.Redis, redis_url: str
 ) -> None:
-    async def test(client: redis.asyncio.Redis) -> None:
+    async def test(client: AsyncClient) -> None:
         queue = aio.Queue("aio", connection=client)
         with pytest.raises(NotDurable) as raised:
             await queue.enqueue("tasks:noop", durable=Durability(timeout=0.05))
@@ -336,7 +435,7 @@ def test_a_durable_enqueue_without_a_replica_raises_not_durable(
 
 
 def test_stats_count_the_queued_jobs(conn: redis.Redis, redis_url: str) -> None:
-    async def test(client: redis.asyncio.Redis) -> Any:
+    async def test(client: AsyncClient) -> Any:
         queue = aio.Queue("aio", connection=client)
         for _ in range(3):
             await queue.enqueue("tasks:noop")
@@ -353,7 +452,7 @@ def test_stats_count_the_queued_jobs(conn: redis.Redis, redis_url: str) -> None:
 def test_job_fetch_finds_a_job_by_id_with_or_without_its_queue(
     conn: redis.Redis, redis_url: str
 ) -> None:
-    async def test(client: redis.asyncio.Redis) -> None:
+    async def test(client: AsyncClient) -> None:
         job = await aio.Queue("aio", connection=client).enqueue("tasks:add", 1, 2)
         assert await aio.Job.fetch(job.id, client, queue="aio") == job
         found = await aio.Job.fetch(job.id, client)
@@ -367,8 +466,21 @@ def test_job_fetch_finds_a_job_by_id_with_or_without_its_queue(
     run(redis_url, test)
 
 
+def test_cancel_works_on_queues_of_every_shard(conn: Any, redis_url: str) -> None:
+    names = queues_on_every_shard(conn)
+
+    async def test(client: AsyncClient) -> list[tuple[str, str]]:
+        outcomes = []
+        for name in names:
+            job = await aio.Queue(name, connection=client).enqueue_in(60, "tasks:noop")
+            outcomes.append((await job.cancel(), await job.status()))
+        return outcomes
+
+    assert run(redis_url, test) == [("delayed", "cancelled")] * len(names)
+
+
 def test_cancel_returns_the_status_the_job_had(conn: redis.Redis, redis_url: str) -> None:
-    async def test(client: redis.asyncio.Redis) -> tuple[str, str]:
+    async def test(client: AsyncClient) -> tuple[str, str]:
         job = await aio.Queue("aio", connection=client).enqueue_in(60, "tasks:noop")
         return await job.cancel(), await job.status()
 

@@ -512,10 +512,10 @@ CORRUPT_RECORDS = [
     "[1, 2]",
     '"a string"',
     "{}",
-    '{"status": "queued", "func": "app:run"}',
+    '{"status": "queued", "priority": 0}',
     '{"status": "queued", "func": "app:run", "priority": "high"}',
 ]
-CORRUPT_IDS = ["not-json", "array", "string", "empty", "no-priority", "text-priority"]
+CORRUPT_IDS = ["not-json", "array", "string", "empty", "no-func", "text-priority"]
 # Records that decode, with a field the library computes with that it cannot use.
 UNUSABLE_RECORDS = [
     '{"status": "queued", "func": "app:run", "priority": 0, "attempts": "abc"}',

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pyscheduler.store import calls, library
 from pyscheduler.store.keys import QueueKeys
 from pyscheduler.store.operations import BY_NAME, OPERATIONS, STATE_SETS, keys_for
-from pyscheduler.store.protocol import LEASE_MS_MAX, FailKind
+from pyscheduler.store.protocol import LEASE_MS_MAX, RECORD_DEFAULTS, FailKind
 
 QUEUE = "fz"
 OTHER = "other"
@@ -528,7 +528,7 @@ def invariant_violations(conn: redis.Redis, state: State) -> list[str]:
             if raw is None:
                 problems.append(f"{keys.queue}/{job_id}: in {sets[0]} without a record")
                 continue
-            record = json.loads(raw)
+            record = whole(json.loads(raw))
             if not isinstance(record, dict) or record.get("status") not in SET_STATUS[sets[0]]:
                 problems.append(
                     f"{keys.queue}/{job_id}: status {record.get('status')} in {sets[0]}"
@@ -545,13 +545,19 @@ def invariant_violations(conn: redis.Redis, state: State) -> list[str]:
     return problems
 
 
+def whole(record: Any) -> Any:
+    """A record with the fields psq_enqueue leaves out at their default filled in, as the
+    library reads it (a queued job's record has no status)."""
+    return {**RECORD_DEFAULTS, **record} if isinstance(record, dict) else record
+
+
 def refresh(conn: redis.Redis, state: State) -> None:
     """Bring the known ids and tokens up to date with the records (after any success)."""
     ids: dict[str, list[str]] = {}
     tokens: dict[str, str] = {}
     for job_id, raw in conn.hgetall(state.keys.jobs).items():
         try:
-            record = json.loads(raw)
+            record = whole(json.loads(raw))
         except ValueError:
             continue
         if not isinstance(record, dict):

@@ -8,7 +8,8 @@
 
 Enqueue options, validation and exceptions are the sync client's; what reads or writes Redis
 is awaited. Enqueues that coroutines make at once on one client share round trips. One server
-only (redis://, rediss://, unix://): a Redis Cluster or Sentinel URL raises InvalidURL.
+(redis://, rediss://, unix://, a `redis.asyncio.Redis`) or a Redis Cluster (redis+cluster://,
+a `redis.asyncio.cluster.RedisCluster`); a Sentinel URL raises InvalidURL.
 """
 
 from ..store.durability import Durability

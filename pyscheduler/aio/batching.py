@@ -8,6 +8,11 @@ queue) go out as one command; should that be refused, its parts are sent again o
 each caller still gets its own outcome. Every call gets its own replies, an error reply as
 its `redis.ResponseError` (returned, not raised); a broken connection raises in every call of
 that round trip.
+
+On a Redis Cluster a line is one queue's (every key of a queue is in its slot), so each round
+trip goes to one node, a redis.asyncio `ClusterPipeline` of one group: it routes by the
+commands' keys and follows MOVED and ASK itself. A slow or unreachable shard then delays and
+fails only the calls of its queues, not those of queues on other shards that were sent along.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import redis
 
 from ..store.pipelining import Merge, plan, share_replies
-from .connection import AsyncClient
+from .connection import AsyncClient, is_cluster
 
 __all__ = ["Batcher", "for_client"]
 
@@ -115,7 +120,7 @@ class Batcher:
         self.round_trips += 1
         if len(commands) == 1:
             try:
-                return [await client.execute_command(*commands[0])]  # type: ignore[no-untyped-call]
+                return [await client.execute_command(*commands[0])]
             except redis.ResponseError as exc:
                 return [exc]
         pipe = client.pipeline(transaction=False)
@@ -125,13 +130,19 @@ class Batcher:
         return replies
 
 
-_batchers: weakref.WeakKeyDictionary[AsyncClient, Batcher] = weakref.WeakKeyDictionary()
+# client -> queue name (None: every queue of one server) -> its batcher
+_batchers: weakref.WeakKeyDictionary[AsyncClient, dict[str | None, Batcher]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def for_client(client: AsyncClient) -> Batcher:
-    """The batcher of `client` in the running event loop (made on first use)."""
+def for_client(client: AsyncClient, queue: str) -> Batcher:
+    """The batcher of `client` in the running event loop for the calls of `queue` (made on
+    first use): on one server, one for every queue; on a cluster, one per queue."""
     loop = asyncio.get_running_loop()
-    found = _batchers.get(client)
+    line: str | None = queue if is_cluster(client) else None
+    batchers = _batchers.setdefault(client, {})
+    found = batchers.get(line)
     if found is None or found.loop is not loop:
-        found = _batchers[client] = Batcher(client, loop)
+        found = batchers[line] = Batcher(client, loop)
     return found

@@ -3,7 +3,8 @@
 What the sync `Job` offers as properties (`status`, `result`, `error`) are coroutine methods
 here, since a property cannot await: `await job.status()`. `wait` blocks inside Redis on the
 queue's event stream (one XREAD BLOCK per event of the queue, no polling), as the sync
-`Job.wait` does, with the stream replies read by `client/events.py`.
+`Job.wait` does, with the stream replies read by `client/events.py`; on a Redis Cluster the
+stream is in its queue's slot, so the XREAD goes to that queue's primary.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ..client.queue import Queue as SyncQueue
 from ..exceptions import JobNotFound
 from ..store.keys import QueueKeys
 from ..store.protocol import EVENTS_READ_MAX, Status
-from .connection import AsyncClient, sync_twin
+from .connection import AsyncClient, socket_settings, sync_twin
 
 if TYPE_CHECKING:  # named in `Job`'s base, a string ruff does not read as a use
     from .queue import Queue  # noqa: F401
@@ -72,9 +73,13 @@ class Job(JobHandle["Queue"]):
         """Cancel the job; returns the status it had (the sync `Job.cancel`, which cancels a
         waiting parent's subtasks and tells dependents and parents too). It runs the sync
         client's code in a thread, so its cascade is written once."""
-        q = self.queue
-        twin = SyncQueue(q.name, connection=sync_twin(q.connection), auto_load=q.auto_load)
-        return await asyncio.to_thread(SyncJob(self.id, twin).cancel)
+        q, client = self.queue, self.queue.connection
+
+        def cancel() -> str:
+            twin = SyncQueue(q.name, connection=sync_twin(client), auto_load=q.auto_load)
+            return SyncJob(self.id, twin).cancel()
+
+        return await asyncio.to_thread(cancel)
 
     async def wait(self, timeout: float | None = None) -> Any:
         """Wait for the job to end: its result, or JobFailed / JobCancelled / JobExpired /
@@ -102,7 +107,7 @@ async def _wait_for_end(
         left = stop - time.monotonic()
         if left <= 0:
             return cursors[keys.queue]
-        block_ms = events.block_ms(client, min(left, events.BLOCK_SLICE_S))
+        block_ms = events.block_ms(socket_settings(client), min(left, events.BLOCK_SLICE_S))
         try:
             reply = await client.xread(
                 {keys.events: cursors[keys.queue]}, count=EVENTS_READ_MAX, block=block_ms

@@ -1,7 +1,8 @@
 """The library check of `store/library.py`, for a redis.asyncio client.
 
-The same rule and words: once per client, the deployed version must be this code's, else
-LibraryError naming the deployment step, unless auto-loading was opted in. Concurrent first
+The same rule and words: once per client, the deployed version must be this code's (on a
+Redis Cluster, on every primary), else LibraryError naming the deployment step, unless
+auto-loading was opted in (then it is loaded on every server that differs). Concurrent first
 calls on one client share one check.
 """
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis
+from redis.asyncio.cluster import RedisCluster
 
 from ..store.library import auto_load_requested, code_version, library_code, mismatch_error
 from ..store.protocol import FUNCTION_PREFIX
@@ -19,16 +23,45 @@ from .connection import AsyncClient
 _verified: weakref.WeakKeyDictionary[AsyncClient, str] = weakref.WeakKeyDictionary()
 _checks: weakref.WeakKeyDictionary[AsyncClient, asyncio.Task[None]] = weakref.WeakKeyDictionary()
 
+# One server's call, or one primary's ("" names the one server).
+Call = Callable[..., Awaitable[Any]]
 
-async def deployed_version(client: AsyncClient) -> str | None:
-    """The version of the library loaded in this Redis, or None when there is none."""
+
+async def _servers(client: AsyncClient) -> dict[str, Call]:
+    """How to send a command to each server that keeps functions, by node name."""
+    if not isinstance(client, RedisCluster):
+        return {"": client.execute_command}
+    await client.initialize()  # the map of slots, read once
+    primaries = sorted(client.get_primaries(), key=lambda node: str(node.name))
+
+    def on(node: Any) -> Call:
+        return lambda *args: client.execute_command(*args, target_nodes=node)
+
+    return {str(node.name): on(node) for node in primaries}
+
+
+async def _version(call: Call) -> str | None:
     try:
-        value = await client.fcall_ro(f"{FUNCTION_PREFIX}version", 0)
+        value = await call("FCALL_RO", f"{FUNCTION_PREFIX}version", 0)
     except redis.ResponseError as exc:
         if "function not found" in str(exc).lower():
             return None
         raise
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def deployed_versions(client: AsyncClient) -> dict[str, str | None]:
+    """The version loaded on each server, by node name ("" for one server)."""
+    servers = await _servers(client)
+    found = await asyncio.gather(*(_version(call) for call in servers.values()))
+    return dict(zip(servers, found, strict=True))
+
+
+async def deployed_version(client: AsyncClient) -> str | None:
+    """The version of the library loaded in this Redis, or None when there is none (on a
+    cluster: when some primary has none or another version)."""
+    found = set((await deployed_versions(client)).values())
+    return found.pop() if len(found) == 1 else None
 
 
 async def ensure_loaded(client: AsyncClient, auto_load: bool | None = None) -> None:
@@ -44,9 +77,14 @@ async def ensure_loaded(client: AsyncClient, auto_load: bool | None = None) -> N
 
 async def _check(client: AsyncClient, auto_load: bool | None) -> None:
     expected = code_version()
-    found = await deployed_version(client)
-    if found != expected:
+    servers = await _servers(client)
+    found = await asyncio.gather(*(_version(call) for call in servers.values()))
+    differ = {
+        node: version for node, version in zip(servers, found, strict=True) if version != expected
+    }
+    if differ:
         if not auto_load_requested(auto_load):
-            raise mismatch_error({"": found}, expected)
-        await client.function_load(library_code()[1], replace=True)
+            raise mismatch_error(differ, expected)
+        code = library_code()[1]
+        await asyncio.gather(*(servers[node]("FUNCTION LOAD", "REPLACE", code) for node in differ))
     _verified[client] = expected

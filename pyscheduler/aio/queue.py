@@ -3,13 +3,15 @@
 A job is checked and built by the same code as the sync client's (`client/preparing.py`), so
 the same mistakes raise the same exceptions, and the commands sent are the same. Enqueues that
 coroutines make at once on one client share round trips (`batching.py`), their jobs one
-library call per queue.
+library call per queue (on a Redis Cluster, each queue's calls share round trips of their own,
+since each queue is on one shard).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -45,7 +47,14 @@ from ..store.protocol import (
     THROUGHPUT_MINUTES,
 )
 from . import batching, calls
-from .connection import AsyncClient, async_url, default_connection, sync_twin
+from .connection import (
+    AsyncClient,
+    async_url,
+    default_connection,
+    is_cluster,
+    local_keys,
+    sync_twin,
+)
 from .durability import send_durably
 from .job import Job
 from .library import ensure_loaded
@@ -54,9 +63,10 @@ from .library import ensure_loaded
 class Queue:
     """A named queue in Redis, used from asyncio code.
 
-    The options are the sync `pyscheduler.Queue`'s (there is no `eager` here). Without a
-    `connection`, the queue uses one `redis.asyncio` client per event loop for REDIS_URL (else
-    the local default), of one server: a cluster or Sentinel URL raises InvalidURL.
+    The options are the sync `pyscheduler.Queue`'s (there is no `eager` here). `connection`
+    is a `redis.asyncio.Redis` or a `redis.asyncio.cluster.RedisCluster`. Without one, the
+    queue uses one client per event loop for REDIS_URL (else the local default), which may
+    name a cluster (`redis+cluster://HOST:PORT`); a Sentinel URL raises InvalidURL.
     """
 
     def __init__(
@@ -74,7 +84,7 @@ class Queue:
     ) -> None:
         self.keys = QueueKeys(name)  # validates the name
         self.name = name
-        self._connection = connection
+        self._connection = None if connection is None else local_keys(connection)
         # Checked now, so a bad URL fails where the queue is made; connected in the loop.
         self._url = None if connection is not None else async_url()
         self.default_timeout = default_timeout
@@ -249,12 +259,16 @@ class Queue:
         check_before_writing(batch, await self.payload_limit())
         client = self.connection
         await ensure_loaded(client, self.auto_load)
-        batcher = batching.for_client(client)
+        batcher = batching.for_client(client, self.name)
         # The registry write, once per client and queue (store/registry.py, whose memory takes
-        # either kind of client), carried by one of the calls made at once.
+        # either kind of client): on a cluster a call of its own before the enqueue (the
+        # registry is on another shard), on one server carried by one of the calls made at once.
         register = self.name not in batcher.registering and not registry.is_registered(
             cast(Any, client), self.name
         )
+        if register and is_cluster(client):
+            await _register_apart(client, self.name)
+            register = False
         commands: list[Sequence[Any]] = [("SADD", QUEUES_KEY, self.name)] if register else []
         commands += enqueue_commands(self.keys, batch)
         wanted = self.durable if durable is None else durability_of(durable)
@@ -263,7 +277,7 @@ class Queue:
             batcher.registering.add(self.name)
         try:
             if wanted is not None:  # its own round trip, WAIT after the FCALLs (durability.py)
-                replies, shortfall = await send_durably(client, commands, wanted)
+                replies, shortfall = await send_durably(client, self.keys.jobs, commands, wanted)
             else:
                 replies = await batcher.execute(commands, self._merge)
         finally:
@@ -279,7 +293,9 @@ class Queue:
         if any(job.depends_on for job in batch):
             # The sync client's registration, in a thread (connection.py says why).
             waiting = waiting_dependents(batch, ids)
-            await asyncio.to_thread(dependencies.register, sync_twin(client), self.name, waiting)
+            await asyncio.to_thread(
+                lambda: dependencies.register(sync_twin(client), self.name, waiting)
+            )
         if shortfall is not None:  # raised once the jobs are whole (their dependencies known)
             raise not_durable(shortfall, ids)
         return enqueued
@@ -360,3 +376,25 @@ class Queue:
         await ensure_loaded(self.connection, self.auto_load)
         fetched = await calls.fetch(self.connection, self.keys, job_id)
         return job_info(self.name, job_id, fetched, show_token)
+
+
+# client -> queue name -> the registry write in flight, which concurrent first enqueues share
+_registering: weakref.WeakKeyDictionary[AsyncClient, dict[str, asyncio.Task[None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _register_apart(client: AsyncClient, name: str) -> None:
+    """Write `name` to the registry in a call of its own (SADD), once for the coroutines that
+    ask at once; raises what the write raised, before any of them wrote a job."""
+    writes = _registering.setdefault(client, {})
+    write = writes.get(name)
+    if write is None or write.done() or write.get_loop() is not asyncio.get_running_loop():
+        write = writes[name] = asyncio.ensure_future(_sadd(client, name))
+        write.add_done_callback(lambda done: writes.pop(name) if writes.get(name) is done else None)
+    await asyncio.shield(write)
+
+
+async def _sadd(client: AsyncClient, name: str) -> None:
+    await client.sadd(QUEUES_KEY, name)
+    registry.mark_registered(cast(Any, client), [name])

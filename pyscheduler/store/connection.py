@@ -50,6 +50,7 @@ __all__ = [
     "URL_ENV",
     "Client",
     "client_from_url",
+    "cluster_node_url",
     "cluster_redirection",
     "connect",
     "error_text",
@@ -57,6 +58,7 @@ __all__ = [
     "is_cluster_url",
     "is_sentinel_url",
     "local_fcall_keys",
+    "option_error",
     "pipeline",
     "redacted",
     "resolve_url",
@@ -371,6 +373,21 @@ def client_from_url(url: str | None = None, **options: Any) -> redis.Redis:
     return client
 
 
+def cluster_node_url(url: str) -> str:
+    """For a cluster URL (checked by `validate_url`): the URL redis-py's cluster clients, sync
+    and asyncio, take (`RedisCluster.from_url`), which names the node to ask for the others."""
+    text = validate_url(url)
+    if not is_cluster_url(text):
+        raise _bad(text, "it names one server, not a cluster (redis+cluster://HOST:PORT)")
+    return _node_url(text)
+
+
+def option_error(url: str, exc: TypeError) -> InvalidURL:
+    """The InvalidURL of a client that refused the options of `url` (a TypeError)."""
+    unknown = re.search(r"keyword argument '([^']+)'", str(exc))
+    return _bad(url, f"unknown option {unknown.group(1)!r}" if unknown else str(exc))
+
+
 def connect(url: str | None = None, **options: Any) -> Client:
     """A client for `url`, which may name a Redis Cluster (`redis+cluster://HOST:PORT`): then a
     `RedisCluster`, which asks that node for the others at once (so a cluster that cannot be
@@ -379,10 +396,9 @@ def connect(url: str | None = None, **options: Any) -> Client:
     if not is_cluster_url(text):
         return client_from_url(text, **options)
     try:
-        return local_fcall_keys(RedisCluster.from_url(_node_url(text), **options))
+        return local_fcall_keys(RedisCluster.from_url(cluster_node_url(text), **options))
     except TypeError as exc:
-        unknown = re.search(r"keyword argument '([^']+)'", str(exc))
-        raise _bad(text, f"unknown option {unknown.group(1)!r}" if unknown else str(exc)) from None
+        raise option_error(text, exc) from None
 
 
 def pipeline(conn: Client) -> Pipeline:
@@ -440,7 +456,7 @@ def _word(value: Any) -> str:
     return (value.decode(errors="replace") if isinstance(value, bytes) else str(value)).upper()
 
 
-class _FcallKeys:
+class FcallKeys:
     """redis-py's cluster client finds the keys of a command to route it by its slot; for a
     command whose keys move (FCALL, FCALL_RO, XREAD) it asks a node (COMMAND GETKEYS, with
     every argument: the whole payload), one more round trip before each library call, in
@@ -469,7 +485,7 @@ class _FcallKeys:
 
 def local_fcall_keys(conn: Client) -> Client:
     """`conn`, routing library calls without asking a node for their keys first (see
-    `_FcallKeys`); its pipelines share its parser. Done by `connect` and `Queue`; harmless twice."""
-    if isinstance(conn, RedisCluster) and not isinstance(conn.commands_parser, _FcallKeys):
-        conn.commands_parser = _FcallKeys(conn.commands_parser)  # type: ignore[assignment]
+    `FcallKeys`); its pipelines share its parser. Done by `connect` and `Queue`; harmless twice."""
+    if isinstance(conn, RedisCluster) and not isinstance(conn.commands_parser, FcallKeys):
+        conn.commands_parser = FcallKeys(conn.commands_parser)  # type: ignore[assignment]
     return conn

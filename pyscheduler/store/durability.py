@@ -46,7 +46,7 @@ TIMEOUT_MAX_S = 3600.0
 #: More replicas than this is a mistake (a shard with 100 replicas is not a thing).
 REPLICAS_MAX = 100
 # How many MOVED/ASK replies a durable round trip follows before it gives up.
-_REDIRECTIONS_MAX = 5
+REDIRECTIONS_MAX = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +135,7 @@ def send_durably(
     connection, in one round trip. Returns their replies (an error reply as its
     `redis.ResponseError`) and what the acknowledgement lacks (None: durable)."""
     asking: tuple[str, int] | None = None
-    for _ in range(_REDIRECTIONS_MAX + 1):
+    for _ in range(REDIRECTIONS_MAX + 1):
         client = _client_for(conn, key, asking)
         sent: list[Command] = []
         for command in commands:

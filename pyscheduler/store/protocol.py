@@ -213,6 +213,8 @@ DEFAULT_MAX_PAYLOAD_BYTES: Final = 512 * 1024
 # The job options a stored record leaves out when they have these values (the library fills
 # them in when it reads the record): a queued job costs fewer bytes of Redis memory.
 RECORD_DEFAULTS: Final = {
+    "status": Status.QUEUED.value,
+    "priority": 0,
     "timeout": DEFAULT_TIMEOUT_S,
     "retries": DEFAULT_RETRIES,
     "backoff": DEFAULT_BACKOFF_S,
