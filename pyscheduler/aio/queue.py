@@ -19,6 +19,7 @@ from typing import Any, cast
 import redis
 
 from ..client import dependencies
+from ..client.inspection import QueueStats, job_info, queue_stats
 from ..client.job import JobInfo
 from ..client.metrics import QueueMetrics, queue_metrics
 from ..client.preparing import (
@@ -31,7 +32,7 @@ from ..client.preparing import (
     prepare_job,
     waiting_dependents,
 )
-from ..client.queue import LIMITS_CACHE_SECONDS, QueueStats, job_info, queue_stats
+from ..client.queue_settings import LIMITS_CACHE_SECONDS
 from ..store import calls as sync_calls
 from ..store import registry
 from ..store.calls import NewJob, ParentRef, SplitPlan

@@ -1,14 +1,14 @@
-"""`Queue`: enqueue jobs and look at what a queue holds."""
+"""`Queue`: enqueue jobs and look at what a queue holds.
+
+The bodies of its settings (client/queue_settings.py) and inspection (client/inspection.py)
+calls live in modules of their own; the methods here delegate to them.
+"""
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,17 +34,13 @@ from ..store.protocol import (
     DEFAULT_RESULT_TTL_S,
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_S,
-    ENDED_STATES,
-    ENQUEUE_BATCH_MAX,
-    PURGE_BATCH_MAX,
-    THROUGHPUT_MINUTES,
     Status,
 )
-from ..store.serialization import decode_payload, decode_result
-from . import dependencies, schedules, splitting
+from . import dependencies, inspection, queue_settings, schedules, splitting
 from . import eager as eager_mode
-from .job import Job, JobInfo, parse_record
-from .metrics import QueueMetrics, queue_metrics
+from .inspection import QueueStats, job_info, queue_stats
+from .job import Job, JobInfo
+from .metrics import QueueMetrics
 from .preparing import (
     Dependency,
     check_before_writing,
@@ -53,24 +49,22 @@ from .preparing import (
     enqueued_ids,
     not_durable,
     prepare_job,
-    seconds_of,
     waiting_dependents,
 )
+from .queue_settings import LIMITS_CACHE_SECONDS, QueueLimits
 from .schedules import Schedule
 from .splitting import Subtask
 
-# How long a client trusts the size limits it read from Redis before it reads them again.
-LIMITS_CACHE_SECONDS = 30.0
-
-
-def _limits(settings: Mapping[str, str]) -> QueueLimits:
-    concurrency, rate, period_ms = (settings.get(k) for k in ("concurrency", "rate", "period_ms"))
-    return QueueLimits(
-        concurrency=None if concurrency is None else int(concurrency),
-        rate=None if rate is None else int(rate),
-        period=None if period_ms is None else int(period_ms) / 1000,
-    )
-
+# Moved to client/queue_settings.py and client/inspection.py, still imported from here.
+__all__ = [
+    "LIMITS_CACHE_SECONDS",
+    "Queue",
+    "QueueLimits",
+    "QueueStats",
+    "default_connection",
+    "job_info",
+    "queue_stats",
+]
 
 _default_clients: dict[tuple[int, str], Client] = {}
 _default_lock = threading.Lock()
@@ -89,87 +83,6 @@ def default_connection() -> Client:
         if client is None:
             client = _default_clients[key] = connect(url)
     return client
-
-
-@dataclass(frozen=True, slots=True)
-class QueueLimits:
-    """Limits enforced by the library across all workers (None: no limit)."""
-
-    concurrency: int | None = None  # at most this many active jobs at once
-    rate: int | None = None  # at most `rate` job starts ...
-    period: float | None = None  # ... per this many seconds
-
-
-@dataclass(frozen=True, slots=True)
-class QueueStats:
-    """A snapshot of one queue, read in one library call."""
-
-    name: str
-    queued: int
-    delayed: int
-    active: int
-    waiting: int
-    failed: int
-    finished: int
-    paused: bool
-    oldest_ready_age: float | None  # seconds the longest-waiting ready job has waited
-    counters: dict[str, int]
-    limits: QueueLimits
-    aging: float | None  # priority levels a ready job gains per second of waiting
-
-
-def queue_stats(name: str, counts: calls.Counts) -> QueueStats:
-    settings = counts.settings or {}
-    aging = settings.get("aging")
-    return QueueStats(
-        name=name,
-        queued=counts.queued,
-        delayed=counts.delayed,
-        active=counts.active,
-        waiting=counts.waiting,
-        failed=counts.failed,
-        finished=counts.finished,
-        paused=settings.get("paused") == "1",
-        oldest_ready_age=(
-            None if counts.oldest_ready_age_ms is None else counts.oldest_ready_age_ms / 1000
-        ),
-        counters=counts.stats,
-        limits=_limits(settings),
-        aging=None if aging is None else float(aging),
-    )
-
-
-def job_info(queue: str, job_id: str, fetched: calls.FetchedJob, show_token: bool) -> JobInfo:
-    """The snapshot of a job `psq_fetch` read. The fencing token of its lease is left out of
-    `record` unless `show_token` (it lets its holder report for the job)."""
-    record = parse_record(fetched.record)
-    if not show_token:
-        record.pop("token", None)
-    try:
-        args, kwargs = decode_payload(fetched.payload) if fetched.payload else ([], {})
-    except ValueError:
-        args, kwargs = [], {}
-    status = str(record.get("status", Status.FAILED.value))
-    return JobInfo(
-        id=job_id,
-        queue=queue,
-        status=status,
-        func=record.get("func"),
-        args=args,
-        kwargs=kwargs,
-        priority=int(record.get("priority", 0)),
-        attempts=int(record.get("attempts", 0)),
-        retries=int(record.get("retries", 0)),
-        timeout=record.get("timeout"),
-        created_ms=record.get("created"),
-        started_ms=record.get("started"),
-        ended_ms=record.get("ended"),
-        result=decode_result(fetched.result) if status == Status.COMPLETE else None,
-        error=fetched.error if status != Status.COMPLETE else None,
-        record=record,
-        checkpoint=None if fetched.checkpoint is None else json.loads(fetched.checkpoint),
-        subtasks_done=fetched.subtasks_done,
-    )
 
 
 class Queue:
@@ -559,7 +472,7 @@ class Queue:
         ensure_loaded(self.connection, self.auto_load)
         return schedules.set_paused(self, name, False)
 
-    # -- settings (stored in Redis, enforced by the library) ---------------------------------
+    # -- settings (stored in Redis, enforced by the library; client/queue_settings.py) -------
 
     def payload_limit(self) -> int:
         """The largest payload this client sends: its own `max_payload_bytes`, else the
@@ -577,10 +490,7 @@ class Queue:
         return dict(self._cached_limits())
 
     def _cached_limits(self) -> dict[str, int]:
-        now = time.monotonic()
-        if self._library_limits is None or now - self._library_limits[0] > LIMITS_CACHE_SECONDS:
-            self._library_limits = (now, calls.size_limits(self.connection, self.keys))
-        return self._library_limits[1]
+        return queue_settings.cached_limits(self)
 
     def set_size_limits(
         self,
@@ -594,49 +504,23 @@ class Queue:
 
         A payload or checkpoint over its limit is refused (PayloadTooLarge), a result over it
         fails its job for good, an error text over it is cut in the middle."""
-        changes = {}
-        for field, value in (
-            ("max_payload_bytes", payload),
-            ("max_result_bytes", result),
-            ("max_checkpoint_bytes", checkpoint),
-            ("max_error_bytes", error),
-        ):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise InvalidOption(f"{field} must be an integer number of bytes, not {value!r}")
-            changes[field] = "" if value is None else str(value)
-        self._configure(changes)
-        self._library_limits = None
-        return self.size_limits()
+        return queue_settings.set_size_limits(
+            self, payload=payload, result=result, checkpoint=checkpoint, error=error
+        )
 
     def pause(self) -> None:
         """Hand out no jobs from this queue until `resume()`; running jobs go on."""
-        self._configure({"paused": "1"})
+        queue_settings.set_paused(self, True)
 
     def resume(self) -> None:
-        self._configure({"paused": ""})
+        queue_settings.set_paused(self, False)
 
     def set_limits(
         self, concurrency: int | None = None, rate: int | None = None, period: float | None = None
     ) -> QueueLimits:
         """Set both limits (None clears one): at most `concurrency` active jobs across all
         workers, at most `rate` starts per `period` seconds."""
-        for name, value in (("concurrency", concurrency), ("rate", rate)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise InvalidOption(f"{name} must be an integer, not {value!r}")
-        if (rate is None) != (period is None):
-            raise InvalidOption("give rate and period together")
-        period_s = seconds_of(period, "period")
-        if period_s is not None and not (math.isfinite(period_s) and period_s > 0):
-            raise InvalidOption(f"period must be a positive number of seconds, not {period!r}")
-        period_ms = None if period_s is None else round(period_s * 1000)
-        settings = self._configure(
-            {
-                "concurrency": "" if concurrency is None else str(concurrency),
-                "rate": "" if rate is None else str(rate),
-                "period_ms": "" if period_ms is None else str(period_ms),
-            }
-        )
-        return _limits(settings)
+        return queue_settings.set_limits(self, concurrency, rate, period)
 
     def limits(self) -> QueueLimits:
         return self.stats().limits
@@ -647,42 +531,27 @@ class Queue:
 
         Raises InvalidJobState while jobs are ready (set it on an empty or drained queue).
         """
-        rate = seconds_of(levels_per_second, "aging rate")
-        if rate is not None and not (math.isfinite(rate) and rate > 0):
-            raise InvalidOption(f"aging rate must be a positive number, not {levels_per_second!r}")
-        self._configure({"aging": "" if rate is None else repr(rate)})
+        queue_settings.set_aging(self, levels_per_second)
 
     def set_max_lost_leases(self, times: int | None) -> None:
         """Fail a job for good once its lease expired more than `times` times (its worker died
         or stalled each time); None: the library's default (MAX_LOST_LEASES)."""
-        if times is not None and (isinstance(times, bool) or not isinstance(times, int)):
-            raise InvalidOption(f"max_lost_leases must be an integer, not {times!r}")
-        self._configure({"max_lost_leases": "" if times is None else str(times)})
+        queue_settings.set_max_lost_leases(self, times)
 
     def set_preemption(self, enabled: bool) -> None:
         """With preemption on (the default), a running job that saves checkpoints pauses at
         its next one when a job of higher priority is ready and every worker's slots are busy;
         off, running jobs of this queue keep their slots."""
-        self._configure({"no_preemption": "" if enabled else "1"})
+        queue_settings.set_preemption(self, enabled)
 
     def _configure(self, changes: dict[str, str]) -> dict[str, str]:
-        ensure_loaded(self.connection, self.auto_load)
-        return calls.configure(self.connection, self.keys, changes)
+        return queue_settings.configure(self, changes)
 
-    # -- failed and ended jobs -----------------------------------------------------------------
+    # -- failed and ended jobs (client/queue_settings.py) --------------------------------------
 
     def retry(self, job_ids: Sequence[str] | None = None) -> int:
         """Move failed jobs back to the queue (all of them when no ids); returns how many."""
-        ensure_loaded(self.connection, self.auto_load)
-        moved = 0
-        if job_ids is not None:
-            for start in range(0, len(job_ids), ENQUEUE_BATCH_MAX):
-                chunk = job_ids[start : start + ENQUEUE_BATCH_MAX]
-                moved += len(calls.retry(self.connection, self.keys, chunk))
-            return moved
-        while batch := calls.retry(self.connection, self.keys, (), ENQUEUE_BATCH_MAX):
-            moved += len(batch)
-        return moved
+        return queue_settings.retry(self, job_ids)
 
     def purge(
         self,
@@ -694,110 +563,52 @@ class Queue:
 
         Returns how many were deleted; `progress` is called with each batch's count.
         """
-        if status not in ENDED_STATES:
-            raise InvalidOption(
-                f"only failed, complete, cancelled or expired jobs can be purged: {status}"
-            )
-        ensure_loaded(self.connection, self.auto_load)
-        deleted = 0
-        if job_ids is not None:
-            for start in range(0, len(job_ids), ENQUEUE_BATCH_MAX):
-                chunk = job_ids[start : start + ENQUEUE_BATCH_MAX]
-                done, _ = calls.purge(self.connection, self.keys, status, chunk)
-                deleted += done
-                if progress:
-                    progress(done)
-            return deleted
-        offset = 0
-        while True:
-            done, looked = calls.purge(
-                self.connection, self.keys, status, (), PURGE_BATCH_MAX, offset
-            )
-            if looked == 0:
-                return deleted
-            deleted += done
-            offset += looked - done
-            if progress:
-                progress(done)
+        return queue_settings.purge(self, status, job_ids, progress)
 
-    # -- inspection -------------------------------------------------------------------------
+    # -- inspection (client/inspection.py) ------------------------------------------------------
 
     @classmethod
     def known(cls, connection: Client | None = None) -> list[str]:
         """Names of the queues this Redis has seen jobs for, sorted."""
-        return registry.known_queues(connection if connection is not None else default_connection())
+        return inspection.known(connection if connection is not None else default_connection())
 
     def stats(self) -> QueueStats:
-        return queue_stats(self.name, self.counts())
+        return inspection.stats(self)
 
     @classmethod
     def stats_of(cls, names: Sequence[str], connection: Client) -> list[QueueStats]:
         """The stats of many queues in one round trip (their `psq_counts` calls pipelined)."""
-        all_keys = [QueueKeys(name) for name in names]  # checks every name first
-        if not all_keys:
-            return []
-        ensure_loaded(connection)
-        pipe = pipeline(connection)
-        for keys in all_keys:
-            calls.pipe_counts(pipe, keys)
-        found = []
-        for name, reply in zip(names, pipe.execute(raise_on_error=False), strict=True):
-            if isinstance(reply, redis.ResponseError):
-                calls.raise_mapped(reply)
-            found.append(queue_stats(name, calls.parse_counts(reply)))
-        return found
+        return inspection.stats_of(names, connection)
 
     def counts(self) -> calls.Counts:
-        ensure_loaded(self.connection, self.auto_load)
-        return calls.counts(self.connection, self.keys)
+        return inspection.counts(self)
 
     def metrics(self, minutes: int = 60) -> QueueMetrics:
         """The queue's counters, wait and run time histograms, and its throughput over the
         last `minutes` minutes (1..1440), in one library call."""
-        if not 1 <= minutes <= THROUGHPUT_MINUTES:
-            raise ValueError(f"minutes must be in 1..{THROUGHPUT_MINUTES}, got {minutes!r}")
-        ensure_loaded(self.connection, self.auto_load)
-        return queue_metrics(self.name, calls.metrics(self.connection, self.keys, minutes))
+        return inspection.metrics(self, minutes)
 
     def fetch_job(self, job_id: str) -> Job:
-        self.fetch_info(job_id)
-        return Job(job_id, self)
+        return inspection.fetch_job(self, job_id)
 
     def fetch_info(self, job_id: str, *, show_token: bool = False) -> JobInfo:
         """A snapshot of one job. The fencing token of its lease is left out of `record`
         unless `show_token` (it lets its holder report for the job)."""
-        ensure_loaded(self.connection, self.auto_load)
-        return job_info(
-            self.name, job_id, calls.fetch(self.connection, self.keys, job_id), show_token
-        )
+        return inspection.fetch_info(self, job_id, show_token)
 
     def job_ids(self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100) -> list[str]:
         """Ids of jobs in a state, a page at a time (queued ones in the order they will run)."""
-        return [job_id for job_id, _ in self._list(status, offset, limit)]
+        return inspection.job_ids(self, status, offset, limit)
 
     def jobs(self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100) -> list[Job]:
-        return [Job(job_id, self) for job_id in self.job_ids(status, offset, limit)]
+        return inspection.jobs(self, status, offset, limit)
 
     def job_records(
         self, status: str = Status.QUEUED, offset: int = 0, limit: int = 100
     ) -> list[tuple[str, dict[str, Any]]]:
         """A page of jobs in a state with their records, in one library call (no read per job;
         the fencing tokens left out)."""
-        listed = self._list(status, offset, limit)
-        for _, record in listed:
-            record.pop("token", None)
-        return listed
+        return inspection.job_records(self, status, offset, limit)
 
     def _list(self, status: str, offset: int, limit: int) -> list[tuple[str, dict[str, Any]]]:
-        try:
-            state_set = self.keys.state_set(Status(status))
-        except ValueError:
-            raise InvalidOption(
-                f"unknown status {status!r}: one of {', '.join(s.value for s in Status)}"
-            ) from None
-        ensure_loaded(self.connection, self.auto_load)
-        page = calls.list_jobs(self.connection, self.keys, state_set, offset, limit)
-        listed = [(job_id, parse_record(text)) for job_id, text in page]
-        if state_set == self.keys.finished:  # complete, cancelled and expired share one set
-            listed = [(i, r) for i, r in listed if r.get("status") == status]
-        return listed
+        return inspection.list_jobs(self, status, offset, limit)
