@@ -449,7 +449,9 @@ def snapshot(conn: redis.Redis) -> Snapshot:
         dump, ttl = replies[2 * i], replies[2 * i + 1]
         if dump is not None:  # None: it expired between KEYS and DUMP
             dumps[key] = dump
-        if ttl is not None and ttl >= 0:
+        # -2: it existed for DUMP and was gone for PTTL, expired by its TTL in between (a
+        # heartbeat's key with a TTL of a few ms): as volatile as one with a TTL left.
+        if ttl is not None and (ttl >= 0 or ttl == -2):
             volatile.add(key)
     return Snapshot(dumps, frozenset(volatile))
 
