@@ -19,6 +19,11 @@ def noop() -> None:
 
 
 @task
+def tick() -> None:
+    """A schedule's run (BENCH_SCHEDULE_EVERY): does nothing, records nothing."""
+
+
+@task
 def timed(enqueued: float) -> None:
     bench_handlers.timed_body(enqueued)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,11 @@ class PySchedulerSystem(System):
 
     def prepare_run(self) -> None:
         self.queues = {}
+        # BENCH_SCHEDULE_EVERY=S: a schedule firing every S seconds on the "bench" queue,
+        # defined before each run, to measure what a defined schedule costs a drain.
+        every = float(os.environ.get("BENCH_SCHEDULE_EVERY") or 0)
+        if every > 0:
+            self.queue("bench").schedule("bench-tick", bench_tasks.tick, every=every)
 
     def close(self) -> None:
         self.conn.close()
