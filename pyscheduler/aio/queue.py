@@ -16,14 +16,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import redis
-
 from ..client import dependencies
 from ..client.inspection import QueueStats, job_info, queue_stats
 from ..client.job import JobInfo
-from ..client.metrics import QueueMetrics, queue_metrics
+from ..client.metrics import QueueMetrics, check_minutes, queue_metrics
 from ..client.preparing import (
     Dependency,
+    after_registry_write,
     check_before_writing,
     enqueue_commands,
     enqueue_merge,
@@ -45,7 +44,6 @@ from ..store.protocol import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_S,
     SIZE_LIMIT_MAX,
-    THROUGHPUT_MINUTES,
 )
 from . import batching, calls
 from .connection import (
@@ -285,9 +283,7 @@ class Queue:
             if register:
                 batcher.registering.discard(self.name)
         if register:
-            if isinstance(replies[0], redis.ResponseError):
-                sync_calls.raise_mapped(replies[0])
-            replies = replies[1:]
+            replies = after_registry_write(replies)
             registry.mark_registered(cast(Any, client), [self.name])
         ids = enqueued_ids(replies)
         enqueued = [Job(job_id, self) for job_id in ids]
@@ -360,8 +356,7 @@ class Queue:
 
     async def metrics(self, minutes: int = 60) -> QueueMetrics:
         """The queue's counters, histograms and throughput (the sync `Queue.metrics`)."""
-        if not 1 <= minutes <= THROUGHPUT_MINUTES:
-            raise ValueError(f"minutes must be in 1..{THROUGHPUT_MINUTES}, got {minutes!r}")
+        check_minutes(minutes)
         await ensure_loaded(self.connection, self.auto_load)
         names = keys_for("psq_metrics", self.keys)
         reply = await calls.fcall_ro(self.connection, "psq_metrics", names, [minutes])

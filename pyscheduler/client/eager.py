@@ -46,8 +46,6 @@ from ..store.protocol import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_S,
     JOB_ID_MAX,
-    PROGRESS_DEPTH_MAX,
-    PROGRESS_MAX_BYTES,
     SIZE_LIMIT_DEFAULTS,
     Status,
 )
@@ -425,14 +423,6 @@ def _run_coroutine(coro: Coroutine[Any, Any, Any], job: EagerJob, context: Eager
 # -- current_job() inside an eager handler --------------------------------------------------
 
 
-def _nests_at_most(value: Any, limit: int) -> bool:
-    if isinstance(value, dict):
-        return limit > 0 and all(_nests_at_most(v, limit - 1) for v in value.values())
-    if isinstance(value, list):
-        return limit > 0 and all(_nests_at_most(v, limit - 1) for v in value)
-    return True
-
-
 class EagerContext:
     """What `current_job()` returns inside an eager handler: `JobContext`'s surface, kept in
     memory. Checkpoints, progress and time slices work; subtasks do not (InvalidOption)."""
@@ -496,14 +486,9 @@ class EagerContext:
         return self._progress
 
     def set_progress(self, value: Any) -> None:
-        text = encode_result(value, what="the progress is")
-        if len(text.encode()) > PROGRESS_MAX_BYTES:
-            raise PayloadTooLarge(
-                f"progress of {len(text.encode())} bytes exceeds the limit of"
-                f" {PROGRESS_MAX_BYTES} bytes"
-            )
-        if not _nests_at_most(value, PROGRESS_DEPTH_MAX):
-            raise InvalidOption(f"progress must nest at most {PROGRESS_DEPTH_MAX} deep")
+        from ..runtime.context import progress_text  # the worker's checks
+
+        text = progress_text(value)
         self._progress = self.record["progress"] = decode_json(text, "the progress")
 
     def flush_progress(self) -> None:

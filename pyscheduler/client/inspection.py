@@ -19,10 +19,10 @@ from ..store import calls, registry
 from ..store.connection import Client, pipeline
 from ..store.keys import QueueKeys
 from ..store.library import ensure_loaded
-from ..store.protocol import THROUGHPUT_MINUTES, Status
+from ..store.protocol import Status
 from ..store.serialization import decode_payload, decode_result
 from .job import Job, JobInfo, parse_record
-from .metrics import QueueMetrics, queue_metrics
+from .metrics import QueueMetrics, check_minutes, queue_metrics
 from .queue_settings import QueueLimits, limits_of
 
 if TYPE_CHECKING:
@@ -134,8 +134,7 @@ def stats_of(names: Sequence[str], connection: Client) -> list[QueueStats]:
 
 
 def metrics(queue: Queue, minutes: int) -> QueueMetrics:
-    if not 1 <= minutes <= THROUGHPUT_MINUTES:
-        raise ValueError(f"minutes must be in 1..{THROUGHPUT_MINUTES}, got {minutes!r}")
+    check_minutes(minutes)
     ensure_loaded(queue.connection, queue.auto_load)
     return queue_metrics(queue.name, calls.metrics(queue.connection, queue.keys, minutes))
 

@@ -84,10 +84,15 @@ def queue_metrics(queue: str, reply: MetricsReply) -> QueueMetrics:
     )
 
 
-def metrics_of(connection: Client, names: Sequence[str], minutes: int = 60) -> list[QueueMetrics]:
-    """The metrics of many queues in one round trip (their `psq_metrics` calls pipelined)."""
+def check_minutes(minutes: int) -> None:
+    """How much throughput history a metrics read may ask for (both clients check it)."""
     if not 1 <= minutes <= THROUGHPUT_MINUTES:
         raise ValueError(f"minutes must be in 1..{THROUGHPUT_MINUTES}, got {minutes!r}")
+
+
+def metrics_of(connection: Client, names: Sequence[str], minutes: int = 60) -> list[QueueMetrics]:
+    """The metrics of many queues in one round trip (their `psq_metrics` calls pipelined)."""
+    check_minutes(minutes)
     all_keys = [QueueKeys(name) for name in names]  # checks every name first
     if not all_keys:
         return []

@@ -391,6 +391,14 @@ def enqueue_merge(queue: str) -> Merge:
     )
 
 
+def after_registry_write(replies: list[Any]) -> list[Any]:
+    """The replies that follow the registry's SADD sent first in the same round trip; a
+    refused SADD raises (before any job is taken as enqueued)."""
+    if isinstance(replies[0], redis.ResponseError):
+        calls.raise_mapped(replies[0])
+    return replies[1:]
+
+
 def enqueued_ids(replies: Sequence[Any]) -> list[str]:
     """The ids the replies of `enqueue_commands` name, in order. A refused command raises its
     error (mapped to `pyscheduler.exceptions`), carrying in `enqueued` the ids of the jobs the

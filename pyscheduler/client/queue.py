@@ -43,6 +43,7 @@ from .job import Job, JobInfo
 from .metrics import QueueMetrics
 from .preparing import (
     Dependency,
+    after_registry_write,
     check_before_writing,
     enqueue_commands,
     enqueue_merge,
@@ -326,17 +327,12 @@ class Queue:
                 pipelining.issue(pipe, command)
             replies = pipe.execute(raise_on_error=False)
         if register:
-            if isinstance(replies[0], redis.ResponseError):
-                calls.raise_mapped(replies[0])
-            replies = replies[1:]
+            replies = after_registry_write(replies)
             registry.mark_registered(conn, [self.name])
         ids = enqueued_ids(replies)
         enqueued = [Job(job_id, self) for job_id in ids]
-        if not any(job.depends_on for job in batch):
-            if shortfall is not None:
-                raise not_durable(shortfall, ids)
-            return enqueued
-        dependencies.register(conn, self.name, waiting_dependents(batch, ids))
+        if any(job.depends_on for job in batch):
+            dependencies.register(conn, self.name, waiting_dependents(batch, ids))
         if shortfall is not None:  # raised once the jobs are whole (their dependencies known)
             raise not_durable(shortfall, ids)
         return enqueued

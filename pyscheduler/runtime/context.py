@@ -335,6 +335,21 @@ def _depth(value: Any, limit: int) -> bool:
     return True
 
 
+def progress_text(value: Any) -> str:
+    """A progress value as the JSON text stored, checked as the library would store it (also
+    used by eager queues, client/eager.py); raises PayloadNotJSON, PayloadTooLarge or
+    InvalidOption."""
+    text = encode_result(value, what="the progress is")
+    if len(text.encode()) > PROGRESS_MAX_BYTES:
+        raise PayloadTooLarge(
+            f"progress of {len(text.encode())} bytes exceeds the limit of"
+            f" {PROGRESS_MAX_BYTES} bytes"
+        )
+    if not _depth(value, PROGRESS_DEPTH_MAX):
+        raise InvalidOption(f"progress must nest at most {PROGRESS_DEPTH_MAX} deep")
+    return text
+
+
 class _Progress:
     """A run's progress value and the throttle on its writes (see `JobContext.set_progress`).
     A value held back is written by a timer thread once the interval is over, or by `flush`."""
@@ -348,14 +363,7 @@ class _Progress:
         self._lock = threading.Lock()
 
     def set(self, value: Any) -> None:
-        text = encode_result(value, what="the progress is")
-        if len(text.encode()) > PROGRESS_MAX_BYTES:
-            raise PayloadTooLarge(
-                f"progress of {len(text.encode())} bytes exceeds the limit of"
-                f" {PROGRESS_MAX_BYTES} bytes"
-            )
-        if not _depth(value, PROGRESS_DEPTH_MAX):
-            raise InvalidOption(f"progress must nest at most {PROGRESS_DEPTH_MAX} deep")
+        text = progress_text(value)
         with self._lock:
             self.value = value
             self._pending = text
