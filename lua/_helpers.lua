@@ -451,11 +451,14 @@ local NUMBER_FIELDS = { attempts = true, lost = true, retries = true, backoff = 
   created = true, queued_at = true, due = true, pauses = true, split = true, split_total = true,
   expires = true, deps_left = true }
 
+-- Infinity, as a constant of the library (the `math` table is not reachable while it loads).
+local HUGE = 1 / 0
+
 -- Every number in a decoded value is finite (cjson decodes NaN and Infinity but cannot encode
 -- them, which would fail a call halfway through its writes); nesting at most `depth` deep.
 local function all_finite(value, depth)
   local kind = type(value)
-  if kind == 'number' then return value == value and value ~= math.huge and value ~= -math.huge end
+  if kind == 'number' then return value == value and value ~= HUGE and value ~= -HUGE end
   if kind ~= 'table' then return true end
   if depth <= 0 then return false end
   for _, item in pairs(value) do
@@ -499,14 +502,20 @@ local function decode_job(raw)
   for field, default in pairs(RECORD_DEFAULTS) do
     if job[field] == nil then job[field] = default end
   end
+  local priority = job.priority
+  -- A string `func` means the JSON was an object, so every key below is a string.
   if not KNOWN_STATUS[job.status] or type(job.func) ~= 'string'
-      or type(job.priority) ~= 'number' or job.priority % 1 ~= 0 or job.priority < PRIORITY_MIN
-      or job.priority > PRIORITY_MAX then
+      or type(priority) ~= 'number' or priority % 1 ~= 0 or priority < PRIORITY_MIN
+      or priority > PRIORITY_MAX then
     return nil
   end
+  -- Most fields are scalars: checked here rather than through all_finite, which every pop
+  -- and completion would otherwise call once per field.
   for field, value in pairs(job) do
-    if type(field) ~= 'string' or (NUMBER_FIELDS[field] and type(value) ~= 'number')
-        or not all_finite(value, 8) then
+    local kind = type(value)
+    if kind == 'number' then
+      if value ~= value or value == HUGE or value == -HUGE then return nil end
+    elseif NUMBER_FIELDS[field] or (kind == 'table' and not all_finite(value, 8)) then
       return nil
     end
   end
@@ -601,9 +610,16 @@ end
 -- A subtask's end, or the end of a job others depend on (its record's `dependents`), is
 -- noted in its own queue until the parent's and the dependents' queues have recorded it
 -- (Q.notices); the worker delivers it, and psq_stale_notices re-drives it after a crash.
--- With a batch `W` (new_writes) the write is queued there.
+-- With a batch `W` (new_writes) the write is queued there. A call that ends a job no worker
+-- hears of (Q.untold: psq_pop expiring it or failing it for lost leases, psq_complete_many
+-- refusing its result) stamps the notice NOTICE_REDRIVE_MS early: no worker will deliver it,
+-- so the next re-drive should.
 local function note_subtask_end(Q, id, job, now, W)
-  if job.parent or type(job.dependents) == 'table' then write(W, 'ZADD', Q.notices, int(now), id) end
+  if job.parent or type(job.dependents) == 'table' then
+    local at = now
+    if Q.untold then at = now - NOTICE_REDRIVE_MS end
+    write(W, 'ZADD', Q.notices, int(at), id)
+  end
 end
 
 -- Metrics (psq_metrics reads them), in the queue's `metrics` hash, and job events, in its
@@ -612,17 +628,33 @@ end
 -- (record_tally): one HMGET and one HSET of `metrics`, one XADD per kind of event. The metrics
 -- fields are read and rewritten rather than incremented, so a field another writer spoiled is
 -- reset instead of failing the call after its writes.
--- Bucket i is field '<name>:<HISTOGRAM_LABELS[i]>': its bound in ms, 'inf' for the last.
-local HISTOGRAM_LABELS = {
-{%- for row in HISTOGRAM_BOUNDS_MS|batch(8) %}
-  {% for bound in row %}'{{ bound }}',{% if not loop.last %} {% endif %}{% endfor %}
+-- The `metrics` fields of the two histograms: '<name>:sum_ms', '<name>:count', and bucket i as
+-- '<name>:<HISTOGRAM_BOUNDS_MS[i]>' ('<name>:inf' for the last), rendered once rather than
+-- joined on every call.
+local HISTOGRAM_NAMES = { 'wait', 'run' }
+local HISTOGRAM_FIELDS = {
+{%- for name in ('wait', 'run') %}
+  {{ name }} = { sum = '{{ name }}:sum_ms', count = '{{ name }}:count', buckets = {
+  {%- for row in HISTOGRAM_BOUNDS_MS|batch(6) %}
+    {% for bound in row %}'{{ name }}:{{ bound }}',{% if not loop.last %} {% endif %}{% endfor %}
+  {%- endfor %}
+    '{{ name }}:inf' } },
 {%- endfor %}
-  'inf',
 }
 
+-- Every field of histogram `name`: its buckets in order, then its sum and count.
+local function histogram_fields(name)
+  local names = HISTOGRAM_FIELDS[name]
+  local fields = {}
+  for i, field in ipairs(names.buckets) do fields[i] = field end
+  fields[#fields + 1] = names.sum
+  fields[#fields + 1] = names.count
+  return fields
+end
+
+-- A histogram is made by the first observe of its name: most calls observe one kind or none.
 local function new_tally()
-  return { wait = { buckets = {}, sum = 0, count = 0 }, run = { buckets = {}, sum = 0, count = 0 },
-    completed = 0, failed = 0, events = {} }
+  return { completed = 0, failed = 0, events = {} }
 end
 
 -- Note event `kind` (one of EVENT_KINDS) of job `id` in tally `T` (nothing without one).
@@ -641,6 +673,10 @@ end
 local function observe(T, name, ms)
   if ms ~= ms or ms < 0 then ms = 0 end
   local h = T[name]
+  if not h then
+    h = { buckets = {}, sum = 0, count = 0 }
+    T[name] = h
+  end
   local i = 1
   while i <= #HISTOGRAM_BOUNDS_MS and ms > HISTOGRAM_BOUNDS_MS[i] do i = i + 1 end
   h.buckets[i] = (h.buckets[i] or 0) + 1
@@ -677,15 +713,16 @@ local function record_tally(Q, now)
   local key = Q.metrics
   if not key then return end
   local fields, add = {}, {}
-  for _, name in ipairs({ 'wait', 'run' }) do
+  for _, name in ipairs(HISTOGRAM_NAMES) do
     local h = T[name]
-    if h.count > 0 then
-      fields[#fields + 1] = name .. ':sum_ms'
+    if h then
+      local names = HISTOGRAM_FIELDS[name]
+      fields[#fields + 1] = names.sum
       add[#add + 1] = h.sum
-      fields[#fields + 1] = name .. ':count'
+      fields[#fields + 1] = names.count
       add[#add + 1] = h.count
       for i, n in pairs(h.buckets) do
-        fields[#fields + 1] = name .. ':' .. HISTOGRAM_LABELS[i]
+        fields[#fields + 1] = names.buckets[i]
         add[#add + 1] = n
       end
     end

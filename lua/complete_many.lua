@@ -54,7 +54,10 @@ end
 local function fail_oversized_result(Q, id, job, reason, now)
   redis.call('ZREM', Q.active, id)
   job.failure = KIND.REFUSED
+  -- The worker only hears PayloadTooLarge: the job's parent or dependents wait for a re-drive.
+  Q.untold = true
   fail_for_good(Q, id, job, now, reason)
+  Q.untold = nil
   return ERR.TOO_LARGE .. ' job ' .. id .. ' failed for good: ' .. reason, cjson.encode(job)
 end
 

@@ -22,11 +22,7 @@ Errors: BAD_KEYS; BAD_ARGUMENT.
 ]]
 
 local function histogram_reply(reply, key, name)
-  local fields = {}
-  for i, label in ipairs(HISTOGRAM_LABELS) do fields[i] = name .. ':' .. label end
-  fields[#fields + 1] = name .. ':sum_ms'
-  fields[#fields + 1] = name .. ':count'
-  for _, value in ipairs(redis.call('HMGET', key, unpack(fields))) do
+  for _, value in ipairs(redis.call('HMGET', key, unpack(histogram_fields(name)))) do
     reply[#reply + 1] = stored_count(value)
   end
 end

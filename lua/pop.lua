@@ -40,7 +40,9 @@ ARGV[5] nonce      string   TOKEN_LENGTH lowercase hex, random per call: a lease
 
 A popped job with a malformed id or a corrupt record is moved to failed with the reason. A
 popped job never started whose `expires` time has passed ends expired instead of being leased
-(counted in stats `expired`; it stays in `finished` until its result TTL passes).
+(counted in stats `expired`; it stays in `finished` until its result TTL passes). No worker
+hears of the jobs this call ends: a parent's or dependents' notice of one is written already
+due for re-drive (psq_stale_notices).
 
 Returns: { wait_ms, n, then six entries per leased job: id, token, lease_deadline_ms,
            job record (JSON), payload (JSON text), checkpoint (JSON text or false) }
@@ -145,6 +147,8 @@ local function pop(KEYS, ARGV)
   end
   local now = now_ms()
   Q.tally = new_tally()
+  -- Every job this call ends (expired, corrupt, lost too often) ends without a worker told.
+  Q.untold = true
 
   promote_due(Q, now)
   local next_tick = run_due_ticks(Q, now)

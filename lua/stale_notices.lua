@@ -3,7 +3,9 @@
 A worker delivers a subtask's outcome to its parent's queue right after the subtask ends
 (psq_subtask_done there), then forgets the notice (psq_forget_notices). If it died in between,
 the notice stays; any worker re-drives it after NOTICE_REDRIVE_MS. Read-only. The same holds
-for the end of a job others depend on (its record's `dependents`: psq_dependency_done).
+for the end of a job others depend on (its record's `dependents`: psq_dependency_done). A job
+the library ends with no worker told (psq_pop expiring it or failing it for lost leases,
+psq_complete_many refusing its result) has its notice stamped due at once.
 
 KEYS[1] notices  ZSET  subtask id -> time it ended (ms)
 KEYS[2] jobs     HASH  job id -> job record (JSON)

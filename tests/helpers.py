@@ -298,6 +298,12 @@ def server_ms(conn: redis.Redis) -> int:
     return server_us(conn) // 1000
 
 
+def let_expire(conn: redis.Redis, *leases: Any) -> None:
+    """Wait until the server's clock has passed every lease's deadline (`calls.Lease`s)."""
+    last = max(lease.deadline_ms for lease in leases)
+    wait_until(lambda: server_ms(conn) > last, timeout=5, what="the leases to expire")
+
+
 def all_keys(conn: redis.Redis) -> list[bytes]:
     """Every key, of every primary on a cluster, sorted."""
     return sorted(key for server in servers_of(conn) for key in server.keys("*"))

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import as_int, kill_worker, server_ms, start_worker, wait_status, wait_until
+from helpers import (
+    as_int,
+    kill_worker,
+    let_expire,
+    server_ms,
+    start_worker,
+    wait_status,
+    wait_until,
+)
 
 from pyscheduler import InvalidOption, Queue, Status
 from pyscheduler.client import splitting
@@ -238,6 +246,53 @@ def test_a_notice_left_by_a_killed_worker_is_redriven_by_another_worker(
 
     assert c.wait(timeout=20) == "c"
     assert ran(conn, steps) == ["a", "c"]
+
+
+def test_a_dependency_that_expires_unstarted_is_due_for_redrive_at_once(conn: redis.Redis) -> None:
+    first, last = Queue("dep-a", connection=conn), Queue("dep-c", connection=conn)
+    a = first.enqueue(STEP, "u", "k", "a", expires=0.05)
+    c = last.enqueue(STEP, "u", "k", "c", depends_on=[a])
+    expired_by = server_ms(conn) + 100
+    wait_until(lambda: server_ms(conn) > expired_by, what="the job's expiry to pass")
+
+    assert calls.pop(conn, first.keys, 1, 10_000, "test").leases == []  # the pop expires `a`
+    assert first.fetch_info(a.id).status == Status.EXPIRED
+    # No worker ran `a`, so none will tell `c`: the very next re-drive does.
+    assert splitting.redrive_notices(conn, first.keys) == 1
+
+    assert last.fetch_info(c.id).status == Status.CANCELLED
+
+
+def test_a_dependency_that_loses_its_lease_too_often_is_due_for_redrive_at_once(
+    conn: redis.Redis,
+) -> None:
+    first, last = Queue("dep-a", connection=conn), Queue("dep-c", connection=conn)
+    first.set_max_lost_leases(1)
+    a = first.enqueue(STEP, "u", "k", "a")
+    c = last.enqueue(STEP, "u", "k", "c", depends_on=[a])
+    for _ in range(2):
+        leases = calls.pop(conn, first.keys, 1, 20, "test").leases
+        let_expire(conn, *leases)
+
+    assert calls.pop(conn, first.keys, 1, 10_000, "test").leases == []  # `a` fails for good
+    assert first.fetch_info(a.id).status == Status.FAILED
+    assert splitting.redrive_notices(conn, first.keys) == 1
+
+    assert last.fetch_info(c.id).status == Status.CANCELLED
+
+
+def test_the_dependents_of_an_expired_job_are_told_without_the_redrive_delay(
+    conn: redis.Redis, redis_url: str, workers: Any
+) -> None:
+    first, last = Queue("dep-a", connection=conn), Queue("dep-c", connection=conn)
+    a = first.enqueue(STEP, redis_url, key(), "a", expires=0.05)
+    c = last.enqueue(STEP, redis_url, key(), "c", depends_on=[a])
+    time.sleep(0.2)
+    start_worker(workers, "dep-a", "dep-c")
+
+    # Well inside NOTICE_REDRIVE_MS, the delay a crashed worker's notice waits.
+    info = wait_status(last, c.id, Status.CANCELLED, timeout=NOTICE_REDRIVE_MS / 1000 - 2)
+    assert f"dep-a:{a.id}" in (info.error or "")
 
 
 def test_a_spoiled_dependents_field_does_not_stop_the_worker(

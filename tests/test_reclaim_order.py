@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis
-from helpers import kill_worker, server_ms, start_worker, wait_until
+from helpers import kill_worker, let_expire, server_ms, start_worker, wait_until
 
 from pyscheduler import InvalidOption, Queue
 from pyscheduler.store import calls
@@ -32,12 +32,6 @@ def queue(conn: redis.Redis) -> Queue:
 
 def pop(queue: Queue, max_jobs: int = 1, lease_ms: int = 10_000) -> list[calls.Lease]:
     return calls.pop(queue.connection, queue.keys, max_jobs, lease_ms, "worker-1").leases
-
-
-def let_expire(conn: redis.Redis, *leases: calls.Lease) -> None:
-    """Wait until the server's clock has passed every lease's deadline."""
-    last = max(lease.deadline_ms for lease in leases)
-    wait_until(lambda: server_ms(conn) > last, timeout=5, what="the leases to expire")
 
 
 def configure(queue: Queue, **settings: str) -> dict[str, str]:

@@ -35,6 +35,11 @@ FRAME_PARTS_MAX = 8
 _HEAD = struct.Struct("!BB")
 _STREAM_READ_SIZE = 1 << 20
 _SIZE = struct.Struct("!Q")
+# The part sizes of a frame of n parts, packed and unpacked in one call.
+_SIZES = tuple(struct.Struct("!" + "Q" * n) for n in range(FRAME_PARTS_MAX + 1))
+# A frame up to this size is written as one joined piece (one write instead of one per part);
+# a bigger one as views of its parts, so a big payload is not copied to be sent.
+_JOINED_FRAME_MAX = 64 * 1024
 # A request's fixed part: seq, lease (ms), timeout (s), flags.
 _REQUEST_FIXED = struct.Struct("!qqdB")
 _MAY_DEFER, _HAS_CHECKPOINT = 1, 2
@@ -122,14 +127,16 @@ def frame(kind: FrameKind, parts: list[bytes]) -> list[bytes | memoryview]:
     """The pieces of one frame, to be written in order (the parts are not copied)."""
     if len(parts) > FRAME_PARTS_MAX:
         raise FrameError(f"a frame has at most {FRAME_PARTS_MAX} parts, not {len(parts)}")
-    total = sum(len(part) for part in parts)
+    total = sum(map(len, parts))
     if total > FRAME_BYTES_MAX:
         raise FrameError(f"a frame of {total} bytes is over the {FRAME_BYTES_MAX} bytes limit")
-    head = _HEAD.pack(kind, len(parts)) + b"".join(_SIZE.pack(len(part)) for part in parts)
+    head = _HEAD.pack(kind, len(parts)) + _SIZES[len(parts)].pack(*map(len, parts))
+    if total <= _JOINED_FRAME_MAX:
+        return [b"".join([head, *parts])]
     return [head, *(memoryview(part) for part in parts)]
 
 
-def _check_head(data: bytes | bytearray, pos: int) -> tuple[int, list[int]] | None:
+def _check_head(data: bytes | bytearray, pos: int) -> tuple[int, tuple[int, ...]] | None:
     """(kind, part sizes) of the frame starting at `pos`, None while its header is partial."""
     if len(data) - pos < _HEAD.size:
         return None
@@ -138,8 +145,7 @@ def _check_head(data: bytes | bytearray, pos: int) -> tuple[int, list[int]] | No
         raise FrameError(f"a frame has at most {FRAME_PARTS_MAX} parts, not {count}")
     if len(data) - pos < _HEAD.size + count * _SIZE.size:
         return None
-    at = pos + _HEAD.size
-    sizes = [_SIZE.unpack_from(data, at + i * _SIZE.size)[0] for i in range(count)]
+    sizes = _SIZES[count].unpack_from(data, pos + _HEAD.size)
     if sum(sizes) > FRAME_BYTES_MAX:
         raise FrameError(f"a frame of {sum(sizes)} bytes is over the {FRAME_BYTES_MAX} limit")
     return kind, sizes
@@ -163,24 +169,37 @@ class FrameReader:
         """Take in `data`; the (kind, parts) of every frame it completes. FrameError when the
         stream holds something that is not a frame (it cannot be read on from there)."""
         buffer = self._buffer
-        buffer += data
-        frames: list[tuple[int, list[bytes]]] = []
-        pos = 0
-        while (head := _check_head(buffer, pos)) is not None:
+        # Bytes that start on a frame boundary (most reads) are cut where they are; only what
+        # is left of a partial frame is kept in the buffer.
+        if buffer:
+            buffer += data
+            frames, pos = _cut_frames(buffer)
+            if pos:
+                del buffer[:pos]
+        else:
+            frames, pos = _cut_frames(data)
+            buffer += memoryview(data)[pos:]
+        return frames
+
+
+def _cut_frames(data: bytes | bytearray) -> tuple[list[tuple[int, list[bytes]]], int]:
+    """The frames complete in `data`, and where the bytes after them start."""
+    frames: list[tuple[int, list[bytes]]] = []
+    pos = 0
+    with memoryview(data) as view:
+        while (head := _check_head(data, pos)) is not None:
             kind, sizes = head
             start = pos + _HEAD.size + len(sizes) * _SIZE.size
             end = start + sum(sizes)
-            if len(buffer) < end:
+            if len(data) < end:
                 break
             parts = []
             for size in sizes:
-                parts.append(bytes(buffer[start : start + size]))
+                parts.append(bytes(view[start : start + size]))
                 start += size
             frames.append((kind, parts))
             pos = end
-        if pos:
-            del buffer[:pos]
-        return frames
+    return frames, pos
 
 
 class FrameStream:

@@ -56,8 +56,10 @@ __all__ = ["PREFETCH_MAX", "Worker"]
 
 log = logging.getLogger("pyscheduler.worker")
 
-# How often a worker looks for subtask outcomes that a crashed worker left undelivered.
-REDRIVE_SECONDS = 5.0
+# How often a worker looks for job ends no worker delivered: a crashed worker's (overdue
+# after NOTICE_REDRIVE_MS), and those the library ended itself (due at once), so a
+# dependent of an expired job waits this long at most.
+REDRIVE_SECONDS = 2.0
 
 
 class Worker:
