@@ -669,8 +669,10 @@ local function note_event(T, kind, id)
 end
 
 -- One wait or run time (`name`) of `ms` milliseconds: it goes to the first bucket whose bound
--- is >= it.
-local function observe(T, name, ms)
+-- is >= it. `times` -1 takes back one observed before (a wait psq_pop counted for a job
+-- handed back unstarted).
+local function observe(T, name, ms, times)
+  times = times or 1
   if ms ~= ms or ms < 0 then ms = 0 end
   local h = T[name]
   if not h then
@@ -679,9 +681,9 @@ local function observe(T, name, ms)
   end
   local i = 1
   while i <= #HISTOGRAM_BOUNDS_MS and ms > HISTOGRAM_BOUNDS_MS[i] do i = i + 1 end
-  h.buckets[i] = (h.buckets[i] or 0) + 1
-  h.sum = h.sum + ms
-  h.count = h.count + 1
+  h.buckets[i] = (h.buckets[i] or 0) + times
+  h.sum = h.sum + ms * times
+  h.count = h.count + times
 end
 
 -- A stored count as a number (0 for anything else another writer left).
@@ -738,7 +740,8 @@ local function record_tally(Q, now)
   local out = {}
   for n = 1, #add do
     out[#out + 1] = fields[n]
-    out[#out + 1] = int(stored_count(values[n]) + add[n])
+    -- Never below zero: a take-back may find the metrics reset since.
+    out[#out + 1] = int(math.max(0, stored_count(values[n]) + add[n]))
   end
   if slot then
     local done, lost = 0, 0

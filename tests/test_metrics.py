@@ -233,3 +233,36 @@ def test_a_job_handed_back_unstarted_is_not_counted_as_started(queue: Queue) -> 
     leases = calls.pop(queue.connection, queue.keys, 1, 10_000, "w", extra=1).leases
     calls.release(queue.connection, queue.keys, [(leases[1].id, leases[1].token)])
     assert queue.metrics().counters["started"] == 1
+
+
+def test_a_job_handed_back_unstarted_has_its_wait_taken_back(queue: Queue) -> None:
+    queue.enqueue(add, 1)
+    queue.enqueue(add, 2)
+    leases = calls.pop(queue.connection, queue.keys, 1, 10_000, "w", extra=1).leases
+    calls.release(queue.connection, queue.keys, [(leases[1].id, leases[1].token)])
+
+    wait = queue.metrics().wait
+    assert wait.count == 1 and sum(wait.counts) == 1
+
+
+def test_a_handed_back_job_started_later_counts_one_wait(queue: Queue) -> None:
+    queue.enqueue(add, 1)
+    (lease,) = pop(queue)
+    calls.release(queue.connection, queue.keys, [(lease.id, lease.token)])
+
+    pop(queue)
+
+    assert queue.metrics().wait.count == 1
+
+
+def test_a_take_back_after_the_metrics_were_reset_leaves_them_at_zero(
+    queue: Queue, conn: redis.Redis
+) -> None:
+    queue.enqueue(add, 1)
+    (lease,) = pop(queue)
+    conn.delete(queue.keys.metrics)
+
+    calls.release(queue.connection, queue.keys, [(lease.id, lease.token)])
+
+    wait = queue.metrics().wait
+    assert wait.count == 0 and wait.sum_seconds == 0 and set(wait.counts) == {0}

@@ -117,7 +117,7 @@ OPERATIONS: Final = (
     Operation(
         "psq_release",
         "release.lua",
-        ("jobs", "ready", "active", "seq", "wake", "config", "starts", "stats"),
+        ("jobs", "ready", "active", "seq", "wake", "config", "starts", "stats", "metrics"),
     ),
     Operation(
         "psq_start_run",
