@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import json
 import os
+import socket
 import struct
+import threading
 
 import pytest
 import redis
@@ -17,6 +19,7 @@ from pyscheduler.runtime.allowlist import HandlerPolicy
 from pyscheduler.runtime.child_protocol import (
     FRAME_BYTES_MAX,
     FRAME_PARTS_MAX,
+    READ_BYTES_MAX,
     FrameError,
     FrameKind,
     FrameReader,
@@ -24,6 +27,7 @@ from pyscheduler.runtime.child_protocol import (
     Outcome,
     OutcomeKind,
     RunRequest,
+    SocketReads,
     decode_frame,
     decode_outcome,
     decode_request,
@@ -122,6 +126,29 @@ def test_a_blocking_stream_reads_a_frame_and_then_its_end(request: RunRequest) -
     framed = frames.next()
     assert framed is not None and decode_request(*framed) == request
     assert frames.next() is None
+
+
+def test_socket_reads_take_only_what_arrived() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        reads = SocketReads(ours)
+        theirs.sendall(b"abc")
+        assert bytes(reads.read()) == b"abc"
+        theirs.close()
+        assert len(reads.read()) == 0
+
+
+def test_a_frame_bigger_than_one_read_crosses_a_socket_whole() -> None:
+    payload = os.urandom(3 * READ_BYTES_MAX + 17)
+    request = RunRequest("q", "j", "t", b"{}", payload, None, 1000, 1.0, seq=1)
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        sender = threading.Thread(target=lambda: theirs.sendall(joined(encode_request(request))))
+        sender.start()
+        framed = FrameStream(SocketReads(ours).read).next()
+        sender.join()
+
+    assert framed is not None and decode_request(*framed) == request
 
 
 def test_a_truncated_frame_is_refused() -> None:

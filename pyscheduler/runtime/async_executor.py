@@ -39,6 +39,7 @@ from .child_protocol import (
     Outcome,
     OutcomeKind,
     RunRequest,
+    SocketReads,
     decode_request,
 )
 from .handler_calls import (
@@ -54,7 +55,6 @@ from .handler_calls import (
 # How long past its deadline a job on the loop may run before the worker kills the process
 # (the loop is blocked: the job's cancellation could not take effect).
 BLOCKED_LOOP_GRACE_SECONDS = 1.0
-_RECV_SIZE = 1 << 20
 
 
 async def _run_on_loop(call: Call, request: RunRequest) -> Outcome:
@@ -96,7 +96,7 @@ async def _serve(
     closed = asyncio.Event()
     tasks: set[asyncio.Task[None]] = set()
     fd = conn.fileno()
-    stream = socket.socket(fileno=os.dup(fd))
+    stream = SocketReads(socket.socket(fileno=os.dup(fd)))
     reader = FrameReader()
 
     def answer(outcome: Outcome) -> None:
@@ -122,7 +122,7 @@ async def _serve(
         try:
             while True:
                 try:
-                    chunk = stream.recv(_RECV_SIZE, socket.MSG_DONTWAIT)
+                    chunk = stream.read(flags=socket.MSG_DONTWAIT)
                 except BlockingIOError:
                     return
                 if not chunk:

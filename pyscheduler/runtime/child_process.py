@@ -23,12 +23,18 @@ from typing import Any
 
 from ..store.connection import Client
 from .allowlist import HandlerPolicy
-from .child_protocol import FrameReader, Outcome, RunRequest, decode_outcome, encode_request
+from .child_protocol import (
+    FrameReader,
+    Outcome,
+    RunRequest,
+    SocketReads,
+    decode_outcome,
+    encode_request,
+)
 
 # How much of the child's outcomes one system call reads.
 # Pieces per sendmsg: within IOV_MAX (1024 on Linux).
 _SEND_PIECES_MAX = 512
-_RECV_SIZE = 1 << 20
 
 
 class ChildProcess:
@@ -67,6 +73,7 @@ class ChildProcess:
         # A duplicate socket object, read and written with MSG_DONTWAIT, so the pipe's own
         # blocking mode stays as it is.
         self._socket = socket.socket(fileno=os.dup(parent_end.fileno()))
+        self._reads = SocketReads(self._socket)
         self._reader = FrameReader()
         self._outcomes: deque[Outcome] = deque()  # read, not taken yet
         self._unsent: deque[memoryview] = deque()
@@ -132,11 +139,11 @@ class ChildProcess:
         flags = 0 if block else socket.MSG_DONTWAIT
         while not self._child_gone:
             try:
-                chunk = self._socket.recv(_RECV_SIZE, flags)
+                chunk = self._reads.read(flags=flags)
             except BlockingIOError:
                 return
             except OSError:
-                chunk = b""
+                chunk = memoryview(b"")
             if not chunk:
                 self._child_gone = True
                 return

@@ -32,7 +32,14 @@ from typing import Any
 from ..store.connection import Client
 from .allowlist import HandlerPolicy
 from .child_process import ChildProcess
-from .child_protocol import FrameError, FrameStream, Outcome, OutcomeKind, decode_request
+from .child_protocol import (
+    FrameError,
+    FrameStream,
+    Outcome,
+    OutcomeKind,
+    SocketReads,
+    decode_request,
+)
 from .handler_calls import flush_output, outcome_of, run_call, send_outcome, set_up_child
 
 # The slots of an executor's shared progress record (doubles; a seq fits exactly).
@@ -52,7 +59,7 @@ def _child_main(
 ) -> None:
     set_up_child(parent_pid)
     fd = conn.fileno()
-    frames = FrameStream(socket.socket(fileno=os.dup(fd)).recv)
+    frames = FrameStream(SocketReads(socket.socket(fileno=os.dup(fd))).read)
     # The worker never blocks sending requests (see child_process.py), so this process's
     # blocking outcome writes cannot deadlock.
     while True:

@@ -79,6 +79,11 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+# One decoder for every call: json.loads with an option builds a new one each time, which
+# costs more than decoding a small payload.
+_decoder = json.JSONDecoder(parse_constant=_no_constant)
+
+
 def decode_json(text: str | bytes, what: str, error: type[ValueError] = ValueError) -> Any:
     """Parse JSON read from Redis; raises `error` saying what is wrong with `what`."""
     if isinstance(text, bytes):
@@ -89,7 +94,7 @@ def decode_json(text: str | bytes, what: str, error: type[ValueError] = ValueErr
                 f"{what} is not valid UTF-8 (byte {text[exc.start]:#04x} at offset {exc.start})"
             ) from None
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return _decoder.decode(text)
     except RecursionError:
         raise error(f"{what} is nested too deep to decode") from None
     except ValueError as exc:
