@@ -8,6 +8,7 @@ the handler compare readings of one clock.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import socket
@@ -43,6 +44,11 @@ def quick_task() -> str:
 
 def noop() -> None:
     return None
+
+
+def frozen_objects() -> int:
+    """How many objects the garbage collector leaves alone in this process (gc.freeze)."""
+    return gc.get_freeze_count()
 
 
 def add(a: int, b: int) -> int:

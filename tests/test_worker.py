@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import statistics
@@ -339,3 +340,24 @@ def test_corrupt_job_record_moved_to_failed(conn: redis.Redis, workers: Any) -> 
     assert (counts.queued, counts.active, counts.failed) == (0, 0, 2)
     assert as_int(counts.stats.get("completed")) == 1
     assert proc.poll() is None
+
+
+def test_a_worker_runs_with_its_start_up_frozen_and_unfreezes_at_exit(conn: redis.Redis) -> None:
+    queue = Queue("freeze", connection=conn)
+    job = queue.enqueue("tasks:frozen_objects")
+
+    Worker([queue]).work(burst=True)
+
+    assert job.info().result > 0  # the child was forked from the frozen worker
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_worker_leaves_the_applications_own_freeze_alone(conn: redis.Redis) -> None:
+    queue = Queue("freeze", connection=conn)
+    queue.enqueue("tasks:noop")
+    gc.freeze()
+    try:
+        Worker([queue]).work(burst=True)
+        assert gc.get_freeze_count() > 0  # the worker did not unfreeze what it had not frozen
+    finally:
+        gc.unfreeze()

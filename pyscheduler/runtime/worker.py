@@ -22,6 +22,7 @@ This module is the loop that ties the parts together:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -179,9 +180,16 @@ class Worker:
         self._waiting = WorkWaiting(
             self.connection, [q.keys.wake for q in self.queues], pipe.write_fd
         )
+        froze = False
         try:
             if not self._outages.wait_for_redis(lambda: self._stopping):
                 return self.processed
+            # What start-up made (modules, clients) lives as long as the worker: frozen out of
+            # the collector's reach, no full collection walks it, which stalled job starts by
+            # 20-40 ms in a new worker's first seconds (W3). An application's freeze stays.
+            if gc.get_freeze_count() == 0:
+                gc.freeze()
+                froze = True
             log.info(
                 "worker %s started on %s (concurrency %d)",
                 self.name,
@@ -210,6 +218,8 @@ class Worker:
             self._heartbeat.leave()
             log.info("worker %s stopped after %s", self.name, plural(self.processed, "job"))
             restore_logging()
+            if froze:
+                gc.unfreeze()
         return self.processed
 
     def stop(self) -> None:
