@@ -287,7 +287,8 @@ def test_the_dependents_of_an_expired_job_are_told_without_the_redrive_delay(
     first, last = Queue("dep-a", connection=conn), Queue("dep-c", connection=conn)
     a = first.enqueue(STEP, redis_url, key(), "a", expires=0.05)
     c = last.enqueue(STEP, redis_url, key(), "c", depends_on=[a])
-    time.sleep(0.2)
+    expired_by = server_ms(conn) + 100
+    wait_until(lambda: server_ms(conn) > expired_by, what="the job's expiry to pass")
     start_worker(workers, "dep-a", "dep-c")
 
     # Well inside NOTICE_REDRIVE_MS, the delay a crashed worker's notice waits.

@@ -133,18 +133,6 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _decode_with_reason(data: bytes) -> Any:
-    """A record orjson refused, parsed by json to name the fault (raises BadRecord) or, for
-    what only orjson refuses (an escaped lone surrogate), to read it all the same."""
-    try:
-        text = data.decode()
-    except UnicodeDecodeError as exc:
-        raise BadRecord(
-            f"the job record is not valid UTF-8 (byte {data[exc.start]:#04x} at offset {exc.start})"
-        ) from None
-    return decode_json(text, "the job record", error=BadRecord)
-
-
 def check_record(raw: bytes | str | None) -> dict[str, Any]:
     """The job record in `raw` as a dict, its fields checked; raises BadRecord naming what is
     wrong (bytes that are not UTF-8, not a JSON object, a forged field)."""
@@ -156,7 +144,9 @@ def check_record(raw: bytes | str | None) -> dict[str, Any]:
         # refuses what json would too (bad UTF-8, NaN, nesting past its depth limit).
         record = orjson.loads(data)
     except orjson.JSONDecodeError:
-        record = _decode_with_reason(data)
+        # json names the fault (raises BadRecord), or reads what only orjson refuses (an
+        # escaped lone surrogate).
+        record = decode_json(data, "the job record", error=BadRecord)
     if not isinstance(record, dict):
         raise BadRecord("the job record is not a JSON object")
     func = record.get("func")
