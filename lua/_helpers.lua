@@ -60,12 +60,6 @@ local FUNC_MAX_BYTES = {{ FUNC_MAX_BYTES }}
 local WORKER_NAME_MAX_BYTES = {{ WORKER_NAME_MAX_BYTES }}
 local OFFSET_MAX = {{ OFFSET_MAX }}
 local SIZE_LIMIT_MAX = {{ SIZE_LIMIT_MAX }}
--- A job's fields that psq_enqueue leaves out of its record when they have these values.
-local RECORD_DEFAULTS = {
-{%- for name, value in RECORD_DEFAULTS.items() %}
-  {{ name }} = {{ value | tojson }},
-{%- endfor %}
-}
 -- The payload of a call without arguments, which is not stored: its record has no
 -- `payload` field (one with `"payload": true` and no payload has lost it).
 local EMPTY_PAYLOAD = '{"args":[],"kwargs":{}}'
@@ -79,6 +73,8 @@ local HISTOGRAM_BOUNDS_MS = {
   {% for bound in row %}{{ bound }},{% if not loop.last %} {% endif %}{% endfor %}
 {%- endfor %}
 }
+-- Bucket i holds the times up to bound i, the last one those above every bound.
+local HISTOGRAM_BUCKETS = {{ HISTOGRAM_BOUNDS_MS|length + 1 }}
 local THROUGHPUT_MINUTES = {{ THROUGHPUT_MINUTES }}
 local EVENT_KINDS = { {% for kind in EVENT_KINDS %}'{{ kind }}'{% if not loop.last %}, {% endif %}{% endfor %} }
 local EVENT_IDS_MAX = {{ EVENT_IDS_MAX }}
@@ -122,11 +118,16 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- Whole numbers up to 2^53 are exact doubles, and well within the C long '%d' converts to.
+local INT_EXACT = 2 ^ 53
 -- Integers are passed to Redis as exact decimal strings: Lua's default number format
 -- keeps 14 digits, too few for ready-set scores.
 local function int(n)
   -- '-0' (from -0 or a tiny negative) is not an integer to Redis.
   if n > -0.5 and n < 0.5 then return '0' end
+  -- '%d' formats a whole number as an integer, without the floating-point conversion that
+  -- '%.0f' costs (a few thousand instructions, for each score and timestamp of a call).
+  if n % 1 == 0 and n > -INT_EXACT and n < INT_EXACT then return string.format('%d', n) end
   return string.format('%.0f', n)
 end
 
@@ -492,16 +493,31 @@ end
 -- The states of a job psq_enqueue writes (a compact record has no attempts: none yet).
 local NOT_YET_RUN = { [STATUS.QUEUED] = true, [STATUS.DELAYED] = true, [STATUS.WAITING] = true }
 
+-- psq_enqueue's compact records leave out the fields at their default (RECORD_DEFAULTS of
+-- pyscheduler/store/protocol.py); every reader fills them in here, so records written back
+-- are whole again. One test per field, rendered: a loop over a table of defaults costs a call
+-- of `next` per field, per job.
+local function fill_defaults(job)
+{%- for name, value in RECORD_DEFAULTS.items() %}
+  if job.{{ name }} == nil then job.{{ name }} = {{ value | tojson }} end
+{%- endfor %}
+end
+
+-- Copy to `record` the fields of RECORD_DEFAULTS that `job` holds at other values than their
+-- defaults (a compact record leaves the defaults out); rendered as fill_defaults is.
+local function copy_unless_default(job, record)
+{%- for name, value in RECORD_DEFAULTS.items() %}
+  if job.{{ name }} ~= {{ value | tojson }} then record.{{ name }} = job.{{ name }} end
+{%- endfor %}
+end
+
 local function decode_job(raw)
+  local type = type
   if type(raw) ~= 'string' then return nil end
   local ok, job = pcall(cjson.decode, raw)
   if not ok or type(job) ~= 'table' then return nil end
-  -- psq_enqueue's compact records leave out the fields at their default; every reader gets
-  -- them here (before the checks: a queued job's record has no status), so records written
-  -- back are whole again.
-  for field, default in pairs(RECORD_DEFAULTS) do
-    if job[field] == nil then job[field] = default end
-  end
+  -- Before the checks: a queued job's record has no status.
+  fill_defaults(job)
   local priority = job.priority
   -- A string `func` means the JSON was an object, so every key below is a string.
   if not KNOWN_STATUS[job.status] or type(job.func) ~= 'string'
@@ -631,7 +647,6 @@ end
 -- The `metrics` fields of the two histograms: '<name>:sum_ms', '<name>:count', and bucket i as
 -- '<name>:<HISTOGRAM_BOUNDS_MS[i]>' ('<name>:inf' for the last), rendered once rather than
 -- joined on every call.
-local HISTOGRAM_NAMES = { 'wait', 'run' }
 local HISTOGRAM_FIELDS = {
 {%- for name in ('wait', 'run') %}
   {{ name }} = { sum = '{{ name }}:sum_ms', count = '{{ name }}:count', buckets = {
@@ -679,9 +694,14 @@ local function observe(T, name, ms, times)
     h = { buckets = {}, sum = 0, count = 0 }
     T[name] = h
   end
-  local i = 1
-  while i <= #HISTOGRAM_BOUNDS_MS and ms > HISTOGRAM_BOUNDS_MS[i] do i = i + 1 end
-  h.buckets[i] = (h.buckets[i] or 0) + times
+  -- A binary search: a wait of a backlog would walk most of the bounds one by one, and
+  -- every pop and completion observes once per job.
+  local lo, hi = 1, HISTOGRAM_BUCKETS
+  while lo < hi do
+    local mid = (lo + hi - (lo + hi) % 2) / 2
+    if ms > HISTOGRAM_BOUNDS_MS[mid] then lo = mid + 1 else hi = mid end
+  end
+  h.buckets[lo] = (h.buckets[lo] or 0) + times
   h.sum = h.sum + ms * times
   h.count = h.count + times
 end
@@ -690,7 +710,7 @@ end
 local function stored_count(value)
   local n = tonumber(value)
   if not n or n ~= n or n < 0 or n >= 2 ^ 53 then return 0 end
-  return math.floor(n)
+  return n - n % 1
 end
 
 -- Write the events of tally `T` to the stream `key`, EVENT_IDS_MAX ids per entry at most.
@@ -706,30 +726,30 @@ local function record_events(key, T)
   end
 end
 
+-- Append the fields of histogram `h` (of HISTOGRAM_FIELDS `names`) and what to add to each.
+local function histogram_changes(h, names, fields, add)
+  local k = #fields
+  fields[k + 1], add[k + 1] = names.sum, h.sum
+  fields[k + 2], add[k + 2] = names.count, h.count
+  k = k + 2
+  for i, n in pairs(h.buckets) do
+    k = k + 1
+    fields[k], add[k] = names.buckets[i], n
+  end
+end
+
 -- Record the call's tally Q.tally: its events in Q.events; in Q.metrics (when the call has
 -- it) its histograms, and its completed and failed jobs in this minute's slot of the
 -- throughput ring (a slot stamped with another minute is stale: it starts again from zero).
 local function record_tally(Q, now)
   local T = Q.tally
-  if Q.events then record_events(Q.events, T) end
+  if Q.events and next(T.events) then record_events(Q.events, T) end
   local key = Q.metrics
   if not key then return end
   local fields, add = {}, {}
-  for _, name in ipairs(HISTOGRAM_NAMES) do
-    local h = T[name]
-    if h then
-      local names = HISTOGRAM_FIELDS[name]
-      fields[#fields + 1] = names.sum
-      add[#add + 1] = h.sum
-      fields[#fields + 1] = names.count
-      add[#add + 1] = h.count
-      for i, n in pairs(h.buckets) do
-        fields[#fields + 1] = names.buckets[i]
-        add[#add + 1] = n
-      end
-    end
-  end
-  local minute = math.floor(now / 60000)
+  if T.wait then histogram_changes(T.wait, HISTOGRAM_FIELDS.wait, fields, add) end
+  if T.run then histogram_changes(T.run, HISTOGRAM_FIELDS.run, fields, add) end
+  local minute = (now - now % 60000) / 60000
   local slot
   if T.completed + T.failed > 0 then
     slot = 'minute:' .. int(minute % THROUGHPUT_MINUTES)
@@ -739,9 +759,9 @@ local function record_tally(Q, now)
   local values = redis.call('HMGET', key, unpack(fields))
   local out = {}
   for n = 1, #add do
-    out[#out + 1] = fields[n]
     -- Never below zero: a take-back may find the metrics reset since.
-    out[#out + 1] = int(math.max(0, stored_count(values[n]) + add[n]))
+    local total = stored_count(values[n]) + add[n]
+    out[2 * n - 1], out[2 * n] = fields[n], total > 0 and int(total) or '0'
   end
   if slot then
     local done, lost = 0, 0

@@ -166,9 +166,7 @@ local function make_schedule_run(Q, name, def, tick, refill, now)
   local id = schedule_job_id(name, tick)
   if redis.call('HEXISTS', Q.jobs, id) == 1 then return false end
   local job = { func = def.func, priority = def.priority, created = now, schedule = name, tick = tick }
-  for field, default in pairs(RECORD_DEFAULTS) do
-    if def[field] ~= default then job[field] = def[field] end
-  end
+  copy_unless_default(def, job)
   if def.time_slice > 0 then job.time_slice = def.time_slice end
   if def.payload then
     job.payload = true

@@ -61,7 +61,7 @@ then, for each job i = 0..N-1, fourteen fields starting at ARGV[2 + 14 * i]:
                          on_dependency_failure  'cancel' (default) or 'run': what a dependency
                                      that fails, is cancelled or expires does to this job
 
-A record leaves out what has its default (RECORD_DEFAULTS, queued_at = created; decode_job
+A record leaves out what has its default (RECORD_DEFAULTS: copy_unless_default; queued_at = created; decode_job
 fills them in); one with a stored payload says "payload": true.
 
 Returns: a flat array, three entries per job: id, status, 1 when created or 0 when it existed.
@@ -219,9 +219,7 @@ local function compact_record(job)
   local record = { func = job.func, created = job.created, due = job.due, parent = job.parent,
     time_slice = job.time_slice, expires = job.expires, on_success = job.on_success, on_failure = job.on_failure,
     retry_on = job.retry_on, deps = job.deps, deps_left = job.deps_left, dep_run = job.dep_run }
-  for field, default in pairs(RECORD_DEFAULTS) do
-    if job[field] ~= default then record[field] = job[field] end
-  end
+  copy_unless_default(job, record)
   if job.payload then record.payload = true end
   if job.split then
     record.split, record.split_total, record.split_groups = 1, job.split.total, job.split.groups

@@ -27,6 +27,18 @@ need_luacheck() {
   fi
 }
 
+# tools/redis_instructions.py (and its test) counts a server's instructions under valgrind.
+need_valgrind() {
+  command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "installing valgrind (Debian package valgrind) ..."
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
+  else
+    echo "valgrind is missing: install it (Debian/Ubuntu: sudo apt-get install valgrind)" >&2
+    exit 1
+  fi
+}
+
 # The Prometheus tests (tests/test_prometheus.py) start a real server and run promtool, both
 # from the Debian package prometheus. Its services are not started: the tests run their own.
 need_prometheus() {
@@ -124,6 +136,7 @@ case "${1:-}" in
     shift
     setup test
     need_luacheck
+    need_valgrind
     need_prometheus
     need_chromium
     need_tls_valkey

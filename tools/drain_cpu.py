@@ -3,6 +3,7 @@
 
     python tools/drain_cpu.py                          # 1 worker, round-trip handlers
     python tools/drain_cpu.py --workers 2 --noop       # 2 workers, truly no-op handlers
+    python tools/drain_cpu.py --noop --commands        # and the Redis commands per job
     PYTHONPATH=OTHER_TREE python tools/drain_cpu.py    # the same for another checkout
 
 For comparing two trees on a noisy machine: run it for each, alternated, and compare the
@@ -39,6 +40,7 @@ from pyscheduler import Queue  # noqa: E402
 
 QUEUE = "bench"
 WARM_UP_SECONDS = 1.5
+SLOWLOG_ENTRIES = 2000
 
 
 def free_port() -> int:
@@ -87,6 +89,11 @@ def measure(args: argparse.Namespace, url: str, conn: redis.Redis) -> dict[str, 
         mains = [psutil.Process(w.pid) for w in workers]
         processes = mains + [c for m in mains for c in m.children(recursive=True)]
         left = queue.counts().queued
+        conn.config_resetstat()
+        if args.commands:
+            conn.config_set("slowlog-max-len", SLOWLOG_ENTRIES)
+            conn.config_set("slowlog-log-slower-than", 0)
+            conn.slowlog_reset()
         workers_cpu, server_cpu = cpu_seconds(processes), redis_cpu(conn)
         start = time.monotonic()
         time.sleep(args.seconds)
@@ -94,6 +101,8 @@ def measure(args: argparse.Namespace, url: str, conn: redis.Redis) -> dict[str, 
         elapsed = time.monotonic() - start
         workers_cpu = cpu_seconds(processes) - workers_cpu
         server_cpu = redis_cpu(conn) - server_cpu
+        commands = conn.info("commandstats")
+        calls = conn.slowlog_get(SLOWLOG_ENTRIES) if args.commands else []
         if queue.counts().queued == 0:
             print("the queue ran dry inside the window: give more --jobs", file=sys.stderr)
     finally:
@@ -102,6 +111,9 @@ def measure(args: argparse.Namespace, url: str, conn: redis.Redis) -> dict[str, 
         for worker in workers:
             worker.wait()
     per_job = 1e6 / max(1, done)
+    if args.commands:
+        print_commands(commands, max(1, done))
+        print_functions(calls)
     return {
         "jobs_per_second": done / elapsed,
         "redis_us_per_job": server_cpu * per_job,
@@ -110,12 +122,40 @@ def measure(args: argparse.Namespace, url: str, conn: redis.Redis) -> dict[str, 
     }
 
 
+def print_commands(commands: dict[str, Any], done: int) -> None:
+    """The window's commands (a function's nested ones included), by time in Redis per job."""
+    rows = sorted(commands.items(), key=lambda item: -float(item[1]["usec"]))
+    print(f"{'command':<22}{'calls/job':>10}{'us/job':>9}{'us/call':>9}")
+    for name, stats in rows:
+        calls, usec = int(stats["calls"]), float(stats["usec"])
+        name = name.removeprefix("cmdstat_")
+        print(f"{name:<22}{calls / done:>10.3f}{usec / done:>9.2f}{usec / max(1, calls):>9.2f}")
+
+
+def print_functions(entries: list[dict[str, Any]]) -> None:
+    """The last calls of each library function in the window (from the slow log, which then
+    logs every command): how many there were and how long one took."""
+    by_function: dict[str, list[float]] = {}
+    for entry in entries:
+        words = bytes(entry["command"]).decode(errors="replace").split()
+        if len(words) > 1 and words[0].upper() in ("FCALL", "FCALL_RO"):
+            by_function.setdefault(words[1], []).append(float(entry["duration"]))
+    print(f"{'function':<22}{'calls':>7}{'median us':>11}{'max us':>9}")
+    for name, durations in sorted(by_function.items(), key=lambda item: -sum(item[1])):
+        durations.sort()
+        median = durations[len(durations) // 2]
+        print(f"{name:<22}{len(durations):>7}{median:>11.0f}{durations[-1]:>9.0f}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--noop", action="store_true", help="no-op handlers (no round trip)")
     parser.add_argument("--jobs", type=int, default=80_000)
     parser.add_argument("--seconds", type=float, default=5.0, help="the measured window")
+    parser.add_argument(
+        "--commands", action="store_true", help="also list Redis's commands per job (commandstats)"
+    )
     args = parser.parse_args()
     port = free_port()
     server = subprocess.Popen(
