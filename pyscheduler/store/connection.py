@@ -326,8 +326,10 @@ def _sentinel_client(url: str, **options: Any) -> redis.Redis:
         if option in parts.sentinel_options:
             sentinel_kwargs[option.removeprefix("sentinel_")] = parts.sentinel_options[option]
     try:
-        sentinel = Sentinel(parts.sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-        client: redis.Redis = sentinel.master_for(parts.service, **kwargs)  # type: ignore[no-untyped-call]
+        # Any: redis-py types Sentinel from 8.2 on, not before (an ignore would be unused there).
+        sentinel_class: Any = Sentinel
+        sentinel = sentinel_class(parts.sentinels, sentinel_kwargs=sentinel_kwargs)
+        client: redis.Redis = sentinel.master_for(parts.service, **kwargs)
         pool = client.connection_pool
         pool.connection_class(**pool.connection_kwargs)  # unknown options fail here, unconnected
     except TypeError as exc:
