@@ -512,6 +512,7 @@ local function copy_unless_default(job, record)
 end
 
 local function decode_job(raw)
+  -- A local: the check of every field below calls it, and a global is looked up each time.
   local type = type
   if type(raw) ~= 'string' then return nil end
   local ok, job = pcall(cjson.decode, raw)

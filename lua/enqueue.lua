@@ -61,8 +61,8 @@ then, for each job i = 0..N-1, fourteen fields starting at ARGV[2 + 14 * i]:
                          on_dependency_failure  'cancel' (default) or 'run': what a dependency
                                      that fails, is cancelled or expires does to this job
 
-A record leaves out what has its default (RECORD_DEFAULTS: copy_unless_default; queued_at = created; decode_job
-fills them in); one with a stored payload says "payload": true.
+A record leaves out what has its default (RECORD_DEFAULTS, by copy_unless_default; queued_at =
+created; decode_job fills them in); one with a stored payload says "payload": true.
 
 Returns: a flat array, three entries per job: id, status, 1 when created or 0 when it existed.
   A job whose dedup key is held by a job within its window is not created: its entry names

@@ -16,28 +16,26 @@ setup() {
   "$VENV/bin/python" -m pip install --quiet -e ".[$1]"
 }
 
-need_luacheck() {
-  command -v luacheck >/dev/null 2>&1 && return 0
+# Debian package $1 unless the commands after it are all there (installed as root with apt-get;
+# anywhere else the run stops with what to install).
+need_package() {
+  local package="$1" missing="" name
+  shift
+  for name in "$@"; do command -v "$name" >/dev/null 2>&1 || missing=1; done
+  [ -z "$missing" ] && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing luacheck (Debian package lua-check) ..."
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua-check >/dev/null
+    echo "installing $* (Debian package $package) ..."
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
   else
-    echo "luacheck is missing: install it (Debian/Ubuntu: sudo apt-get install lua-check)" >&2
+    echo "$1 is missing: install it (Debian/Ubuntu: sudo apt-get install $package)" >&2
     exit 1
   fi
 }
 
+need_luacheck() { need_package lua-check luacheck; }
+
 # tools/redis_instructions.py (and its test) counts a server's instructions under valgrind.
-need_valgrind() {
-  command -v valgrind >/dev/null 2>&1 && command -v callgrind_control >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing valgrind (Debian package valgrind) ..."
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null
-  else
-    echo "valgrind is missing: install it (Debian/Ubuntu: sudo apt-get install valgrind)" >&2
-    exit 1
-  fi
-}
+need_valgrind() { need_package valgrind valgrind callgrind_control; }
 
 # The Prometheus tests (tests/test_prometheus.py) start a real server and run promtool, both
 # from the Debian package prometheus. Its services are not started: the tests run their own.

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,18 +35,12 @@ sys.path.insert(0, str(TOOLS))
 import redis  # noqa: E402
 
 from pyscheduler import Queue  # noqa: E402
+from pyscheduler.dev.engine import free_port  # noqa: E402
 from pyscheduler.store import calls, library  # noqa: E402
 
 QUEUE = "instructions"
 LEASE_MS = 600_000  # far longer than a run under valgrind
 WORKER = "instructions-tool"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class CountedServer:
